@@ -1,0 +1,1 @@
+"""Plumbing shared by routed-ipam and routed-net. It owns no state."""

@@ -1,0 +1,152 @@
+"""The ZeroMQ coordination channel between routed-net and routed-ipam (DESIGN.md).
+
+routed-ipam binds a ROUTER on an ipc:// path in the root-only run directory; clients use
+REQ sockets with short timeouts and the Lazy Pirate pattern (a fresh socket after a timeout).
+Every message is a JSON object {"type", "version", "id", ...}; every reply is
+{"id", "ok": true, ...} or {"id", "ok": false, "error": "..."}. Handlers must be idempotent:
+a restarted peer may see a request twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from common.errors import PluginError
+
+VERSION = 1
+MAX_MESSAGE = 1 << 20
+Message = dict[str, Any]
+MessageHandler = Callable[[Message], Message]
+log = logging.getLogger("routed.channel")
+
+
+def request(kind: str, **fields: Any) -> Message:
+    return {"type": kind, "version": VERSION, "id": uuid.uuid4().hex, **fields}
+
+
+class ChannelServer:
+    """Serves request types on `endpoint` from one thread, one request at a time."""
+
+    def __init__(self, endpoint: str, handlers: dict[str, MessageHandler]) -> None:
+        self._endpoint = endpoint
+        self._handlers = handlers
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="channel-server", daemon=True)
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+
+    def start(self) -> None:
+        previous = os.umask(0o177)  # the ipc file: root-only
+        try:
+            self._socket.bind(self._endpoint)
+        finally:
+            os.umask(previous)
+        self._thread.start()
+        log.info("channel serving %s", self._endpoint)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._context.destroy(linger=0)
+        if self._endpoint.startswith("ipc://"):
+            # libzmq leaves the ipc file behind on close.
+            try:
+                os.unlink(self._endpoint[len("ipc://") :])
+            except FileNotFoundError:
+                pass
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(200):
+                continue
+            frames = self._socket.recv_multipart()
+            if len(frames) < 3:
+                continue  # not a REQ envelope: nothing to answer
+            reply = self.handle(frames[-1])
+            self._socket.send_multipart([*frames[:-1], json.dumps(reply).encode()])
+
+    def handle(self, raw: bytes) -> Message:
+        """Validate and dispatch one message; never raises."""
+        message_id: Any = None
+        try:
+            message = json.loads(raw)
+            if not isinstance(message, dict):
+                raise PluginError("message must be a JSON object")
+            message_id = message.get("id")
+            if not isinstance(message_id, str) or not 0 < len(message_id) <= 64:
+                raise PluginError("message needs an 'id' string of 1-64 characters")
+            if message.get("version") != VERSION:
+                raise PluginError(f"unsupported message version {message.get('version')!r}")
+            handler = self._handlers.get(message.get("type"))  # type: ignore[arg-type]
+            if handler is None:
+                raise PluginError(f"unknown message type {message.get('type')!r}")
+            return {"id": message_id, "ok": True, **handler(message)}
+        except (ValueError, RecursionError) as err:
+            return {"id": message_id, "ok": False, "error": f"malformed message: {err}"}
+        except PluginError as err:
+            log.warning("channel request refused: %s", err)
+            return {"id": message_id, "ok": False, "error": str(err)}
+        except Exception as err:
+            log.exception("channel handler crashed")
+            return {"id": message_id, "ok": False, "error": f"internal error: {err}"}
+
+
+class ChannelClient:
+    """One REQ socket, used from one thread. `call` returns None when the peer did not answer."""
+
+    def __init__(self, endpoint: str, timeout_ms: int = 1000) -> None:
+        self._endpoint = endpoint
+        self._timeout_ms = timeout_ms
+        self._context = zmq.Context()
+        self._socket: zmq.Socket[bytes] | None = None
+
+    def call(self, message: Message) -> Message | None:
+        sock = self._connect()
+        try:
+            sock.send(json.dumps(message).encode())
+            if not sock.poll(self._timeout_ms, zmq.POLLIN):
+                raise zmq.Again()
+            while True:
+                reply = json.loads(sock.recv())
+                if isinstance(reply, dict) and reply.get("id") == message["id"]:
+                    return reply
+                if not sock.poll(self._timeout_ms, zmq.POLLIN):
+                    raise zmq.Again()
+        except (zmq.ZMQError, ValueError):
+            self._reset()  # Lazy Pirate: a REQ socket that timed out cannot be reused
+            return None
+
+    def close(self) -> None:
+        self._reset()
+        self._context.destroy(linger=0)
+
+    def _connect(self) -> zmq.Socket[bytes]:
+        if self._socket is None:
+            sock = self._context.socket(zmq.REQ)
+            for option, value in (
+                (zmq.LINGER, 0),
+                (zmq.IMMEDIATE, 1),  # fail fast while no peer is connected
+                (zmq.SNDTIMEO, self._timeout_ms),
+                (zmq.MAXMSGSIZE, 64 * MAX_MESSAGE),
+            ):
+                sock.setsockopt(option, value)
+            sock.connect(self._endpoint)
+            self._socket = sock
+        return self._socket
+
+    def _reset(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None

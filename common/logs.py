@@ -1,0 +1,17 @@
+"""One logging set-up for every process: plain lines on stdout, which supervisor files per process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def setup(service: str) -> logging.Logger:
+    level = os.environ.get("ROUTED_LOG_LEVEL", "INFO").upper()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    return logging.getLogger(service)

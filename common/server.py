@@ -1,0 +1,194 @@
+"""The Docker plugin HTTP server both services use: CherryPy on one root-only unix socket.
+
+Wire rules (../shared/reference/protocol.md §1.3, §2): dockerd POSTs `/<Subsystem>.<Method>`
+with no Content-Type, possibly an empty body or `null`; success is exactly 200 with a JSON
+object; every error is a non-200 status with {"Err": "..."}; unknown methods are 404.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import cherrypy
+
+from common import wire
+from common.config import Paths, private_dir
+from common.errors import BadRequest, PluginError
+
+Handler = Callable[[wire.Body], wire.Body]
+MAX_BODY = 1 << 20  # dockerd's largest bodies are a few KiB
+REPLY_TYPE = "application/vnd.docker.plugins.v1.2+json"
+log = logging.getLogger("routed.http")
+
+
+@dataclass
+class PluginApp:
+    """One plugin socket: the subsystems it implements and a handler per `/<Subsystem>.<Method>`."""
+
+    name: str
+    implements: list[str]
+    handlers: dict[str, Handler] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.handlers.setdefault("Plugin.Activate", lambda _body: {"Implements": self.implements})
+
+    def call(self, method: str, raw: bytes) -> tuple[int, wire.Body]:
+        """Run one call; returns (HTTP status, reply body). Logs one line per call."""
+        started = time.monotonic()
+        request: wire.Body = {}
+        try:
+            handler = self.handlers.get(method)
+            if handler is None:
+                return 404, {"Err": f"{self.name} does not implement {method}"}
+            request = parse_body(raw)
+            log.debug("%s request %s", method, raw[:4096].decode(errors="replace"))
+            reply = handler(request)
+            outcome, status = "ok", 200
+        except PluginError as err:
+            reply, status = {"Err": str(err)}, err.status
+            outcome = f"error {status}: {err}"
+        except Exception as err:  # a bug must not take the process down
+            log.exception("%s crashed", method)
+            reply, status = {"Err": f"internal error in {self.name}: {err}"}, 500
+            outcome = "internal error"
+        elapsed_ms = (time.monotonic() - started) * 1000
+        level = logging.INFO if status in (200, 404) else logging.WARNING
+        ids = " ".join(filter(None, (wire.summary(request), wire.summary(reply))))
+        log.log(level, "%s %s -> %s (%.1f ms)", method, ids, outcome, elapsed_ms)
+        return status, reply
+
+    def wsgi(self) -> cherrypy.Application:
+        """The WSGI application: served by cheroot in production, called in-process by unit tests."""
+        return cherrypy.Application(_Root(self), "", _app_config())
+
+
+def parse_body(raw: bytes) -> wire.Body:
+    """dockerd's tolerant JSON: empty body or `null` is {}; anything but an object is refused."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise BadRequest(f"malformed JSON body: {err}") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"request body must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+class _Root:
+    def __init__(self, plugin: PluginApp) -> None:
+        self._plugin = plugin
+
+    @cherrypy.expose  # type: ignore[misc]
+    def default(self, *path: str, **_params: Any) -> bytes:
+        method = "/".join(path)
+        raw = _read_body(cherrypy.serving.request)
+        status, reply = (413, {"Err": f"request body too large (over {MAX_BODY} bytes)"})
+        if raw is not None:
+            status, reply = self._plugin.call(method, raw)
+        cherrypy.serving.response.status = status
+        cherrypy.serving.response.headers["Content-Type"] = REPLY_TYPE
+        return json.dumps(reply).encode() + b"\n"
+
+
+def _read_body(request: Any) -> bytes | None:
+    """The raw body, or None when it is larger than MAX_BODY (it is then not read at all)."""
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        raw: bytes = request.rfile.read(MAX_BODY + 1)
+        return raw if len(raw) <= MAX_BODY else None
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        length = MAX_BODY + 1
+    if length > MAX_BODY:
+        return None
+    body: bytes = request.rfile.read(length)
+    return body
+
+
+def _error_page(status: str, message: str, traceback: str, version: str) -> str:
+    # CherryPy's own errors (body too large, bad HTTP): keep the {"Err"} contract.
+    cherrypy.serving.response.headers["Content-Type"] = REPLY_TYPE
+    return json.dumps({"Err": f"{status}: {message}"})
+
+
+def _app_config() -> dict[str, dict[str, Any]]:
+    return {
+        "/": {
+            "request.process_request_body": False,  # we read and parse the body ourselves
+            "request.show_tracebacks": False,
+            "error_page.default": _error_page,
+            "tools.encode.on": False,
+        }
+    }
+
+
+def claim_instance(paths: Paths, name: str) -> IO[str]:
+    """Refuse to start while another instance serves `name`; the returned lock lives as long as we do.
+
+    cheroot unlinks whatever sits at the socket path, so without this a second instance
+    would silently steal a live socket.
+    """
+    private_dir(paths.run_dir)
+    lock = open(paths.instance_lock(name), "a")  # noqa: SIM115 - held for the process lifetime
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"{name}: another instance is running (lock {lock.name} is held)") from None
+    if _socket_answers(paths.plugin_socket(name)):
+        raise SystemExit(f"{name}: {paths.plugin_socket(name)} is served by another process")
+    return lock
+
+
+def _socket_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+def serve(plugin: PluginApp, paths: Paths, on_stop: Iterable[Callable[[], None]] = ()) -> None:
+    """Serve `plugin` on its socket until SIGTERM/SIGINT; then run `on_stop` and remove the socket."""
+    sock = paths.plugin_socket(plugin.name)
+    paths.plugin_dir.mkdir(parents=True, exist_ok=True)
+    cherrypy.config.update(
+        {
+            "environment": "production",
+            "log.screen": False,
+            "server.socket_file": str(sock),
+            "server.thread_pool": 16,
+            "server.socket_queue_size": 64,
+            "server.max_request_body_size": MAX_BODY,
+            "engine.autoreload.on": False,
+            "checker.on": False,
+        }
+    )
+    cherrypy.log.error_log.propagate = True
+    cherrypy.log.access_log.propagate = False  # one line per call comes from PluginApp.call
+    cherrypy.tree.graft(plugin.wsgi(), "")
+    for hook in on_stop:
+        cherrypy.engine.subscribe("stop", hook, priority=80)
+    cherrypy.engine.subscribe("stop", lambda: sock.unlink(missing_ok=True), priority=90)
+    cherrypy.engine.signal_handler.subscribe()
+    previous = os.umask(0o177)  # cheroot binds with 0777 & ~umask: make it 0600
+    try:
+        cherrypy.engine.start()
+    finally:
+        os.umask(previous)
+    sock.chmod(0o600)
+    log.info("%s serving %s (implements %s)", plugin.name, sock, ", ".join(plugin.implements))
+    cherrypy.engine.block()
