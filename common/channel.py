@@ -40,24 +40,29 @@ class ChannelServer:
         self._handlers = handlers
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="channel-server", daemon=True)
-        self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+        self._socket: zmq.Socket[bytes] | None = None
 
     def start(self) -> None:
+        # The shared context: a garbage-collected private one would block in term() on open sockets.
+        sock = zmq.Context.instance().socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         previous = os.umask(0o177)  # the ipc file: root-only
         try:
-            self._socket.bind(self._endpoint)
+            sock.bind(self._endpoint)
         finally:
             os.umask(previous)
+        self._socket = sock
         self._thread.start()
         log.info("channel serving %s", self._endpoint)
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
-        self._context.destroy(linger=0)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
         if self._endpoint.startswith("ipc://"):
             # libzmq leaves the ipc file behind on close.
             try:
@@ -66,16 +71,16 @@ class ChannelServer:
                 pass
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._socket, zmq.POLLIN)
+        sock = self._socket
+        assert sock is not None
         while not self._stop.is_set():
-            if not poller.poll(200):
+            if not sock.poll(200, zmq.POLLIN):
                 continue
-            frames = self._socket.recv_multipart()
+            frames = sock.recv_multipart()
             if len(frames) < 3:
                 continue  # not a REQ envelope: nothing to answer
             reply = self.handle(frames[-1])
-            self._socket.send_multipart([*frames[:-1], json.dumps(reply).encode()])
+            sock.send_multipart([*frames[:-1], json.dumps(reply).encode()])
 
     def handle(self, raw: bytes) -> Message:
         """Validate and dispatch one message; never raises."""
@@ -109,7 +114,6 @@ class ChannelClient:
     def __init__(self, endpoint: str, timeout_ms: int = 1000) -> None:
         self._endpoint = endpoint
         self._timeout_ms = timeout_ms
-        self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] | None = None
 
     def call(self, message: Message) -> Message | None:
@@ -130,11 +134,10 @@ class ChannelClient:
 
     def close(self) -> None:
         self._reset()
-        self._context.destroy(linger=0)
 
     def _connect(self) -> zmq.Socket[bytes]:
         if self._socket is None:
-            sock = self._context.socket(zmq.REQ)
+            sock = zmq.Context.instance().socket(zmq.REQ)
             for option, value in (
                 (zmq.LINGER, 0),
                 (zmq.IMMEDIATE, 1),  # fail fast while no peer is connected

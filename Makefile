@@ -1,0 +1,49 @@
+# routed: `make run` serves both plugins under supervisord; `make test` is all CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: run test venv host lint typecheck unit integration e2e bench demo clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+run: venv
+	@mkdir -p /var/log/routed
+	$(VENV)/bin/supervisord -n -c supervisord.conf
+
+# Everything the tests need on a fresh machine: Docker engine, dockerd running, test image.
+host:
+	bash deploy/test-host.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy common ipam netdriver
+
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit
+
+# Data-path tests run in a network namespace of their own: the host's is never touched.
+integration: venv
+	unshare --net $(VENV)/bin/pytest -q tests/integration
+
+e2e: venv host
+	$(VENV)/bin/pytest -q tests/e2e
+
+test: venv host lint typecheck unit integration e2e
+
+bench: venv host
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,47 @@
+"""ZeroMQ channel handlers served by routed-ipam (routed-net is the client).
+
+  bind    {"endpoint_id", "network_id", "address"} -> {"known": bool}
+  unbind  {"endpoint_id", "address"}               -> {"known": bool}
+  status  {}                                       -> {"pools": [...], "leases": [...]}
+
+All idempotent. "known": false is still a success (the address belongs to no pool here, e.g.
+the network uses another IPAM), so the sender stops retrying. The holder is information only:
+it never changes what is allocated.
+"""
+
+from __future__ import annotations
+
+from common import wire
+from common.channel import ChannelServer, Message, MessageHandler
+from common.errors import BadRequest
+from ipam.service import IpamService
+
+
+def handlers(service: IpamService) -> dict[str, MessageHandler]:
+    def bind(message: Message) -> Message:
+        endpoint_id = wire.docker_id(message, "endpoint_id")
+        network_id = wire.docker_id(message, "network_id")
+        address = _address(message)
+        known = service.run(lambda ipam: ipam.bind(endpoint_id, network_id, address))
+        return {"known": known}
+
+    def unbind(message: Message) -> Message:
+        endpoint_id = wire.docker_id(message, "endpoint_id")
+        address = _address(message)
+        return {"known": service.run(lambda ipam: ipam.unbind(endpoint_id, address))}
+
+    def status(_message: Message) -> Message:
+        return service.run(lambda ipam: ipam.status())
+
+    return {"bind": bind, "unbind": unbind, "status": status}
+
+
+def server(service: IpamService, endpoint: str) -> ChannelServer:
+    return ChannelServer(endpoint, handlers(service))
+
+
+def _address(message: Message) -> wire.IPAddress:
+    value = wire.text(message, "address")
+    if "/" in value:
+        raise BadRequest(f"field 'address' must be a bare IP, not {value!r}")
+    return wire.ip(value, "field 'address'")

@@ -1,0 +1,413 @@
+"""IPAM logic: pools, leases and allocation. Pure: no I/O, no locks, no clock.
+
+Every mutating method validates first and only then changes memory, and records what must be
+persisted in `Changes` (drained by the caller, which writes it in one transaction). So a
+refused request changes nothing, and a test can check both the answer and the writes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from common.errors import BadRequest, PluginError
+from ipam.bitmap import Bitmap
+
+log = logging.getLogger("routed.ipam")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Mode = Literal["routed", "prefix"]
+Kind = Literal["dynamic", "static", "gateway", "aux"]
+
+MODES: tuple[Mode, ...] = ("routed", "prefix")
+KINDS: tuple[Kind, ...] = ("dynamic", "static", "gateway", "aux")
+POOL_OPTIONS = {"mode": MODES}
+# Options dockerd itself may add for its own IPAM; serial allocation is what we always do.
+IGNORED_POOL_OPTIONS = frozenset({"com.docker.network.ipam.serial"})
+GATEWAY_TYPE = "com.docker.network.gateway"
+LOCAL_SPACE = "LocalDefault"
+GLOBAL_SPACE = "GlobalDefault"
+
+
+class Conflict(PluginError):
+    """The request is valid but collides with what is held (taken address, overlapping pool)."""
+
+    status = 409
+
+
+@dataclass
+class Lease:
+    pool_id: str
+    address: Address
+    kind: Kind
+    endpoint_id: str = ""  # holder, as reported by routed-net over the channel; "" = none
+    network_id: str = ""
+
+
+@dataclass
+class Pool:
+    pool_id: str
+    address_space: str
+    network: Network
+    sub_pool: Network | None
+    v6: bool
+    mode: Mode
+    cursor: int  # offset where the next dynamic search starts; advances past each allocation
+    options: dict[str, str]
+    # Open from RequestPool until the first dynamic container address (or first bind): static
+    # requests in that window are --aux-address (dockerd sends them right after the gateway);
+    # later ones are --ip. The wire does not distinguish them otherwise.
+    aux_window: bool = True
+    bitmap: Bitmap = field(init=False, repr=False, compare=False)
+    leases: dict[int, Lease] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.bitmap = Bitmap(self.network.num_addresses)
+        if self.reserves_ends:
+            self.bitmap.set(0)  # network address
+            self.bitmap.set(self.network.num_addresses - 1)  # broadcast
+        self.low, self.high = 0, self.network.num_addresses
+        if self.sub_pool is not None:
+            self.low = int(self.sub_pool.network_address) - int(self.network.network_address)
+            self.high = self.low + self.sub_pool.num_addresses
+        if not self.low <= self.cursor < self.high:
+            self.cursor = self.low
+
+    @property
+    def reserves_ends(self) -> bool:
+        # /31 and /32 have no network/broadcast address (RFC 3021); IPv6 has no broadcast.
+        return not self.v6 and self.network.prefixlen <= 30
+
+    def fill(self, fraction: float) -> None:
+        """Benchmarks and tests only: mark `fraction` of the pool taken without leases."""
+        self.bitmap.fill(fraction)
+        if self.reserves_ends:
+            self.bitmap.set(0)
+            self.bitmap.set(self.network.num_addresses - 1)
+
+    def offset(self, address: Address) -> int:
+        return int(address) - int(self.network.network_address)
+
+    def address_at(self, offset: int) -> Address:
+        return self.network.network_address + offset
+
+    def cidr(self, address: Address) -> str:
+        prefix = self.network.prefixlen if self.mode == "prefix" else self.network.max_prefixlen
+        return f"{address}/{prefix}"
+
+
+@dataclass
+class Changes:
+    """What one call changed, to be written atomically."""
+
+    pools: dict[str, Pool | None] = field(default_factory=dict)  # None = delete
+    leases: dict[tuple[str, str], Lease | None] = field(default_factory=dict)
+    carve_cursors: dict[str, str] = field(default_factory=dict)  # address space -> next block
+
+    def save_lease(self, lease: Lease) -> None:
+        self.leases[(lease.pool_id, str(lease.address))] = lease
+
+    def delete_lease(self, lease: Lease) -> None:
+        self.leases[(lease.pool_id, str(lease.address))] = None
+
+    def __bool__(self) -> bool:
+        return bool(self.pools or self.leases or self.carve_cursors)
+
+
+def pool_id_for(space: str, network: Network, sub_pool: Network | None) -> str:
+    return f"{space}/{network}" + (f"/{sub_pool}" if sub_pool is not None else "")
+
+
+class Ipam:
+    def __init__(self, default_pool: ipaddress.IPv4Network, default_prefix: int) -> None:
+        if not default_pool.prefixlen <= default_prefix <= default_pool.max_prefixlen:
+            raise ValueError(
+                f"default prefix /{default_prefix} does not fit in default pool {default_pool}"
+            )
+        self.default_pool = default_pool
+        self.default_prefix = default_prefix
+        self.pools: dict[str, Pool] = {}
+        self.carve_cursors: dict[str, ipaddress.IPv4Address] = {}
+        self._changes = Changes()
+
+    def drain(self) -> Changes:
+        changes, self._changes = self._changes, Changes()
+        return changes
+
+    # -- restoring (used by persist.py on start) --
+
+    def restore_pool(self, pool: Pool) -> None:
+        self.pools[pool.pool_id] = pool
+
+    def restore_lease(self, lease: Lease) -> None:
+        pool = self.pools[lease.pool_id]
+        offset = pool.offset(lease.address)
+        pool.bitmap.set(offset)
+        pool.leases[offset] = lease
+
+    # -- pools --
+
+    def request_pool(
+        self,
+        space: str,
+        network: Network | None,
+        sub_pool: Network | None,
+        options: dict[str, str],
+        v6: bool,
+    ) -> Pool:
+        mode = _pool_mode(options)
+        if v6 or (network is not None and network.version == 6):
+            raise BadRequest("IPv6 pools are not supported yet by routed-ipam")
+        if sub_pool is not None:
+            if network is None:
+                raise BadRequest(f"sub-pool (--ip-range) {sub_pool} needs a pool (--subnet)")
+            if sub_pool.version != network.version or not sub_pool.subnet_of(network):
+                raise BadRequest(f"sub-pool (--ip-range) {sub_pool} is not inside pool {network}")
+        carved = network is None
+        if network is None:
+            network = self._carve(space)
+        else:
+            self._refuse_overlap(space, network)
+        pool = Pool(
+            pool_id=pool_id_for(space, network, sub_pool),
+            address_space=space,
+            network=network,
+            sub_pool=sub_pool,
+            v6=False,
+            mode=mode,
+            cursor=0,
+            options=dict(options),
+        )
+        self.pools[pool.pool_id] = pool
+        self._changes.pools[pool.pool_id] = pool
+        if carved:
+            # Rotate: the next carve starts after this block, wrapping to the pool start.
+            following = int(network.network_address) + network.num_addresses
+            if following > int(self.default_pool.broadcast_address):
+                following = int(self.default_pool.network_address)
+            self.carve_cursors[space] = ipaddress.IPv4Address(following)
+            self._changes.carve_cursors[space] = str(self.carve_cursors[space])
+            log.info("carved pool %s from default pool %s (%s)", network, self.default_pool, space)
+        return pool
+
+    def release_pool(self, pool_id: str) -> bool:
+        pool = self.pools.pop(pool_id, None)
+        if pool is None:
+            log.info("release of unknown pool %s: nothing to do", pool_id)
+            return False
+        self._changes.pools[pool_id] = None
+        for lease in pool.leases.values():
+            self._changes.delete_lease(lease)
+        log.info("released pool %s (%d leases dropped with it)", pool_id, len(pool.leases))
+        return True
+
+    def _refuse_overlap(self, space: str, network: Network) -> None:
+        for held in self.pools.values():
+            if held.address_space == space and held.network.overlaps(network):
+                log.info("refused pool %s: overlaps %s", network, held.pool_id)
+                raise Conflict(
+                    f"pool {network} overlaps pool {held.network} ({held.pool_id}) "
+                    f"already held in address space {space}"
+                )
+
+    def _carve(self, space: str) -> ipaddress.IPv4Network:
+        """The next free default-prefix block, rotating from where the last carve stopped so a
+        just-released subnet is not handed out again at once (protocol.md §4.3: dockerd keeps
+        re-requesting while it holds the earlier answers, so each must differ)."""
+        base = int(self.default_pool.network_address)
+        step = 1 << (32 - self.default_prefix)
+        blocks = self.default_pool.num_addresses // step
+        held = sorted(
+            (int(p.network.network_address), int(p.network.broadcast_address) + 1)
+            for p in self.pools.values()
+            if p.address_space == space and p.network.version == 4
+        )
+        starts = [start for start, _ in held]
+        cursor = self.carve_cursors.get(space)
+        first = 0
+        if cursor is not None and cursor in self.default_pool:
+            first = (int(cursor) - base) // step
+
+        def free_block(low: int, high: int) -> int | None:
+            # Held pools are disjoint within a space, so the one starting last before the
+            # candidate's end is the only one that can overlap it; skip past it if it does.
+            block = low
+            while block < high:
+                start = base + block * step
+                index = bisect_left(starts, start + step) - 1
+                if index >= 0 and held[index][1] > start:
+                    block = max(block + 1, -(-(held[index][1] - base) // step))
+                    continue
+                return block
+            return None
+
+        block = free_block(first, blocks)
+        if block is None:
+            block = free_block(0, first)
+        if block is None:
+            log.info("refused pool request in %s: default pool exhausted", space)
+            raise PluginError(
+                f"no free /{self.default_prefix} left in default pool {self.default_pool} "
+                f"of address space {space}; release a network, pass --subnet, or change "
+                "ROUTED_DEFAULT_POOL / ROUTED_DEFAULT_PREFIX"
+            )
+        return ipaddress.IPv4Network((base + block * step, self.default_prefix))
+
+    # -- addresses --
+
+    def pool(self, pool_id: str) -> Pool:
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            raise BadRequest(f"unknown pool {pool_id!r}")
+        return pool
+
+    def request_address(
+        self, pool_id: str, address: Address | None, gateway: bool = False
+    ) -> tuple[Pool, Lease]:
+        pool = self.pool(pool_id)
+        if address is not None:
+            offset = self._static_offset(pool, address)
+            kind: Kind = "gateway" if gateway else ("aux" if pool.aux_window else "static")
+        else:
+            offset = self._dynamic_offset(pool, gateway)
+            kind = "gateway" if gateway else "dynamic"
+            if not gateway:
+                pool.cursor = offset + 1 if offset + 1 < pool.high else pool.low
+                if pool.aux_window:
+                    pool.aux_window = False
+        lease = Lease(pool_id=pool.pool_id, address=pool.address_at(offset), kind=kind)
+        pool.bitmap.set(offset)
+        pool.leases[offset] = lease
+        self._changes.save_lease(lease)
+        self._changes.pools[pool.pool_id] = pool  # cursor and window go with the lease
+        return pool, lease
+
+    def _static_offset(self, pool: Pool, address: Address) -> int:
+        if address.version != pool.network.version:
+            raise BadRequest(f"address {address} is not IPv{pool.network.version}")
+        if address not in pool.network:
+            raise BadRequest(f"address {address} is outside pool {pool.network}")
+        offset = pool.offset(address)
+        if pool.reserves_ends and offset in (0, pool.network.num_addresses - 1):
+            what = "network" if offset == 0 else "broadcast"
+            raise BadRequest(f"address {address} is the {what} address of pool {pool.network}")
+        if offset in pool.leases:
+            held = pool.leases[offset]
+            raise Conflict(
+                f"address {address} is already allocated ({held.kind}) in {pool.pool_id}"
+            )
+        return offset
+
+    def _dynamic_offset(self, pool: Pool, gateway: bool) -> int:
+        # A gateway takes the first free address of the range, as Docker's own IPAM does;
+        # containers continue from the cursor so released addresses rest until the range wraps.
+        start = pool.low if gateway else pool.cursor
+        offset = pool.bitmap.next_free(start, pool.low, pool.high)
+        if offset is None:
+            where = pool.sub_pool or pool.network
+            raise PluginError(f"no free address left in {where} ({pool.pool_id})")
+        return offset
+
+    def release_address(self, pool_id: str, address: Address) -> bool:
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            log.info("release of %s in unknown pool %s: nothing to do", address, pool_id)
+            return False
+        if address.version != pool.network.version:
+            raise BadRequest(f"address {address} is not IPv{pool.network.version}")
+        lease = pool.leases.pop(pool.offset(address), None) if address in pool.network else None
+        if lease is None:
+            # dockerd releases gateways it never asked us for (169.254.1.1, 0.0.0.0).
+            log.info("release of %s in %s: not allocated, nothing to do", address, pool_id)
+            return False
+        pool.bitmap.clear(pool.offset(address))
+        self._changes.delete_lease(lease)
+        return True
+
+    # -- holders (from routed-net over the channel) --
+
+    def bind(self, endpoint_id: str, network_id: str, address: Address) -> bool:
+        candidates = self._leases_at(address)
+        if not candidates:
+            return False
+        # Address spaces may overlap each other; prefer a lease this endpoint already holds
+        # (idempotent repeat), then an unheld one.
+        candidates.sort(key=lambda pl: (pl[1].endpoint_id != endpoint_id, pl[1].endpoint_id != ""))
+        pool, lease = candidates[0]
+        if lease.kind == "aux":
+            lease.kind = "static"  # an endpoint holds it, so it was an --ip, not an aux address
+        if pool.aux_window:
+            pool.aux_window = False
+            self._changes.pools[pool.pool_id] = pool
+        lease.endpoint_id, lease.network_id = endpoint_id, network_id
+        self._changes.save_lease(lease)  # rewriting an unchanged holder is harmless
+        return True
+
+    def unbind(self, endpoint_id: str, address: Address) -> bool:
+        known = False
+        for _pool, lease in self._leases_at(address):
+            known = True
+            if lease.endpoint_id == endpoint_id:
+                lease.endpoint_id, lease.network_id = "", ""
+                self._changes.save_lease(lease)
+        return known
+
+    def _leases_at(self, address: Address) -> list[tuple[Pool, Lease]]:
+        found = []
+        for pool in self.pools.values():
+            if address.version == pool.network.version and address in pool.network:
+                lease = pool.leases.get(pool.offset(address))
+                if lease is not None:
+                    found.append((pool, lease))
+        return found
+
+    def status(self) -> dict[str, Any]:
+        pools, leases = [], []
+        for pool in sorted(self.pools.values(), key=lambda p: p.pool_id):
+            pools.append(
+                {
+                    "pool_id": pool.pool_id,
+                    "address_space": pool.address_space,
+                    "pool": str(pool.network),
+                    "sub_pool": str(pool.sub_pool) if pool.sub_pool is not None else None,
+                    "mode": pool.mode,
+                    "v6": pool.v6,
+                    "size": pool.network.num_addresses,
+                    "allocated": len(pool.leases),
+                }
+            )
+            for offset in sorted(pool.leases):
+                lease = pool.leases[offset]
+                leases.append(
+                    {
+                        "pool_id": pool.pool_id,
+                        "address": str(lease.address),
+                        "kind": lease.kind,
+                        "endpoint_id": lease.endpoint_id or None,
+                        "network_id": lease.network_id or None,
+                    }
+                )
+        return {"pools": pools, "leases": leases}
+
+
+def _pool_mode(options: dict[str, str]) -> Mode:
+    mode: Mode = "routed"
+    for key, value in options.items():
+        if key in IGNORED_POOL_OPTIONS:
+            continue
+        accepted = POOL_OPTIONS.get(key)
+        if accepted is None:
+            raise BadRequest(
+                f"unknown --ipam-opt {key!r}; accepted: "
+                + ", ".join(f"{k}={'|'.join(v)}" for k, v in POOL_OPTIONS.items())
+            )
+        if value not in accepted:
+            raise BadRequest(
+                f"--ipam-opt {key}={value!r} is invalid; accepted: {'|'.join(accepted)}"
+            )
+        mode = value
+    return mode

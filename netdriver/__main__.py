@@ -1,0 +1,46 @@
+"""routed-net: `python -m netdriver` (or the `routed-net` script).
+
+Environment (common.config / common.logs): ROUTED_PLUGIN_DIR (default /run/docker/plugins),
+ROUTED_RUN_DIR (/run/routed), ROUTED_STATE_DIR (/var/lib/routed), ROUTED_LOG_LEVEL (INFO).
+"""
+
+from __future__ import annotations
+
+from common import logs
+from common.channel import ChannelClient
+from common.config import NET_PLUGIN, Paths
+from common.server import claim_instance, serve
+from common.store import Store
+from netdriver.datapath import LinuxDatapath
+from netdriver.driver import Driver
+from netdriver.firewall import IptablesFirewall
+from netdriver.handlers import build_plugin
+from netdriver.outbox import Outbox
+
+
+def main() -> None:
+    log = logs.setup(NET_PLUGIN)
+    paths = Paths.from_env()
+    _lock = claim_instance(paths, NET_PLUGIN)  # held until the process exits
+    store = Store(paths.store_file(NET_PLUGIN))
+    outbox = Outbox(store, lambda: ChannelClient(paths.channel_endpoint, timeout_ms=1000))
+    driver = Driver(LinuxDatapath(), IptablesFirewall(), store, outbox)
+    driver.reconcile()
+    log.info(
+        "reconciled: %d networks, %d endpoints, %d bindings to deliver",
+        len(driver.networks),
+        len(driver.endpoints),
+        len(outbox.pending()),
+    )
+    outbox.start()
+
+    def shutdown() -> None:
+        # One hook, so the order is certain: the sender must stop before the store closes.
+        outbox.stop()
+        store.close()
+
+    serve(build_plugin(driver), paths, on_stop=[shutdown])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""What routed-net does for each Docker call (logic: no I/O of its own).
+
+The effects (data path, firewall, store, outbox) come in through small interfaces, so each
+method reads as the sequence of decisions it makes. Callers serialise calls (one lock).
+Order rules: state is stored before the host is changed on create, and the host is
+cleaned before state is dropped on delete, so after a crash at any point reconcile()
+finds a record for everything we made and can finish the job.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+from common import channel
+from common.errors import BadRequest, PluginError
+from common.store import Record, Transaction
+from netdriver.model import ENDPOINT_KIND, HOST_VETH, NETWORK_KIND, Endpoint, Network
+from netdriver.options import NetworkOptions
+from netdriver.outbox import bind_message, unbind_message
+
+log = logging.getLogger("routed.net.driver")
+
+# Gateways we invent: one per network, so a container on several routed networks gets
+# distinct connected routes (two identical ones would collide with EEXIST in the container).
+LINK_LOCAL_GATEWAYS = ipaddress.IPv4Network("169.254.1.0/24")
+LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
+
+
+class Datapath(Protocol):
+    def ensure_ip_forward(self) -> None: ...
+    def create_endpoint(
+        self,
+        host_veth: str,
+        peer: str,
+        mtu: int,
+        gateway: ipaddress.IPv4Address,
+        container_ip: ipaddress.IPv4Address,
+    ) -> None: ...
+    def delete_endpoint(self, host_veth: str, container_ip: ipaddress.IPv4Address) -> None: ...
+    def delete_link(self, ifname: str) -> None: ...
+    def link_exists(self, ifname: str) -> bool: ...
+    def links(self) -> list[str]: ...
+
+
+class Firewall(Protocol):
+    def apply(self, networks: Sequence[Network]) -> None: ...
+
+
+class Persistence(Protocol):
+    def load(self, kind: str) -> dict[str, Record]: ...
+    def transaction(self) -> AbstractContextManager[Transaction]: ...
+
+
+class Outbox(Protocol):
+    def enqueue(self, txn: Transaction, message: channel.Message) -> None: ...
+    def wake(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class NetworkRequest:
+    """CreateNetwork, validated by the wire layer."""
+
+    network_id: str
+    pool: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address | None  # None: IPAM gave none (or 0.0.0.0)
+    options: NetworkOptions
+    internal: bool
+
+
+@dataclass(frozen=True)
+class StaticRoute:
+    destination: ipaddress.IPv4Network
+    next_hop: ipaddress.IPv4Address | None  # None: a connected (on-link) route
+
+
+@dataclass(frozen=True)
+class JoinInfo:
+    src_name: str
+    gateway: ipaddress.IPv4Address
+    routes: tuple[StaticRoute, ...]
+
+
+class Driver:
+    def __init__(
+        self, datapath: Datapath, firewall: Firewall, store: Persistence, outbox: Outbox
+    ) -> None:
+        self._datapath = datapath
+        self._firewall = firewall
+        self._store = store
+        self._outbox = outbox
+        self.networks = {
+            key: Network.from_record(rec) for key, rec in store.load(NETWORK_KIND).items()
+        }
+        self.endpoints = {
+            key: Endpoint.from_record(rec) for key, rec in store.load(ENDPOINT_KIND).items()
+        }
+
+    # -- networks -------------------------------------------------------------------------
+
+    def create_network(self, request: NetworkRequest) -> None:
+        existing = self.networks.get(request.network_id)
+        if existing is not None:
+            if not _same_network(existing, request):
+                raise PluginError(
+                    f"network {request.network_id[:12]} already exists with other settings"
+                )
+            self._apply_firewall()  # a repeat is harmless; it also heals flushed rules
+            return
+        if request.pool.prefixlen == 0:
+            raise BadRequest("pool 0.0.0.0/0 is not supported: give the network a real --subnet")
+        for other in self.networks.values():
+            if other.subnet.overlaps(request.pool):
+                raise PluginError(
+                    f"pool {request.pool} overlaps {other.subnet} of routed network "
+                    f"{other.network_id[:12]}: routed networks need disjoint subnets"
+                )
+        network = Network(
+            network_id=request.network_id,
+            subnet=request.pool,
+            gateway=self._choose_gateway(request.gateway),
+            options=request.options,
+            internal=request.internal,
+        )
+        with self._store.transaction() as txn:
+            txn.put(NETWORK_KIND, network.network_id, network.to_record())
+        self.networks[network.network_id] = network
+        try:
+            self._apply_firewall()
+        except PluginError:
+            self._forget_network(network.network_id)
+            self._try_apply_firewall()
+            raise
+        log.info(
+            "network %s: %s gateway %s", network.network_id[:12], network.subnet, network.gateway
+        )
+
+    def delete_network(self, network_id: str) -> None:
+        if network_id not in self.networks:
+            return
+        for endpoint in self._endpoints_of(network_id):
+            log.warning(
+                "network %s deleted with endpoint %s", network_id[:12], endpoint.endpoint_id[:12]
+            )
+            self._remove_endpoint(endpoint)
+        self._forget_network(network_id)
+        self._apply_firewall()
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    def create_endpoint(
+        self, network_id: str, endpoint_id: str, address: ipaddress.IPv4Interface
+    ) -> None:
+        network = self._network(network_id)
+        existing = self.endpoints.get(endpoint_id)
+        if existing is not None:
+            if (existing.network_id, existing.address) != (network_id, address):
+                raise PluginError(f"endpoint {endpoint_id[:12]} already exists with other settings")
+            self._create_host_side(network, existing)  # a repeat: make sure the host side is there
+            return
+        self._check_address(network, endpoint_id, address)
+        endpoint = Endpoint.new(endpoint_id, network_id, address)
+        with self._store.transaction() as txn:
+            txn.put(ENDPOINT_KIND, endpoint_id, endpoint.to_record())
+            self._outbox.enqueue(txn, bind_message(endpoint_id, network_id, endpoint.ip))
+        self.endpoints[endpoint_id] = endpoint
+        self._outbox.wake()
+        try:
+            self._create_host_side(network, endpoint)
+        except PluginError:
+            self._remove_endpoint(endpoint)  # dockerd releases the address; leave nothing behind
+            raise
+
+    def join(self, network_id: str, endpoint_id: str) -> JoinInfo:
+        """The container gets its gateway as an on-link /32, so a default route via it is valid
+        whatever the container's prefix length; libnetwork then moves the peer and configures it."""
+        network = self._network(network_id)
+        endpoint = self._endpoint(network_id, endpoint_id)
+        if not self._datapath.link_exists(endpoint.host_veth):
+            log.warning("endpoint %s lost its veth before Join; re-creating it", endpoint_id[:12])
+            self._create_host_side(network, endpoint)
+        routes = [StaticRoute(ipaddress.IPv4Network(f"{network.gateway}/32"), next_hop=None)]
+        if endpoint.address.network.prefixlen == 32:
+            # A /32 container has no route to its network's other members except the default,
+            # which may go out another interface when the container is on several networks.
+            # (With a shorter prefix the kernel already has the subnet route: adding one = EEXIST.)
+            routes.append(StaticRoute(network.subnet, next_hop=network.gateway))
+        self._save_endpoint(endpoint.with_joined(True))
+        return JoinInfo(src_name=endpoint.peer, gateway=network.gateway, routes=tuple(routes))
+
+    def leave(self, network_id: str, endpoint_id: str) -> None:
+        # The interface is still in the container here; libnetwork moves it back afterwards.
+        endpoint = self.endpoints.get(endpoint_id)
+        if endpoint is not None and endpoint.network_id == network_id and endpoint.joined:
+            self._save_endpoint(endpoint.with_joined(False))
+
+    def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
+        endpoint = self.endpoints.get(endpoint_id)
+        if endpoint is None:
+            return
+        if endpoint.network_id != network_id:
+            raise BadRequest(
+                f"endpoint {endpoint_id[:12]} belongs to network {endpoint.network_id[:12]}, "
+                f"not {network_id[:12]}"
+            )
+        self._remove_endpoint(endpoint)
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Make the host match the store: rules, and the host side of every stored endpoint;
+        drop endpoints whose veth died with their container, and veths nobody owns."""
+        # Each step on its own: one broken endpoint must not keep the others (or the
+        # plugin's socket) from coming back.
+        for step in (self._datapath.ensure_ip_forward, self._apply_firewall):
+            _logged(step)
+        for endpoint in list(self.endpoints.values()):
+            _logged(partial(self._reconcile_endpoint, endpoint))
+        owned = {endpoint.host_veth for endpoint in self.endpoints.values()}
+        for ifname in self._datapath.links():
+            if HOST_VETH.fullmatch(ifname) and ifname not in owned:
+                log.info("removing %s: it belongs to no endpoint", ifname)
+                _logged(partial(self._datapath.delete_link, ifname))
+
+    def _reconcile_endpoint(self, endpoint: Endpoint) -> None:
+        network = self.networks.get(endpoint.network_id)
+        if network is None or not self._datapath.link_exists(endpoint.host_veth):
+            # The pair dies with the container's netns (or with a reboot).
+            log.info("endpoint %s vanished; removing its state", endpoint.endpoint_id[:12])
+            self._remove_endpoint(endpoint)
+        else:
+            self._create_host_side(network, endpoint)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _network(self, network_id: str) -> Network:
+        network = self.networks.get(network_id)
+        if network is None:
+            raise PluginError(
+                f"unknown network {network_id[:12]}: it was not created through routed-net "
+                "(or routed-net's state was lost); re-create the network"
+            )
+        return network
+
+    def _endpoint(self, network_id: str, endpoint_id: str) -> Endpoint:
+        endpoint = self.endpoints.get(endpoint_id)
+        if endpoint is None or endpoint.network_id != network_id:
+            raise PluginError(f"unknown endpoint {endpoint_id[:12]} on network {network_id[:12]}")
+        return endpoint
+
+    def _endpoints_of(self, network_id: str) -> list[Endpoint]:
+        return [e for e in self.endpoints.values() if e.network_id == network_id]
+
+    def _check_address(
+        self, network: Network, endpoint_id: str, address: ipaddress.IPv4Interface
+    ) -> None:
+        if address.ip not in network.subnet:
+            raise BadRequest(f"address {address} is outside the network's subnet {network.subnet}")
+        if address.ip == network.gateway:
+            raise BadRequest(f"address {address} is the network's gateway")
+        for other in self.endpoints.values():
+            if other.ip == address.ip:
+                raise PluginError(
+                    f"address {address.ip} is already used by endpoint {other.endpoint_id[:12]}"
+                )
+            if other.host_veth == Endpoint.new(endpoint_id, network.network_id, address).host_veth:
+                raise PluginError(
+                    f"endpoint {endpoint_id[:12]} shares its interface name with "
+                    f"{other.endpoint_id[:12]}; retry (a new endpoint id solves it)"
+                )
+
+    def _choose_gateway(self, requested: ipaddress.IPv4Address | None) -> ipaddress.IPv4Address:
+        taken = {network.gateway for network in self.networks.values()}
+        # A link-local gateway is synthetic (IPAM spent no address on it): if another routed
+        # network already uses it, a fresh one keeps multi-network containers working.
+        if requested is not None and not requested.is_unspecified:
+            duplicate_synthetic = requested in LINK_LOCAL and requested in taken
+            if not duplicate_synthetic:
+                return requested
+        for candidate in LINK_LOCAL_GATEWAYS.hosts():
+            if candidate not in taken:
+                return candidate
+        raise PluginError("no free link-local gateway left in 169.254.1.0/24 (254 networks)")
+
+    def _create_host_side(self, network: Network, endpoint: Endpoint) -> None:
+        self._datapath.create_endpoint(
+            endpoint.host_veth, endpoint.peer, network.options.mtu, network.gateway, endpoint.ip
+        )
+
+    def _remove_endpoint(self, endpoint: Endpoint) -> None:
+        self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ip)
+        with self._store.transaction() as txn:
+            txn.delete(ENDPOINT_KIND, endpoint.endpoint_id)
+            self._outbox.enqueue(txn, unbind_message(endpoint.endpoint_id, endpoint.ip))
+        del self.endpoints[endpoint.endpoint_id]
+        self._outbox.wake()
+
+    def _save_endpoint(self, endpoint: Endpoint) -> None:
+        with self._store.transaction() as txn:
+            txn.put(ENDPOINT_KIND, endpoint.endpoint_id, endpoint.to_record())
+        self.endpoints[endpoint.endpoint_id] = endpoint
+
+    def _forget_network(self, network_id: str) -> None:
+        with self._store.transaction() as txn:
+            txn.delete(NETWORK_KIND, network_id)
+        del self.networks[network_id]
+
+    def _apply_firewall(self) -> None:
+        self._firewall.apply(list(self.networks.values()))
+
+    def _try_apply_firewall(self) -> None:
+        try:
+            self._apply_firewall()
+        except PluginError as err:
+            log.error("cannot restore the firewall rules: %s", err)
+
+
+def _logged(step: Callable[[], object]) -> None:
+    try:
+        step()
+    except PluginError as err:
+        log.error("reconcile: %s", err)
+
+
+def _same_network(existing: Network, request: NetworkRequest) -> bool:
+    same_gateway = (
+        request.gateway is None
+        or request.gateway.is_unspecified
+        or request.gateway in LINK_LOCAL  # we may have replaced a duplicate link-local one
+        or request.gateway == existing.gateway
+    )
+    return (
+        same_gateway
+        and existing.subnet == request.pool
+        and existing.options == request.options
+        and existing.internal == request.internal
+    )

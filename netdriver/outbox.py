@@ -1,0 +1,111 @@
+"""Bindings to deliver to routed-ipam, kept in our store until acknowledged (DESIGN.md).
+
+A message is written in the same store transaction as the endpoint change it describes,
+so a crash can lose neither. One background thread delivers them in order over the
+ZeroMQ channel and deletes each once ipam answered. Docker calls never wait for it:
+while ipam is down the messages simply wait (and survive restarts of either side).
+The whole message, id included, is stored, so a re-send carries the same id.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from common import channel
+from common.store import Store, Transaction
+
+KIND = "outbox"
+KEY_DIGITS = 20
+log = logging.getLogger("routed.net.outbox")
+
+
+class Client(Protocol):
+    def call(self, message: channel.Message) -> channel.Message | None: ...
+    def close(self) -> None: ...
+
+
+def bind_message(
+    endpoint_id: str, network_id: str, address: ipaddress.IPv4Address
+) -> channel.Message:
+    return channel.request(
+        "bind", endpoint_id=endpoint_id, network_id=network_id, address=str(address)
+    )
+
+
+def unbind_message(endpoint_id: str, address: ipaddress.IPv4Address) -> channel.Message:
+    return channel.request("unbind", endpoint_id=endpoint_id, address=str(address))
+
+
+class Outbox:
+    def __init__(
+        self,
+        store: Store,
+        connect: Callable[[], Client],
+        retry_s: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._connect = connect
+        self._retry_s = retry_s
+        self._lock = threading.Lock()
+        pending = store.load(KIND)
+        self._next = int(max(pending)) + 1 if pending else 1
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def enqueue(self, txn: Transaction, message: channel.Message) -> None:
+        """Add `message` inside the caller's transaction; it commits with the caller's change."""
+        with self._lock:
+            key = f"{self._next:0{KEY_DIGITS}d}"
+            self._next += 1
+        txn.put(KIND, key, message)
+
+    def wake(self) -> None:
+        """Tell the sender there is something new (call after the transaction committed)."""
+        self._wake.set()
+
+    def pending(self) -> list[channel.Message]:
+        return list(self._store.load(KIND).values())
+
+    def deliver_pending(self, client: Client) -> bool:
+        """Send what is stored, oldest first. False when ipam did not answer (try again later)."""
+        for key, message in self._store.load(KIND).items():
+            reply = client.call(message)
+            if reply is None:
+                return False
+            if not reply.get("ok"):
+                # A refusal is final (e.g. ipam does not know the address): retrying cannot help.
+                log.warning("ipam refused %s %s: %s", message.get("type"), key, reply.get("error"))
+            with self._store.transaction() as txn:
+                txn.delete(KIND, key)
+        return True
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        client = self._connect()  # a REQ socket belongs to the thread that uses it
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                try:
+                    delivered = self.deliver_pending(client)
+                except Exception:  # a store or channel bug must not end deliveries for good
+                    log.exception("outbox delivery failed")
+                    delivered = False
+                # Retry on a timer while ipam is away; otherwise sleep until woken
+                # (the timer also bounds the wait, in case a wake-up was missed).
+                self._wake.wait(timeout=self._retry_s if not delivered else 5 * self._retry_s)
+        finally:
+            client.close()

@@ -1,0 +1,71 @@
+"""Fixtures for end-to-end tests against a real dockerd (prepared by `make host`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import Docker, PluginProcess
+
+
+def _docker_ready() -> str | None:
+    if os.geteuid() != 0:
+        return "end-to-end tests need root"
+    if shutil.which("docker") is None:
+        return "no docker client (run `make host`)"
+    probe = subprocess.run(
+        ["docker", "version", "--format", "{{.Server.Version}}"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return f"dockerd is not reachable (run `make host`): {probe.stderr.strip()}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    # Short path: ZeroMQ ipc endpoints live below it and AF_UNIX paths max out at 107 bytes.
+    path = Path(tempfile.mkdtemp(prefix="rte2e-", dir="/tmp"))
+    yield path
+    if os.environ.get("ROUTED_KEEP_E2E") is None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def plugins(workdir: Path) -> Iterator[dict[str, PluginProcess]]:
+    reason = _docker_ready()
+    if reason:
+        pytest.skip(reason)
+    pair = {
+        "ipam": PluginProcess("ipam", "routed-ipam", workdir),
+        "net": PluginProcess("netdriver", "routed-net", workdir),
+    }
+    try:
+        for plugin in pair.values():
+            plugin.start()
+        yield pair
+    finally:
+        Docker().cleanup()
+        for plugin in pair.values():
+            plugin.stop()
+
+
+@pytest.fixture
+def dock(plugins: dict[str, PluginProcess]) -> Iterator[Docker]:
+    helper = Docker()
+    try:
+        yield helper
+    finally:
+        helper.cleanup()
+        for plugin in plugins.values():  # a test may have killed one: bring it back for the next
+            if plugin.proc is None or plugin.proc.poll() is not None:
+                plugin.start()

@@ -1,0 +1,140 @@
+"""The ZeroMQ channel handlers: through ChannelServer.handle, and one real ipc round trip."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from common.channel import ChannelClient, request
+from common.store import Store
+from ipam import channel
+from ipam.service import IpamService
+
+EP1, EP2, NET = "1" * 64, "2" * 64, "3" * 64
+
+
+@pytest.fixture
+def service(tmp_path):
+    store = Store(tmp_path / "routed-ipam.db")
+    service = IpamService(store, ipaddress.IPv4Network("100.64.0.0/10"), 16)
+    pool = service.run(
+        lambda ipam: ipam.request_pool(
+            "LocalDefault", ipaddress.ip_network("10.5.0.0/24"), None, {}, False
+        )
+    )
+    service.run(lambda ipam: ipam.request_address(pool.pool_id, None, gateway=True))
+    service.run(lambda ipam: ipam.request_address(pool.pool_id, None))
+    yield service
+    store.close()
+
+
+@pytest.fixture
+def server(service):
+    server = channel.server(service, "inproc://unused")  # handle() is called directly
+    yield server
+    server.stop()  # never started: must still be safe
+
+
+def send(server, kind, **fields):
+    return server.handle(json.dumps(request(kind, **fields)).encode())
+
+
+def holders(service):
+    return {r["address"]: r["endpoint_id"] for r in service.store.load("lease").values()}
+
+
+def test_bind_unbind_persist_the_holder(server, service):
+    reply = send(server, "bind", endpoint_id=EP1, network_id=NET, address="10.5.0.2")
+    assert reply["ok"] and reply["known"] is True
+    assert holders(service)["10.5.0.2"] == EP1
+    assert send(server, "bind", endpoint_id=EP1, network_id=NET, address="10.5.0.2")["known"]
+    assert send(server, "unbind", endpoint_id=EP2, address="10.5.0.2")["known"]
+    assert holders(service)["10.5.0.2"] == EP1  # not that endpoint's: kept
+    assert send(server, "unbind", endpoint_id=EP1, address="10.5.0.2")["known"]
+    assert holders(service)["10.5.0.2"] == ""
+    assert send(server, "unbind", endpoint_id=EP1, address="10.5.0.2")["ok"]  # again: fine
+
+
+def test_unknown_addresses_are_ok_but_not_known(server, service):
+    for address in ("10.5.0.99", "192.0.2.1", "fd00::1"):
+        reply = send(server, "bind", endpoint_id=EP1, network_id=NET, address=address)
+        assert reply["ok"] and reply["known"] is False
+        assert send(server, "unbind", endpoint_id=EP1, address=address)["known"] is False
+    assert set(holders(service).values()) == {""}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"network_id": NET, "address": "10.5.0.2"}, "missing field 'endpoint_id'"),
+        ({"endpoint_id": "x" * 64, "network_id": NET, "address": "10.5.0.2"}, "64-character hex"),
+        (
+            {
+                "endpoint_id": EP1.upper().replace("1", "A"),
+                "network_id": NET,
+                "address": "10.5.0.2",
+            },
+            "hex",
+        ),
+        ({"endpoint_id": EP1, "address": "10.5.0.2"}, "missing field 'network_id'"),
+        ({"endpoint_id": EP1, "network_id": NET, "address": "10.5.0.2/32"}, "bare IP"),
+        ({"endpoint_id": EP1, "network_id": NET, "address": "ten"}, "not an IP address"),
+        ({"endpoint_id": EP1, "network_id": NET, "address": 5}, "must be a string"),
+        ({"endpoint_id": EP1, "network_id": NET}, "missing field 'address'"),
+    ],
+)
+def test_invalid_bind_fields_are_refused(server, service, fields, message):
+    reply = send(server, "bind", **fields)
+    assert reply["ok"] is False and message in reply["error"]
+    assert set(holders(service).values()) == {""}
+
+
+def test_status_reports_pools_and_leases(server):
+    send(server, "bind", endpoint_id=EP1, network_id=NET, address="10.5.0.2")
+    reply = send(server, "status")
+    assert reply["ok"]
+    assert reply["pools"] == [
+        {
+            "pool_id": "LocalDefault/10.5.0.0/24",
+            "address_space": "LocalDefault",
+            "pool": "10.5.0.0/24",
+            "sub_pool": None,
+            "mode": "routed",
+            "v6": False,
+            "size": 256,
+            "allocated": 2,
+        }
+    ]
+    assert [(x["address"], x["kind"], x["endpoint_id"]) for x in reply["leases"]] == [
+        ("10.5.0.1", "gateway", None),
+        ("10.5.0.2", "dynamic", EP1),
+    ]
+
+
+def test_envelope_errors_are_answered(server):
+    assert server.handle(b"{")["ok"] is False
+    assert "unknown message type" in send(server, "frobnicate")["error"]
+
+
+def test_real_ipc_round_trip(service):
+    run_dir = Path(tempfile.mkdtemp(prefix="ipam-", dir="/tmp"))  # ipc paths must be short
+    endpoint = f"ipc://{run_dir / 'ipam.ipc'}"
+    server = channel.server(service, endpoint)
+    server.start()
+    client = ChannelClient(endpoint, timeout_ms=5000)
+    try:
+        reply = client.call(request("bind", endpoint_id=EP2, network_id=NET, address="10.5.0.1"))
+        assert reply is not None and reply["ok"] and reply["known"] is True
+        status = client.call(request("status"))
+        assert status is not None
+        assert [x["endpoint_id"] for x in status["leases"]] == [EP2, None]
+    finally:
+        client.close()
+        server.stop()
+        shutil.rmtree(run_dir)
+    assert holders(service)["10.5.0.1"] == EP2

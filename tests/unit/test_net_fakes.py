@@ -1,0 +1,162 @@
+"""Fake effects for the netdriver unit tests (imported by the other test_net_* modules).
+
+The store is the real one (SQLite in tmp_path): it needs no root, and faking it would
+hide exactly the crash-ordering behaviour the driver depends on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from common.errors import PluginError
+from common.store import Store
+from netdriver.driver import Driver
+from netdriver.model import Network
+from netdriver.outbox import Outbox
+
+NET_A = "a" * 64
+NET_B = "b" * 64
+EP_1 = "1" * 64
+EP_2 = "2" * 64
+
+
+@dataclass
+class FakeLink:
+    mtu: int
+    peer: str
+    gateway: str
+    up: bool = True
+
+
+@dataclass
+class FakeDatapath:
+    links_: dict[str, FakeLink] = field(default_factory=dict)
+    routes: dict[str, str] = field(default_factory=dict)  # container ip -> host veth
+    other_links: list[str] = field(default_factory=list)
+    ip_forward: bool = False
+    fail_create: bool = False
+    calls: list[str] = field(default_factory=list)
+
+    def ensure_ip_forward(self) -> None:
+        self.ip_forward = True
+
+    def create_endpoint(
+        self,
+        host_veth: str,
+        peer: str,
+        mtu: int,
+        gateway: ipaddress.IPv4Address,
+        container_ip: ipaddress.IPv4Address,
+    ) -> None:
+        self.calls.append(f"create {host_veth}")
+        if self.fail_create:
+            # like the real one: the pair may exist already when a later step fails
+            self.links_[host_veth] = FakeLink(mtu, peer, str(gateway))
+            raise PluginError(f"cannot set up {host_veth}: injected failure")
+        self.links_[host_veth] = FakeLink(mtu, peer, str(gateway))
+        self.routes[str(container_ip)] = host_veth
+
+    def delete_endpoint(self, host_veth: str, container_ip: ipaddress.IPv4Address) -> None:
+        self.calls.append(f"delete {host_veth}")
+        if self.routes.get(str(container_ip)) == host_veth:
+            del self.routes[str(container_ip)]
+        self.links_.pop(host_veth, None)
+
+    def delete_link(self, ifname: str) -> None:
+        self.calls.append(f"delete-link {ifname}")
+        self.links_.pop(ifname, None)
+        if ifname in self.other_links:
+            self.other_links.remove(ifname)
+
+    def link_exists(self, ifname: str) -> bool:
+        return ifname in self.links_ or ifname in self.other_links
+
+    def links(self) -> list[str]:
+        return [*self.links_, *self.other_links]
+
+    def vanish(self, host_veth: str) -> None:
+        """What the kernel does when the container's netns goes away."""
+        self.links_.pop(host_veth)
+        self.routes = {ip: veth for ip, veth in self.routes.items() if veth != host_veth}
+
+
+@dataclass
+class FakeFirewall:
+    applied: list[list[Network]] = field(default_factory=list)
+    fail: bool = False
+
+    def apply(self, networks: Sequence[Network]) -> None:
+        if self.fail:
+            raise PluginError("iptables-restore refused our rules: injected failure")
+        self.applied.append(list(networks))
+
+    @property
+    def current(self) -> list[Network]:
+        return self.applied[-1] if self.applied else []
+
+
+class FakeClient:
+    def __init__(self, answer: bool | None = True) -> None:
+        self.answer = answer
+        self.sent: list[dict[str, object]] = []
+
+    def call(self, message: dict[str, object]) -> dict[str, object] | None:
+        self.sent.append(message)
+        if self.answer is None:
+            return None
+        return {"id": message["id"], "ok": self.answer}
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Rig:
+    datapath: FakeDatapath
+    firewall: FakeFirewall
+    store: Store
+    outbox: Outbox
+    driver: Driver
+
+    def restart(self) -> Rig:
+        """A new process on the same store and host."""
+        outbox = Outbox(self.store, FakeClient)
+        return Rig(
+            self.datapath,
+            self.firewall,
+            self.store,
+            outbox,
+            Driver(self.datapath, self.firewall, self.store, outbox),
+        )
+
+    def messages(self) -> list[tuple[str, str]]:
+        return [(m["type"], m["endpoint_id"][:1]) for m in self.outbox.pending()]
+
+
+@pytest.fixture
+def rig(tmp_path):
+    store = Store(tmp_path / "net.db")
+    datapath, firewall = FakeDatapath(), FakeFirewall()
+    outbox = Outbox(store, FakeClient)
+    try:
+        yield Rig(datapath, firewall, store, outbox, Driver(datapath, firewall, store, outbox))
+    finally:
+        store.close()
+
+
+def test_fake_datapath_vanish_takes_routes():
+    datapath = FakeDatapath()
+    datapath.create_endpoint(
+        "rt-x",
+        "rtcx",
+        1500,
+        ipaddress.IPv4Address("169.254.1.1"),
+        ipaddress.IPv4Address("198.51.100.2"),
+    )
+    datapath.vanish("rt-x")
+    assert datapath.routes == {}
+    assert not datapath.link_exists("rt-x")
