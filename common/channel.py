@@ -9,6 +9,7 @@ a restarted peer may see a request twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -65,10 +66,8 @@ class ChannelServer:
             self._socket = None
         if self._endpoint.startswith("ipc://"):
             # libzmq leaves the ipc file behind on close.
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._endpoint[len("ipc://") :])
-            except FileNotFoundError:
-                pass
 
     def _run(self) -> None:
         sock = self._socket

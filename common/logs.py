@@ -1,4 +1,4 @@
-"""One logging set-up for every process: plain lines on stdout, which supervisor files per process."""
+"""One logging set-up for every process: plain lines on stdout, filed per process by supervisor."""
 
 from __future__ import annotations
 

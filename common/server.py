@@ -67,7 +67,7 @@ class PluginApp:
         return status, reply
 
     def wsgi(self) -> cherrypy.Application:
-        """The WSGI application: served by cheroot in production, called in-process by unit tests."""
+        """The WSGI app: served by cheroot in production, called in-process by unit tests."""
         return cherrypy.Application(_Root(self), "", _app_config())
 
 
@@ -90,7 +90,7 @@ class _Root:
     def __init__(self, plugin: PluginApp) -> None:
         self._plugin = plugin
 
-    @cherrypy.expose  # type: ignore[misc]
+    @cherrypy.expose  # type: ignore[untyped-decorator]
     def default(self, *path: str, **_params: Any) -> bytes:
         method = "/".join(path)
         raw = _read_body(cherrypy.serving.request)
@@ -135,7 +135,7 @@ def _app_config() -> dict[str, dict[str, Any]]:
 
 
 def claim_instance(paths: Paths, name: str) -> IO[str]:
-    """Refuse to start while another instance serves `name`; the returned lock lives as long as we do.
+    """Refuse to start while another instance serves `name`; hold the returned lock for life.
 
     cheroot unlinks whatever sits at the socket path, so without this a second instance
     would silently steal a live socket.
@@ -145,7 +145,9 @@ def claim_instance(paths: Paths, name: str) -> IO[str]:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise SystemExit(f"{name}: another instance is running (lock {lock.name} is held)") from None
+        raise SystemExit(
+            f"{name}: another instance is running (lock {lock.name} is held)"
+        ) from None
     if _socket_answers(paths.plugin_socket(name)):
         raise SystemExit(f"{name}: {paths.plugin_socket(name)} is served by another process")
     return lock
@@ -162,7 +164,7 @@ def _socket_answers(path: Path) -> bool:
 
 
 def serve(plugin: PluginApp, paths: Paths, on_stop: Iterable[Callable[[], None]] = ()) -> None:
-    """Serve `plugin` on its socket until SIGTERM/SIGINT; then run `on_stop` and remove the socket."""
+    """Serve `plugin` until SIGTERM/SIGINT; then run `on_stop` and remove the socket."""
     sock = paths.plugin_socket(plugin.name)
     paths.plugin_dir.mkdir(parents=True, exist_ok=True)
     cherrypy.config.update(

@@ -1,4 +1,4 @@
-"""Typed readers for request bodies: each returns a clean value or raises BadRequest naming the field.
+"""Typed readers for request bodies: a clean value, or BadRequest naming the field.
 
 dockerd never omits a field and sends `null` for empty maps and lists, so optional objects
 read `null` as empty. Anything of the wrong type is refused before any state is touched.
@@ -89,7 +89,9 @@ def summary(body: Body) -> str:
     for key in ("NetworkID", "EndpointID", "PoolID", "Pool", "SubPool", "Address"):
         value = body.get(key)
         if isinstance(value, str) and value:
-            parts.append(f"{key}={value[:12] if key.endswith('ID') and len(value) == 64 else value}")
+            parts.append(
+                f"{key}={value[:12] if key.endswith('ID') and len(value) == 64 else value}"
+            )
     interface_ = body.get("Interface")
     if isinstance(interface_, dict) and isinstance(interface_.get("Address"), str):
         parts.append(f"Address={interface_['Address']}")

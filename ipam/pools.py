@@ -296,10 +296,7 @@ class Ipam:
             what = "network" if offset == 0 else "broadcast"
             raise BadRequest(f"address {address} is the {what} address of pool {pool.network}")
         if offset in pool.leases:
-            held = pool.leases[offset]
-            raise Conflict(
-                f"address {address} is already allocated ({held.kind}) in {pool.pool_id}"
-            )
+            raise Conflict(f"address {address} is already allocated in pool {pool.pool_id}")
         return offset
 
     def _dynamic_offset(self, pool: Pool, gateway: bool) -> int:

@@ -179,13 +179,16 @@ class Docker:
     def sh(self, container: str, cmd: str, check: bool = True, timeout: float = 30) -> str:
         return docker("exec", container, "sh", "-c", cmd, check=check, timeout=timeout).stdout
 
-    def ip(self, container: str, network: str) -> str:
-        fmt = '{{(index .NetworkSettings.Networks "%s").IPAddress}}' % network
+    def attachment(self, container: str, network: str, field: str) -> str:
+        """One field of the container's settings on `network` (IPAddress, EndpointID, ...)."""
+        fmt = "{{(index .NetworkSettings.Networks " + f'"{network}").{field}}}}}'
         return docker("inspect", "-f", fmt, container).stdout.strip()
 
+    def ip(self, container: str, network: str) -> str:
+        return self.attachment(container, network, "IPAddress")
+
     def endpoint_id(self, container: str, network: str) -> str:
-        fmt = '{{(index .NetworkSettings.Networks "%s").EndpointID}}' % network
-        return docker("inspect", "-f", fmt, container).stdout.strip()
+        return self.attachment(container, network, "EndpointID")
 
     def network_id(self, network: str) -> str:
         return docker("network", "inspect", "-f", "{{.Id}}", network).stdout.strip()

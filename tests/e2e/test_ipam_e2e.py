@@ -29,10 +29,9 @@ def test_bridge_network_gets_subnet_range_gateway_and_static_ip(dock: Docker) ->
     dynamic = dock.run(net)
     address = ipaddress.ip_address(dock.ip(dynamic, net))
     assert address in ipaddress.ip_network("198.18.5.0/24"), address
-    prefix = docker(
-        "inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{net}").IPPrefixLen}}}}', dynamic
-    ).stdout.strip()
-    assert prefix == "16"  # pool-prefix mode: the bridge driver needs the subnet's prefix
+    assert (
+        dock.attachment(dynamic, net, "IPPrefixLen") == "16"
+    )  # pool-prefix mode: the bridge driver needs the subnet's prefix
 
     static = dock.run(net, "--ip", "198.18.0.50")
     assert dock.ip(static, net) == "198.18.0.50"

@@ -79,7 +79,10 @@ class Upstream:
         )
 
     def connect(self, address: str, port: int) -> str:
-        probe = f"import socket; print(socket.create_connection(('{address}', {port}), 3).recv(64).decode())"
+        probe = (
+            "import socket; "
+            f"print(socket.create_connection(('{address}', {port}), 3).recv(64).decode())"
+        )
         return sh("ip", "netns", "exec", self.name, sys.executable, "-c", probe, check=False)
 
     def destroy(self) -> None:

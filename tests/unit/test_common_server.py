@@ -121,7 +121,8 @@ def test_served_socket_is_root_only_and_removed_on_sigterm(tmp_path: Path) -> No
     import sys
 
     script = (
-        "from common.config import Paths; from common.server import PluginApp, serve, claim_instance\n"
+        "from common.config import Paths\n"
+        "from common.server import PluginApp, serve, claim_instance\n"
         "from common import logs; logs.setup('test')\n"
         "import pathlib, sys\n"
         "paths = Paths(pathlib.Path(sys.argv[1]) / 'plugins', pathlib.Path(sys.argv[1]) / 'run',"

@@ -125,7 +125,7 @@ def test_static_refusals(ipam):
     pool = subnet_pool(ipam, "10.1.0.0/24", "10.1.0.128/25")
     take(ipam, pool, "10.1.0.7")  # outside --ip-range but inside the pool: fine
     cases = {
-        "10.1.0.7": r"10\.1\.0\.7 is already allocated \(aux\)",
+        "10.1.0.7": r"10\.1\.0\.7 is already allocated in pool LocalDefault/10\.1\.0\.0/24/",
         "10.1.0.0": "is the network address",
         "10.1.0.255": "is the broadcast address",
         "10.1.1.1": r"outside pool 10\.1\.0\.0/24",
