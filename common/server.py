@@ -182,8 +182,8 @@ def serve(plugin: PluginApp, paths: Paths, on_stop: Iterable[Callable[[], None]]
     cherrypy.log.error_log.propagate = True
     cherrypy.log.access_log.propagate = False  # one line per call comes from PluginApp.call
     cherrypy.tree.graft(plugin.wsgi(), "")
-    for hook in on_stop:
-        cherrypy.engine.subscribe("stop", hook, priority=80)
+    for order, hook in enumerate(on_stop):  # CherryPy keeps listeners in a set: order them
+        cherrypy.engine.subscribe("stop", hook, priority=70 + order)
     cherrypy.engine.subscribe("stop", lambda: sock.unlink(missing_ok=True), priority=90)
     cherrypy.engine.signal_handler.subscribe()
     previous = os.umask(0o177)  # cheroot binds with 0777 & ~umask: make it 0600

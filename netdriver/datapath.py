@@ -12,6 +12,7 @@ import errno
 import ipaddress
 import logging
 from pathlib import Path
+from socket import AF_INET
 
 from pyroute2 import IPRoute, NetlinkError
 
@@ -120,8 +121,13 @@ class LinuxDatapath:
             host = _index(ipr, host_veth)
             if host is None:
                 return False
-            routes = ipr.get_routes(family=2, dst=str(container_ip), dst_len=32, oif=host)
-            return len(list(routes)) > 0
+            # A dump filtered here: get_routes(dst=...) would be a route *lookup* instead.
+            return any(
+                route.get("dst") == str(container_ip)
+                and route["dst_len"] == 32
+                and route.get("oif") == host
+                for route in ipr.get_routes(family=AF_INET)
+            )
 
 
 def _ensure_address(ipr: IPRoute, index: int, gateway: ipaddress.IPv4Address) -> None:

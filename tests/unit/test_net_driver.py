@@ -5,7 +5,7 @@ import pytest
 from common.errors import BadRequest, PluginError
 from netdriver.driver import NetworkRequest, StaticRoute
 from netdriver.options import NetworkOptions
-from tests.unit.test_net_fakes import EP_1, EP_2, NET_A, NET_B, rig  # noqa: F401 (fixture)
+from tests.unit.test_net_fakes import EP_1, EP_2, NET_A, NET_B, rig_fixture  # noqa: F401 (fixture "rig")
 
 IP = ipaddress.ip_address
 NETWORK = ipaddress.IPv4Network

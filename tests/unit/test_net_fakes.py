@@ -137,8 +137,8 @@ class Rig:
         return [(m["type"], m["endpoint_id"][:1]) for m in self.outbox.pending()]
 
 
-@pytest.fixture
-def rig(tmp_path):
+@pytest.fixture(name="rig")
+def rig_fixture(tmp_path):
     store = Store(tmp_path / "net.db")
     datapath, firewall = FakeDatapath(), FakeFirewall()
     outbox = Outbox(store, FakeClient)

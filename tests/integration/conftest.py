@@ -1,0 +1,108 @@
+"""Fixtures for the root integration tests (real netlink, real iptables, throwaway netns)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyroute2 import IPRoute
+
+from common.store import Store
+from netdriver.datapath import LinuxDatapath
+from netdriver.driver import Driver, NetworkRequest
+from netdriver.firewall import IptablesFirewall
+from netdriver.handlers import join_reply
+from netdriver.options import NetworkOptions
+from netdriver.outbox import Outbox
+from tests.integration.nettools import Container, require_throwaway_netns, run
+
+require_throwaway_netns()
+
+
+class NoChannel:
+    def call(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Host:
+    """The driver wired to the real host effects of this throwaway namespace."""
+
+    store_path: Path
+    store: Store = field(init=False)
+    outbox: Outbox = field(init=False)
+    driver: Driver = field(init=False)
+    containers: list[Container] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.store_path)
+        self.restart()
+
+    def restart(self) -> Driver:
+        """A new plugin process on the same store and host."""
+        self.outbox = Outbox(self.store, NoChannel)
+        self.driver = Driver(LinuxDatapath(), IptablesFirewall(), self.store, self.outbox)
+        return self.driver
+
+    def network(self, letter: str, pool: str, gateway: str | None = None, **options: Any) -> str:
+        network_id = letter * 64
+        internal = options.pop("internal", False)
+        self.driver.create_network(
+            NetworkRequest(
+                network_id=network_id,
+                pool=ipaddress.IPv4Network(pool),
+                gateway=ipaddress.IPv4Address(gateway) if gateway else None,
+                options=NetworkOptions(**options),
+                internal=internal,
+            )
+        )
+        return network_id
+
+    def container(self) -> Container:
+        container = Container()
+        self.containers.append(container)
+        return container
+
+    def endpoint(self, network_id: str, endpoint_id: str, address: str) -> dict[str, Any]:
+        """CreateEndpoint + Join, as dockerd calls them; returns the Join reply."""
+        self.driver.create_endpoint(network_id, endpoint_id, ipaddress.IPv4Interface(address))
+        return join_reply(self.driver.join(network_id, endpoint_id))
+
+    def run_container(self, network_id: str, endpoint_id: str, address: str) -> Container:
+        container = self.container()
+        container.attach(self.endpoint(network_id, endpoint_id, address), address)
+        return container
+
+    def close(self) -> None:
+        for container in self.containers:
+            container.remove()
+        for endpoint in list(self.driver.endpoints.values()):
+            self.driver.delete_endpoint(endpoint.network_id, endpoint.endpoint_id)
+        for network_id in list(self.driver.networks):
+            self.driver.delete_network(network_id)
+        IptablesFirewall().remove()
+        with IPRoute() as ipr:
+            for link in ipr.get_links():
+                if str(link.get("ifname")).startswith(("rt-", "rtc")):
+                    ipr.link("del", index=link["index"])
+        self.store.close()
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    # What dockerd leaves in a real host: FORWARD policy DROP. lo up, as in any netns.
+    run("ip", "link", "set", "lo", "up")
+    run("iptables", "-w", "5", "-P", "FORWARD", "DROP")
+    rig = Host(tmp_path / "net.db")
+    try:
+        rig.driver.reconcile()  # ip_forward on, as at plugin start
+        yield rig
+    finally:
+        rig.close()

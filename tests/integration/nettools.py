@@ -1,0 +1,120 @@
+"""Helpers for the root integration tests: the netns guard, "containers" as network
+namespaces configured exactly as libnetwork would from a Join reply, and traffic probes.
+
+Everything here runs inside the throwaway namespace made by `unshare --net`; the guard
+refuses (fails) anywhere else, so these tests can never change the host's network.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute, netns
+
+PING = Path(__file__).with_name("icmp_ping.py")
+
+
+def require_throwaway_netns() -> None:
+    """Fail (never skip) unless we are root inside a network namespace other than init's."""
+    if os.geteuid() != 0:
+        raise RuntimeError("integration tests need root: run them with `unshare --net` as root")
+    if os.stat("/proc/self/ns/net").st_ino == _initial_netns_inode():
+        raise RuntimeError(
+            "refusing to run in the host's network namespace: "
+            "run `unshare --net .venv/bin/pytest tests/integration`"
+        )
+
+
+def _initial_netns_inode() -> int:
+    # init (pid 1) is the reference, but some sandboxes hide it even from root; kthreadd
+    # (pid 2) is a kernel thread and kernel threads always live in the initial netns.
+    for pid in (1, 2):
+        try:
+            return os.stat(f"/proc/{pid}/ns/net").st_ino
+        except PermissionError:
+            continue
+    raise RuntimeError("cannot read the initial network namespace (/proc/1 and /proc/2)")
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=check)
+
+
+def ping(address: str, ns: str | None = None, timeout_s: float = 1.0) -> float | None:
+    """RTT in ms of one ICMP echo to `address` from netns `ns` (None: the test's "host")."""
+    prefix = ["ip", "netns", "exec", ns] if ns else []
+    done = run(*prefix, sys.executable, str(PING), address, str(timeout_s), check=False)
+    return float(done.stdout) if done.returncode == 0 else None
+
+
+def sysctl(path: str) -> str:
+    return Path("/proc/sys/net/ipv4", path).read_text().strip()
+
+
+def iptables_save() -> str:
+    return run("iptables-save").stdout
+
+
+@dataclass
+class Container:
+    """A network namespace standing in for a container's sandbox."""
+
+    name: str = field(default_factory=lambda: f"rtt-{uuid.uuid4().hex[:8]}")
+    interfaces: int = 0
+    has_default: bool = False
+
+    def __post_init__(self) -> None:
+        netns.create(self.name)
+        with self.ipr() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+    def ipr(self) -> IPRoute:
+        return IPRoute(netns=self.name, flags=0)  # flags=0: never create a mistyped netns
+
+    def attach(self, join: dict[str, Any], address: str) -> str:
+        """What libnetwork does with a Join reply (protocol.md §7); returns the interface name."""
+        src = join["InterfaceName"]["SrcName"]
+        ifname = f"{join['InterfaceName']['DstPrefix']}{self.interfaces}"
+        self.interfaces += 1
+        with IPRoute() as host:
+            [index] = host.link_lookup(ifname=src)  # "Link not found" is fatal in libnetwork too
+            host.link("set", index=index, net_ns_fd=self.name)
+        ip, prefixlen = address.split("/")
+        with self.ipr() as ipr:
+            [index] = ipr.link_lookup(ifname=src)
+            ipr.link("set", index=index, state="down")
+            ipr.link("set", index=index, ifname=ifname)
+            ipr.addr("add", index=index, address=ip, prefixlen=int(prefixlen))
+            ipr.link("set", index=index, state="up")
+            for route in join["StaticRoutes"]:
+                if route["RouteType"] != 0:
+                    ipr.route("add", dst=route["Destination"], oif=index, scope="link")
+            for route in join["StaticRoutes"]:
+                if route["RouteType"] == 0:
+                    ipr.route("add", dst=route["Destination"], gateway=route["NextHop"], oif=index)
+            if join["Gateway"] and not self.has_default:  # only the gateway endpoint
+                ipr.route("add", dst="0.0.0.0/0", gateway=join["Gateway"], oif=index)
+                self.has_default = True
+        return ifname
+
+    def detach(self, ifname: str, src_name: str) -> None:
+        """After Leave: down, renamed back to SrcName, moved to the host (§6.3)."""
+        with self.ipr() as ipr:
+            [index] = ipr.link_lookup(ifname=ifname)
+            ipr.link("set", index=index, state="down")
+            ipr.link("set", index=index, ifname=src_name)
+            ipr.link("set", index=index, net_ns_pid=os.getpid())
+
+    def mtu(self, ifname: str) -> int:
+        with self.ipr() as ipr:
+            [link] = ipr.get_links(ifname=ifname)
+            return int(link.get("mtu"))
+
+    def remove(self) -> None:
+        netns.remove(self.name)

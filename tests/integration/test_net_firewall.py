@@ -1,0 +1,78 @@
+"""Our chains and jumps in the real packet filter of the throwaway namespace."""
+
+from netdriver.firewall import IptablesFirewall
+from netdriver.rules import forward_rules, nat_rules
+from tests.integration.nettools import require_throwaway_netns, run
+
+require_throwaway_netns()
+
+
+def rules(table="filter"):
+    return run("iptables", "-w", "5", "-t", table, "-S").stdout.splitlines()
+
+
+def jumps(table, builtin, chain):
+    return rules(table).count(f"-A {builtin} -j {chain}")
+
+
+def chain_rules(table, chain):
+    return [line for line in rules(table) if line.startswith(f"-A {chain} ")]
+
+
+def test_chains_and_jumps_follow_the_networks(host):
+    assert "-N ROUTED-FORWARD" not in rules()
+    net_a = host.network("a", "198.51.100.0/25")
+    assert "-N ROUTED-FORWARD" in rules() and "-N ROUTED-POSTROUTING" in rules("nat")
+    assert jumps("filter", "FORWARD", "ROUTED-FORWARD") == 1
+    assert jumps("nat", "POSTROUTING", "ROUTED-POSTROUTING") == 1
+    net_b = host.network("b", "198.51.100.128/25")
+    assert jumps("filter", "FORWARD", "ROUTED-FORWARD") == 1  # still once
+    networks = list(host.driver.networks.values())
+    assert len(chain_rules("filter", "ROUTED-FORWARD")) == len(forward_rules(networks)) == 6
+    assert len(chain_rules("nat", "ROUTED-POSTROUTING")) == len(nat_rules(networks)) == 2
+    host.driver.delete_network(net_a)
+    assert len(chain_rules("filter", "ROUTED-FORWARD")) == 2  # b's two ACCEPTs, no drops
+    host.driver.delete_network(net_b)
+    assert not any("ROUTED" in line for line in rules() + rules("nat"))
+
+
+def test_our_jump_comes_after_docker_user(host):
+    run("iptables", "-w", "5", "-N", "DOCKER-USER")
+    run("iptables", "-w", "5", "-A", "FORWARD", "-j", "DOCKER-USER")
+    try:
+        host.network("a", "198.51.100.0/25")
+        forward = [line for line in rules() if line.startswith("-A FORWARD ")]
+        assert forward == ["-A FORWARD -j DOCKER-USER", "-A FORWARD -j ROUTED-FORWARD"]
+    finally:
+        run("iptables", "-w", "5", "-D", "FORWARD", "-j", "DOCKER-USER", check=False)
+        run("iptables", "-w", "5", "-X", "DOCKER-USER", check=False)
+
+
+def test_duplicate_jumps_are_reduced_to_one_and_flushed_rules_come_back(host):
+    host.network("a", "198.51.100.0/25")
+    run("iptables", "-w", "5", "-A", "FORWARD", "-j", "ROUTED-FORWARD")
+    run("iptables", "-w", "5", "-F", "ROUTED-FORWARD")
+    host.network("a", "198.51.100.0/25")  # dockerd-style repeat of the same CreateNetwork
+    assert jumps("filter", "FORWARD", "ROUTED-FORWARD") == 1
+    assert len(chain_rules("filter", "ROUTED-FORWARD")) == 2
+
+
+def test_every_kind_of_rule_is_accepted_by_iptables(host):
+    host.network("a", "198.51.100.0/26", internal=True)
+    host.network("b", "198.51.100.64/26", masquerade=False)
+    host.network("c", "198.51.100.128/26", isolate=False, mtu=9000)
+    host.network("d", "198.51.100.192/26")
+    forward = chain_rules("filter", "ROUTED-FORWARD")
+    networks = list(host.driver.networks.values())
+    assert len(forward) == len(forward_rules(networks))
+    assert sum(line.endswith("-j DROP") for line in forward) == 6 + 2  # 3 isolated pairs, internal
+    assert chain_rules("nat", "ROUTED-POSTROUTING") == [
+        "-A ROUTED-POSTROUTING -s 198.51.100.128/26 ! -o rt-+ -j MASQUERADE",
+        "-A ROUTED-POSTROUTING -s 198.51.100.192/26 ! -o rt-+ -j MASQUERADE",
+    ]
+
+
+def test_remove_is_idempotent(host):
+    IptablesFirewall().remove()
+    IptablesFirewall().remove()
+    assert not any("ROUTED" in line for line in rules() + rules("nat"))
