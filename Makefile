@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test venv host lint typecheck unit integration e2e bench demo clean
+.PHONY: run test venv host lint typecheck unit integration e2e bench demo image clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# supervisord in the foreground; exits non-zero if a service keeps crashing (FATAL).
 run: venv
-	@mkdir -p /var/log/routed
-	$(VENV)/bin/supervisord -n -c supervisord.conf
+	bash deploy/run-supervisord.sh supervisord.conf
 
 # Everything the tests need on a fresh machine: Docker engine, dockerd running, test image.
 host:
@@ -28,7 +28,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 typecheck: venv
-	$(VENV)/bin/mypy common ipam netdriver
+	$(VENV)/bin/mypy common ipam netdriver routedctl
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit
@@ -44,6 +44,14 @@ test: venv host lint typecheck unit integration e2e
 
 bench: venv host
 	$(PY) -m bench
+
+# The scenario of the experiment this project grew from, step by step; leaves nothing behind.
+demo: venv host
+	bash deploy/demo.sh
+
+# The container image (no registry needed: the base is made locally with debootstrap).
+image:
+	bash deploy/build-image.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

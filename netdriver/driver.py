@@ -229,12 +229,23 @@ class Driver:
 
     def _reconcile_endpoint(self, endpoint: Endpoint) -> None:
         network = self.networks.get(endpoint.network_id)
-        if network is None or not self._datapath.link_exists(endpoint.host_veth):
-            # The pair dies with the container's netns (or with a reboot).
+        if network is None or self._vanished(endpoint):
             log.info("endpoint %s vanished; removing its state", endpoint.endpoint_id[:12])
             self._remove_endpoint(endpoint)
         else:
             self._create_host_side(network, endpoint)
+
+    def _vanished(self, endpoint: Endpoint) -> bool:
+        """True when the endpoint's container is gone although Docker never told us.
+
+        The pair dies with the container's netns (or a reboot). And when the container stops
+        while we are down, dockerd moves the peer back to the host under its SrcName, gives up
+        on Leave/DeleteEndpoint after ~15 s and forgets the endpoint: a joined endpoint whose
+        peer is back in the host netns will never be used again (a restart makes new ones).
+        """
+        if not self._datapath.link_exists(endpoint.host_veth):
+            return True
+        return endpoint.joined and self._datapath.link_exists(endpoint.peer)
 
     # -- helpers --------------------------------------------------------------------------
 

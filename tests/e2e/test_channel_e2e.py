@@ -60,11 +60,14 @@ def test_bindings_wait_in_the_store_until_ipam_returns(
             "V6": False,
         },
     )
-    address = call(
-        "routed-ipam",
-        "IpamDriver.RequestAddress",
-        {"PoolID": pool["PoolID"], "Address": "", "Options": None},
-    )["Address"]
+    gateway, address = (
+        call(
+            "routed-ipam",
+            "IpamDriver.RequestAddress",
+            {"PoolID": pool["PoolID"], "Address": "", "Options": options},
+        )["Address"]
+        for options in ({"RequestAddressType": "com.docker.network.gateway"}, None)
+    )
     network_id, endpoint_id = uuid.uuid4().hex * 2, uuid.uuid4().hex * 2
     endpoint = {"NetworkID": network_id, "EndpointID": endpoint_id}
     call(
@@ -77,7 +80,7 @@ def test_bindings_wait_in_the_store_until_ipam_returns(
                 {
                     "AddressSpace": "LocalDefault",
                     "Pool": "198.18.210.0/24",
-                    "Gateway": "198.18.210.1/32",
+                    "Gateway": gateway,
                 }
             ],
             "IPv6Data": [],
@@ -106,12 +109,20 @@ def test_bindings_wait_in_the_store_until_ipam_returns(
             time.sleep(0.2)
         assert not plugins["net"].records("outbox")
     finally:
+        ipam = plugins["ipam"]
+        if ipam.proc is None or ipam.proc.poll() is not None:
+            ipam.start()
         call("routed-net", "NetworkDriver.DeleteEndpoint", endpoint)
         call("routed-net", "NetworkDriver.DeleteNetwork", {"NetworkID": network_id})
         call(
             "routed-ipam",
             "IpamDriver.ReleaseAddress",
             {"PoolID": pool["PoolID"], "Address": address.split("/")[0]},
+        )
+        call(
+            "routed-ipam",
+            "IpamDriver.ReleaseAddress",
+            {"PoolID": pool["PoolID"], "Address": gateway.split("/")[0]},
         )
         call("routed-ipam", "IpamDriver.ReleasePool", {"PoolID": pool["PoolID"]})
     assert holder_of(plugins, address.split("/")[0], timeout=0) is None

@@ -75,7 +75,18 @@ class Upstream:
 
     def ping(self, address: str) -> str:
         return sh(
-            "ip", "netns", "exec", self.name, "ping", "-c", "1", "-W", "2", address, check=False
+            "ip",
+            "netns",
+            "exec",
+            self.name,
+            "busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            address,
+            check=False,
         )
 
     def connect(self, address: str, port: int) -> str:

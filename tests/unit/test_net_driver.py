@@ -280,6 +280,21 @@ def test_reconcile_drops_vanished_endpoints_and_reensures_live_ones(rig):
     assert list(restarted.restart().driver.endpoints) == [EP_2]
 
 
+def test_reconcile_drops_joined_endpoints_whose_peer_came_back_to_the_host(rig):
+    """Stopped while we were down: dockerd moved the peer back, then gave up on DeleteEndpoint."""
+    rig.driver.create_network(request())
+    with_endpoint(rig)
+    with_endpoint(rig, "198.51.100.6/32", endpoint_id=EP_2)
+    rig.driver.join(NET_A, EP_1)
+    rig.datapath.other_links += ["rtc11111111111", "rtc22222222222"]  # both peers in the host
+    restarted = rig.restart()
+    restarted.driver.reconcile()
+    # EP_2 was never joined: its peer waits in the host for Join, as it should.
+    assert list(restarted.driver.endpoints) == [EP_2]
+    assert "rt-11111111111" not in rig.datapath.links_
+    assert restarted.messages()[-1] == ("unbind", "1")
+
+
 def test_reconcile_removes_only_our_stray_veths(rig):
     rig.datapath.other_links += [
         "rt-0123456789a",

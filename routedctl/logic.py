@@ -1,0 +1,482 @@
+"""Compare stored state with the host and build what `status` and `doctor` show (pure).
+
+Everything here takes a `state.Snapshot` and returns plain data, so each finding can be
+unit-tested with crafted states and no root.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Literal
+
+from routedctl.state import HostLink, Lease, Probe, Snapshot, StoredEndpoint, StoredNetwork
+
+Severity = Literal["problem", "note"]
+
+# What routed-net's data path sets on each host veth (netdriver/datapath.py), relative to
+# /proc/sys/net/ipv4. proxy_delay=0: otherwise the first packet waits up to 0.8 s.
+EXPECTED_SYSCTLS: dict[str, str] = {
+    "conf/proxy_arp": "1",
+    "neigh/proxy_delay": "0",
+    "conf/forwarding": "1",
+}
+HELD_KINDS = ("dynamic", "static")  # leases that an endpoint must hold
+
+
+def short(docker_id: str | None) -> str:
+    return docker_id[:12] if docker_id else "-"
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity  # "problem" makes doctor exit 1; a "note" does not
+    code: str  # stable identifier, e.g. "veth-missing"
+    subject: str  # what it is about: an endpoint id, a veth, a chain...
+    message: str
+
+
+@dataclass(frozen=True)
+class PoolRow:
+    pool_id: str
+    pool: str
+    sub_pool: str | None
+    mode: str
+    allocated: int
+    size: int
+    percent: float
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    address: str
+    kind: str
+    pool_id: str
+    holder: str  # container name, else short endpoint id, else "-"
+    endpoint_id: str | None
+    network_id: str | None
+
+
+@dataclass(frozen=True)
+class EndpointRow:
+    endpoint_id: str
+    network_id: str
+    address: str
+    container: str | None
+    veth: str
+    link: str  # "up", "down" or "missing"
+    route: bool
+
+
+@dataclass(frozen=True)
+class StatusView:
+    services: tuple[Probe, ...]
+    pools: tuple[PoolRow, ...] | None  # None: routed-ipam's channel did not answer
+    leases: tuple[LeaseRow, ...] | None
+    endpoints: tuple[EndpointRow, ...]
+    networks: int
+    store: str  # one line about routed-net's store
+    docker: str  # one line about dockerd (container names)
+
+    @property
+    def healthy(self) -> bool:
+        return all(probe.up for probe in self.services)
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+def status_view(snap: Snapshot) -> StatusView:
+    names = snap.containers or {}
+    pools: tuple[PoolRow, ...] | None = None
+    leases: tuple[LeaseRow, ...] | None = None
+    if snap.ipam is not None:
+        pools = tuple(
+            PoolRow(
+                pool_id=p.pool_id,
+                pool=p.pool,
+                sub_pool=p.sub_pool,
+                mode=p.mode,
+                allocated=p.allocated,
+                size=p.size,
+                percent=round(100.0 * p.allocated / p.size, 2) if p.size else 0.0,
+            )
+            for p in snap.ipam.pools
+        )
+        leases = tuple(_lease_row(lease, names) for lease in snap.ipam.leases)
+    links = {link.ifname: link for link in snap.host.links}
+    routes = {(route.dst, route.ifname) for route in snap.host.routes}
+    endpoints = tuple(
+        EndpointRow(
+            endpoint_id=ep.endpoint_id,
+            network_id=ep.network_id,
+            address=ep.address,
+            container=names.get(ep.endpoint_id),
+            veth=ep.host_veth,
+            link=_link_state(links.get(ep.host_veth)),
+            route=(ep.ip, ep.host_veth) in routes,
+        )
+        for ep in snap.net.endpoints
+    )
+    return StatusView(
+        services=snap.services,
+        pools=pools,
+        leases=leases,
+        endpoints=endpoints,
+        networks=len(snap.net.networks),
+        store=_store_line(snap),
+        docker=snap.docker_detail,
+    )
+
+
+def _lease_row(lease: Lease, names: dict[str, str]) -> LeaseRow:
+    if lease.kind == "gateway":
+        holder = "(gateway)"
+    elif lease.kind == "aux":
+        holder = "(aux)"
+    elif lease.endpoint_id:
+        holder = names.get(lease.endpoint_id) or short(lease.endpoint_id)
+    else:
+        holder = "-"
+    return LeaseRow(
+        address=lease.address,
+        kind=lease.kind,
+        pool_id=lease.pool_id,
+        holder=holder,
+        endpoint_id=lease.endpoint_id,
+        network_id=lease.network_id,
+    )
+
+
+def _link_state(link: HostLink | None) -> str:
+    if link is None:
+        return "missing"
+    return "up" if link.up else "down"
+
+
+def _store_line(snap: Snapshot) -> str:
+    net = snap.net
+    if net.error is not None:
+        return f"{net.path}: unreadable: {net.error}"
+    if not net.exists:
+        return f"{net.path}: not created yet (routed-net never ran with this state dir)"
+    return (
+        f"{net.path}: {len(net.networks)} networks, {len(net.endpoints)} endpoints, "
+        f"{len(net.outbox)} bindings waiting for routed-ipam"
+    )
+
+
+# -- doctor ----------------------------------------------------------------------------------
+
+
+def diagnose(snap: Snapshot) -> list[Finding]:
+    """Everything that looks off, problems first; an empty list means healthy."""
+    found: list[Finding] = []
+    found += _services(snap)
+    found += _store(snap)
+    if snap.net.error is not None:
+        pass  # without the stored state there is nothing to compare the host with
+    elif snap.host.error is not None:
+        found.append(
+            Finding(
+                "problem",
+                "host-unreadable",
+                "netlink",
+                f"cannot read host state: {snap.host.error}",
+            )
+        )
+    else:
+        found += _endpoints(snap)
+        found += _stale(snap)
+        found += _chains(snap)
+        found += _forwarding(snap)
+    found += _leases(snap)
+    found += _outbox(snap)
+    return sorted(found, key=lambda f: f.severity != "problem")  # stable: keeps check order
+
+
+def healthy(findings: list[Finding]) -> bool:
+    return not any(f.severity == "problem" for f in findings)
+
+
+def _services(snap: Snapshot) -> list[Finding]:
+    return [
+        Finding(
+            "problem",
+            "service-down",
+            probe.name,
+            f"{probe.name} is not answering at {probe.address}: {probe.detail}",
+        )
+        for probe in snap.services
+        if not probe.up
+    ]
+
+
+def _store(snap: Snapshot) -> list[Finding]:
+    net = snap.net
+    if net.error is not None:
+        return [
+            Finding(
+                "problem",
+                "store-unreadable",
+                net.path,
+                f"routed-net's store cannot be read: {net.error}",
+            )
+        ]
+    if not net.exists:
+        return [
+            Finding(
+                "note",
+                "store-missing",
+                net.path,
+                "routed-net's store does not exist yet: no stored networks or endpoints "
+                "to compare with",
+            )
+        ]
+    return []
+
+
+def _endpoints(snap: Snapshot) -> list[Finding]:
+    found: list[Finding] = []
+    links = {link.ifname: link for link in snap.host.links}
+    routes = {(route.dst, route.ifname) for route in snap.host.routes}
+    networks = {net.network_id: net for net in snap.net.networks}
+    names = snap.containers or {}
+    for ep in snap.net.endpoints:
+        who = _who(ep, names)
+        network = networks.get(ep.network_id)
+        if network is None:
+            found.append(
+                Finding(
+                    "problem",
+                    "endpoint-without-network",
+                    ep.endpoint_id,
+                    f"{who} belongs to network {short(ep.network_id)}, which "
+                    "routed-net has no record of",
+                )
+            )
+        link = links.get(ep.host_veth)
+        if link is None:
+            found.append(
+                Finding(
+                    "problem",
+                    "veth-missing",
+                    ep.endpoint_id,
+                    f"{who}: host veth {ep.host_veth} is missing",
+                )
+            )
+            continue  # the route, address and sysctls went with it
+        if not link.up:
+            found.append(
+                Finding(
+                    "problem",
+                    "veth-down",
+                    ep.endpoint_id,
+                    f"{who}: host veth {ep.host_veth} is down",
+                )
+            )
+        if (ep.ip, ep.host_veth) not in routes:
+            found.append(
+                Finding(
+                    "problem",
+                    "route-missing",
+                    ep.endpoint_id,
+                    f"{who}: route {ep.ip}/32 dev {ep.host_veth} is missing",
+                )
+            )
+        if network is not None and _bare(network.gateway) not in link.addresses:
+            found.append(
+                Finding(
+                    "problem",
+                    "gateway-address-missing",
+                    ep.endpoint_id,
+                    f"{who}: gateway {_bare(network.gateway)}/32 is not on {ep.host_veth}",
+                )
+            )
+        wrong = [
+            f"{key}={link.sysctls.get(key) if link.sysctls.get(key) is not None else 'unset'} "
+            f"(want {want})"
+            for key, want in EXPECTED_SYSCTLS.items()
+            if link.sysctls.get(key) != want
+        ]
+        if wrong:
+            found.append(
+                Finding(
+                    "problem",
+                    "sysctl-wrong",
+                    ep.endpoint_id,
+                    f"{who}: {ep.host_veth} has " + ", ".join(wrong),
+                )
+            )
+    return found
+
+
+def _stale(snap: Snapshot) -> list[Finding]:
+    found: list[Finding] = []
+    expected = {ep.host_veth: ep for ep in snap.net.endpoints}
+    routes_by_link: dict[str, list[str]] = {}
+    for route in snap.host.routes:
+        routes_by_link.setdefault(route.ifname, []).append(route.dst)
+    for link in snap.host.links:
+        if link.ifname not in expected:
+            on_it = routes_by_link.get(link.ifname, [])
+            extra = f" (with routes to {', '.join(sorted(on_it))})" if on_it else ""
+            found.append(
+                Finding(
+                    "problem",
+                    "stale-veth",
+                    link.ifname,
+                    f"veth {link.ifname}{extra} belongs to no stored endpoint",
+                )
+            )
+    for route in snap.host.routes:
+        ep = expected.get(route.ifname)
+        if ep is not None and route.dst != ep.ip:
+            found.append(
+                Finding(
+                    "problem",
+                    "stale-route",
+                    f"{route.dst} dev {route.ifname}",
+                    f"route {route.dst}/32 dev {route.ifname} matches no stored "
+                    f"endpoint ({route.ifname} is endpoint {short(ep.endpoint_id)}, "
+                    f"address {ep.ip})",
+                )
+            )
+    return found
+
+
+def _chains(snap: Snapshot) -> list[Finding]:
+    found: list[Finding] = []
+    have_networks = bool(snap.net.networks)
+    for chain in snap.host.chains:
+        subject = f"{chain.table}/{chain.name}"
+        if chain.present is None:
+            found.append(
+                Finding(
+                    "note", "chain-unknown", subject, f"could not list {subject}: {chain.detail}"
+                )
+            )
+        elif have_networks and not chain.present:
+            found.append(
+                Finding(
+                    "problem",
+                    "chain-missing",
+                    subject,
+                    f"chain {subject} is missing but {len(snap.net.networks)} "
+                    "routed networks exist",
+                )
+            )
+        elif have_networks and chain.jumped is False:
+            found.append(
+                Finding(
+                    "problem",
+                    "jump-missing",
+                    subject,
+                    f"chain {subject} exists but nothing jumps to it",
+                )
+            )
+        elif not have_networks and chain.present:
+            found.append(
+                Finding(
+                    "problem",
+                    "chain-orphaned",
+                    subject,
+                    f"chain {subject} exists but routed-net stores no network",
+                )
+            )
+    return found
+
+
+def _forwarding(snap: Snapshot) -> list[Finding]:
+    if snap.net.endpoints and snap.host.ip_forward not in (None, "1"):
+        return [
+            Finding(
+                "problem",
+                "ip-forward-off",
+                "net.ipv4.ip_forward",
+                f"net.ipv4.ip_forward is {snap.host.ip_forward}: containers are unreachable",
+            )
+        ]
+    return []
+
+
+def _leases(snap: Snapshot) -> list[Finding]:
+    if snap.ipam is None or snap.net.error is not None:
+        return []  # nothing to compare (the down service is reported already)
+    found: list[Finding] = []
+    known = {ep.endpoint_id for ep in snap.net.endpoints}
+    addresses = {(ep.network_id, ep.ip) for ep in snap.net.endpoints}
+    ours = _pools_of_networks(snap.net.networks, snap)  # pool_id -> network_id
+    foreign: dict[str, int] = {}
+    for lease in snap.ipam.leases:
+        if lease.kind not in HELD_KINDS:
+            continue
+        network_id = ours.get(lease.pool_id)
+        if network_id is None:
+            foreign[lease.pool_id] = foreign.get(lease.pool_id, 0) + 1
+            continue
+        if lease.endpoint_id in known or (network_id, lease.address) in addresses:
+            continue
+        holder = f"endpoint {short(lease.endpoint_id)}" if lease.endpoint_id else "no endpoint"
+        found.append(
+            Finding(
+                "problem",
+                "lease-orphaned",
+                f"{lease.address}",
+                f"{lease.kind} lease {lease.address} in pool {lease.pool_id} is "
+                f"held by {holder} that routed-net knows (leaked address?)",
+            )
+        )
+    for pool_id, count in sorted(foreign.items()):
+        found.append(
+            Finding(
+                "note",
+                "pool-foreign",
+                pool_id,
+                f"pool {pool_id} backs no routed-net network (another driver, or "
+                f"a network being created): {count} leases not checked",
+            )
+        )
+    return found
+
+
+def _pools_of_networks(networks: tuple[StoredNetwork, ...], snap: Snapshot) -> dict[str, str]:
+    by_subnet: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, str] = {}
+    for net in networks:
+        try:
+            by_subnet[ipaddress.ip_network(net.subnet, strict=False)] = net.network_id
+        except ValueError:
+            continue
+    result: dict[str, str] = {}
+    for pool in snap.ipam.pools if snap.ipam else ():
+        try:
+            network_id = by_subnet.get(ipaddress.ip_network(pool.pool, strict=False))
+        except ValueError:
+            continue
+        if network_id is not None:
+            result[pool.pool_id] = network_id
+    return result
+
+
+def _outbox(snap: Snapshot) -> list[Finding]:
+    ipam_up = snap.ipam is not None
+    why = "routed-net retries every second" if ipam_up else "routed-ipam is not answering"
+    return [
+        Finding(
+            "problem",
+            "binding-pending",
+            pending.key,
+            f"{pending.type} of {pending.address or '?'} for endpoint "
+            f"{short(pending.endpoint_id)} not yet delivered to routed-ipam ({why})",
+        )
+        for pending in snap.net.outbox
+    ]
+
+
+def _who(ep: StoredEndpoint, names: dict[str, str]) -> str:
+    name = names.get(ep.endpoint_id)
+    return f"endpoint {short(ep.endpoint_id)} ({ep.ip}{', ' + name if name else ''})"
+
+
+def _bare(address: str) -> str:
+    return address.split("/", 1)[0]

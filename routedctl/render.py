@@ -1,0 +1,140 @@
+"""Turn the status view and doctor findings into text for people, or JSON for tools."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from routedctl.logic import Finding, StatusView, healthy, short
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = [headers, *rows]
+    return "\n".join(
+        indent + "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def status_text(view: StatusView) -> str:
+    out = ["SERVICES"]
+    out.append(
+        table(
+            ("SERVICE", "STATE", "ADDRESS", "DETAIL"),
+            [(p.name, "up" if p.up else "DOWN", p.address, p.detail) for p in view.services],
+        )
+    )
+    out.append("")
+    if view.pools is None or view.leases is None:
+        out.append("POOLS / LEASES")
+        out.append("  unknown: routed-ipam's channel is not answering")
+    else:
+        out.append(f"POOLS ({len(view.pools)})")
+        if view.pools:
+            out.append(
+                table(
+                    ("POOL ID", "POOL", "SUB-POOL", "MODE", "USED", "SIZE", "USE%"),
+                    [
+                        (
+                            p.pool_id,
+                            p.pool,
+                            p.sub_pool or "-",
+                            p.mode,
+                            str(p.allocated),
+                            str(p.size),
+                            f"{p.percent:.2f}%",
+                        )
+                        for p in view.pools
+                    ],
+                )
+            )
+        else:
+            out.append("  none")
+        out.append("")
+        out.append(f"LEASES ({len(view.leases)})")
+        if view.leases:
+            out.append(
+                table(
+                    ("ADDRESS", "KIND", "POOL ID", "HOLDER", "ENDPOINT", "NETWORK"),
+                    [
+                        (
+                            lease.address,
+                            lease.kind,
+                            lease.pool_id,
+                            lease.holder,
+                            short(lease.endpoint_id),
+                            short(lease.network_id),
+                        )
+                        for lease in view.leases
+                    ],
+                )
+            )
+        else:
+            out.append("  none")
+    out.append("")
+    out.append(f"ENDPOINTS ({len(view.endpoints)} in {view.networks} networks)")
+    if view.endpoints:
+        out.append(
+            table(
+                ("ENDPOINT", "NETWORK", "ADDRESS", "CONTAINER", "VETH", "LINK", "ROUTE"),
+                [
+                    (
+                        short(e.endpoint_id),
+                        short(e.network_id),
+                        e.address,
+                        e.container or "-",
+                        e.veth,
+                        e.link,
+                        "yes" if e.route else "MISSING",
+                    )
+                    for e in view.endpoints
+                ],
+            )
+        )
+    else:
+        out.append("  none")
+    out.append("")
+    out.append(f"store:  {view.store}")
+    if view.docker:
+        out.append(f"docker: {view.docker}")
+    return "\n".join(out) + "\n"
+
+
+def doctor_text(findings: Sequence[Finding]) -> str:
+    problems = [f for f in findings if f.severity == "problem"]
+    notes = [f for f in findings if f.severity == "note"]
+    if healthy(list(findings)):
+        head = "healthy: host state matches routed's stored state"
+    else:
+        head = f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found"
+    if notes:
+        head += f" ({len(notes)} note{'s' if len(notes) != 1 else ''})"
+    lines = [head]
+    for f in findings:
+        label = "PROBLEM" if f.severity == "problem" else "note   "
+        lines.append(f"  {label} {f.code:<24} {f.message}")
+    if problems:
+        lines.append(
+            "routedctl reports only; routed-net repairs its own host state on restart "
+            "(reconcile), e.g. `supervisorctl restart routed-net`."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def status_json(view: StatusView) -> str:
+    data: dict[str, Any] = dataclasses.asdict(view)
+    data["healthy"] = view.healthy
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def doctor_json(findings: Sequence[Finding]) -> str:
+    data = {
+        "healthy": healthy(list(findings)),
+        "findings": [dataclasses.asdict(f) for f in findings],
+    }
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
