@@ -1,6 +1,7 @@
 # routed: both plugin services under supervisord, as the container's main process.
 #   deploy/build-image.sh          (builds the local base image and wheels/, then this)
-#   docker run -d --name routed --restart unless-stopped --net=host --privileged \
+#   docker run -d --name routed --restart unless-stopped --net=host \
+#     --cap-add NET_ADMIN --security-opt systempaths=unconfined \
 #     -v /run/docker/plugins:/run/docker/plugins -v /var/lib/routed:/var/lib/routed \
 #     -v /run/routed:/run/routed routed:latest
 # No registry is needed: BASE is a local image (deploy/build-base.sh: Debian bookworm

@@ -1,8 +1,10 @@
 """routed-ipam: `python -m ipam` (or the `routed-ipam` script).
 
 Environment: ROUTED_DEFAULT_POOL (default 100.64.0.0/10) is carved into ROUTED_DEFAULT_PREFIX
-(default 16) subnets for networks created without --subnet; plus common.config's ROUTED_*_DIR
-and ROUTED_LOG_LEVEL.
+(default 16) subnets for networks created without --subnet; ROUTED_DEFAULT_POOL6 (default
+fd00:100::/48, a ULA prefix) is carved into ROUTED_DEFAULT_PREFIX6 (default 64) subnets for
+`--ipv6` networks created without an IPv6 --subnet; plus common.config's ROUTED_*_DIR and
+ROUTED_LOG_LEVEL. All four are checked at start: a bad value stops the service with a message.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
+from typing import TypeVar
 
 from common import logs
 from common.config import IPAM_PLUGIN, Paths
@@ -21,39 +24,63 @@ from ipam.service import IpamService
 
 DEFAULT_POOL = "100.64.0.0/10"
 DEFAULT_PREFIX = 16
+DEFAULT_POOL6 = "fd00:100::/48"
+DEFAULT_PREFIX6 = 64
+
+N = TypeVar("N", ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 
-def default_pool_config(env: Mapping[str, str]) -> tuple[ipaddress.IPv4Network, int]:
-    """Check ROUTED_DEFAULT_POOL / ROUTED_DEFAULT_PREFIX; SystemExit with a clear message."""
-    pool_text = env.get("ROUTED_DEFAULT_POOL", DEFAULT_POOL)
-    prefix_text = env.get("ROUTED_DEFAULT_PREFIX", str(DEFAULT_PREFIX))
+def _checked_pool(
+    env: Mapping[str, str], kind: type[N], suffix: str, pool_default: str, prefix_default: int
+) -> tuple[N, int]:
+    pool_var, prefix_var = f"ROUTED_DEFAULT_POOL{suffix}", f"ROUTED_DEFAULT_PREFIX{suffix}"
+    pool_text = env.get(pool_var, pool_default)
+    prefix_text = env.get(prefix_var, str(prefix_default))
+    family = "IPv4" if kind is ipaddress.IPv4Network else "IPv6"
     try:
-        pool = ipaddress.IPv4Network(pool_text, strict=True)
+        pool = kind(pool_text.strip(), strict=True)
     except ValueError as err:
         raise SystemExit(
-            f"{IPAM_PLUGIN}: ROUTED_DEFAULT_POOL={pool_text!r} is not an IPv4 network "
-            f"such as {DEFAULT_POOL}: {err}"
+            f"{IPAM_PLUGIN}: {pool_var}={pool_text!r} is not an {family} network "
+            f"such as {pool_default}: {err}"
         ) from None
     try:
         prefix = int(prefix_text.strip().lstrip("/"))
     except ValueError:
         prefix = -1
-    if not pool.prefixlen <= prefix <= 32:
+    if not pool.prefixlen <= prefix <= pool.max_prefixlen:
         raise SystemExit(
-            f"{IPAM_PLUGIN}: ROUTED_DEFAULT_PREFIX={prefix_text!r} must be a prefix length "
-            f"between {pool.prefixlen} (the size of ROUTED_DEFAULT_POOL {pool}) and 32"
+            f"{IPAM_PLUGIN}: {prefix_var}={prefix_text!r} must be a prefix length between "
+            f"{pool.prefixlen} (the size of {pool_var} {pool}) and {pool.max_prefixlen}"
         )
     return pool, prefix
+
+
+def default_pool_config(env: Mapping[str, str]) -> tuple[ipaddress.IPv4Network, int]:
+    """Check ROUTED_DEFAULT_POOL / ROUTED_DEFAULT_PREFIX; SystemExit with a clear message."""
+    return _checked_pool(env, ipaddress.IPv4Network, "", DEFAULT_POOL, DEFAULT_PREFIX)
+
+
+def default_pool6_config(env: Mapping[str, str]) -> tuple[ipaddress.IPv6Network, int]:
+    """Check ROUTED_DEFAULT_POOL6 / ROUTED_DEFAULT_PREFIX6; SystemExit with a clear message."""
+    return _checked_pool(env, ipaddress.IPv6Network, "6", DEFAULT_POOL6, DEFAULT_PREFIX6)
 
 
 def main() -> None:
     log = logs.setup(IPAM_PLUGIN)
     default_pool, default_prefix = default_pool_config(os.environ)
+    default_pool6, default_prefix6 = default_pool6_config(os.environ)
     paths = Paths.from_env()
     _lock = claim_instance(paths, IPAM_PLUGIN)  # held until the process exits
     store = Store(paths.store_file(IPAM_PLUGIN))
-    service = IpamService(store, default_pool, default_prefix)
-    log.info("default pool %s carved into /%d subnets", default_pool, default_prefix)
+    service = IpamService(store, default_pool, default_prefix, default_pool6, default_prefix6)
+    log.info(
+        "default pools %s carved into /%d and %s into /%d subnets",
+        default_pool,
+        default_prefix,
+        default_pool6,
+        default_prefix6,
+    )
     channel_server = channel.server(service, paths.channel_endpoint)
     channel_server.start()
     serve(build_app(service), paths, on_stop=[channel_server.stop, store.close])

@@ -4,7 +4,8 @@ Records (kind -> key -> value):
   "pool":  pool_id -> {pool_id, address_space, pool, sub_pool, v6, mode, cursor, options,
             aux_window}
   "lease": "<pool_id>|<address>" -> {pool_id, address, kind, endpoint_id, network_id}
-  "carve": address space -> {"next": first address of the next default-pool block to try}
+  "carve": address space (IPv4) or "<space>|ipv6" -> {"next": first address of the next
+            default-pool block to try}
 Only taken addresses have records; free ones exist only as clear bits, rebuilt from leases.
 A lease and its pool's cursor are written in the same transaction, so after a kill -9 the
 cursor never lags behind a stored lease.
@@ -88,7 +89,7 @@ def load(store: Store, ipam: Ipam) -> None:
     if orphans:
         log.warning("ignored %d stored leases whose pool is gone", orphans)
     for space, record in store.load(CARVE).items():
-        ipam.carve_cursors[space] = ipaddress.IPv4Address(record["next"])
+        ipam.carve_cursors[space] = ipaddress.ip_address(record["next"])
     ipam.drain()
     log.info(
         "restored %d pools and %d leases",

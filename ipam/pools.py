@@ -24,6 +24,12 @@ Mode = Literal["routed", "prefix"]
 Kind = Literal["dynamic", "static", "gateway", "aux"]
 
 MODES: tuple[Mode, ...] = ("routed", "prefix")
+# IPv6 pools are far too large for a bitmap over the whole pool (a /64 holds 2^64 addresses),
+# so dynamic allocation uses a bitmap over a bounded window: the first V6_WINDOW offsets of
+# the dynamic range (--ip-range, else the pool). 2^20 offsets = 128 KiB + 2 KiB of summaries.
+# Static requests anywhere in the pool are honoured; those outside the window live only in
+# `Pool.leases` (a dict), so they cost per lease, never per pool size.
+V6_WINDOW = 1 << 20
 KINDS: tuple[Kind, ...] = ("dynamic", "static", "gateway", "aux")
 POOL_OPTIONS = {"mode": MODES}
 # Options dockerd itself may add for its own IPAM; serial allocation is what we always do.
@@ -62,32 +68,63 @@ class Pool:
     # requests in that window are --aux-address (dockerd sends them right after the gateway);
     # later ones are --ip. The wire does not distinguish them otherwise.
     aux_window: bool = True
+    # The bitmap covers pool offsets [base, base + bitmap.size): the whole pool for IPv4, the
+    # allocation window for IPv6. `leases` holds every lease, in the window or not.
     bitmap: Bitmap = field(init=False, repr=False, compare=False)
     leases: dict[int, Lease] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.bitmap = Bitmap(self.network.num_addresses)
-        if self.reserves_ends:
-            self.bitmap.set(0)  # network address
-            self.bitmap.set(self.network.num_addresses - 1)  # broadcast
         self.low, self.high = 0, self.network.num_addresses
         if self.sub_pool is not None:
             self.low = int(self.sub_pool.network_address) - int(self.network.network_address)
             self.high = self.low + self.sub_pool.num_addresses
+        if self.v6:
+            self.base = self.low
+            self.high = min(self.high, self.low + V6_WINDOW)  # dynamic range = the window
+        else:
+            self.base = 0
+        self.bitmap = Bitmap(self.high - self.base if self.v6 else self.network.num_addresses)
+        self._reserve()
         if not self.low <= self.cursor < self.high:
             self.cursor = self.low
 
     @property
-    def reserves_ends(self) -> bool:
-        # /31 and /32 have no network/broadcast address (RFC 3021); IPv6 has no broadcast.
-        return not self.v6 and self.network.prefixlen <= 30
+    def reserved(self) -> tuple[int, ...]:
+        """Offsets never handed out: IPv4 network and broadcast addresses (not in /31, /32:
+        RFC 3021); IPv6 has no broadcast, only the subnet-router anycast (offset 0, RFC 4291),
+        except in /127 and /128 (RFC 6164)."""
+        if self.v6:
+            return (0,) if self.network.prefixlen <= 126 else ()
+        if self.network.prefixlen <= 30:
+            return (0, self.network.num_addresses - 1)
+        return ()
+
+    def _reserve(self) -> None:
+        for offset in self.reserved:
+            self.mark(offset)
+
+    def in_window(self, offset: int) -> bool:
+        return 0 <= offset - self.base < self.bitmap.size
+
+    def mark(self, offset: int) -> None:
+        if self.in_window(offset):
+            self.bitmap.set(offset - self.base)
+
+    def unmark(self, offset: int) -> None:
+        if self.in_window(offset):
+            self.bitmap.clear(offset - self.base)
+
+    def next_free(self, start: int) -> int | None:
+        """The first free offset of the dynamic range at or after `start`, wrapping. O(log)."""
+        found = self.bitmap.next_free(
+            start - self.base, self.low - self.base, self.high - self.base
+        )
+        return None if found is None else found + self.base
 
     def fill(self, fraction: float) -> None:
-        """Benchmarks and tests only: mark `fraction` of the pool taken without leases."""
+        """Benchmarks and tests only: mark `fraction` of the bitmap taken without leases."""
         self.bitmap.fill(fraction)
-        if self.reserves_ends:
-            self.bitmap.set(0)
-            self.bitmap.set(self.network.num_addresses - 1)
+        self._reserve()
 
     def offset(self, address: Address) -> int:
         return int(address) - int(self.network.network_address)
@@ -122,16 +159,34 @@ def pool_id_for(space: str, network: Network, sub_pool: Network | None) -> str:
     return f"{space}/{network}" + (f"/{sub_pool}" if sub_pool is not None else "")
 
 
+def cursor_key(space: str, version: int) -> str:
+    """Where the carve cursor of an address space is kept; IPv4 keeps the original key."""
+    return space if version == 4 else f"{space}|ipv6"
+
+
+DEFAULT_POOL6 = ipaddress.IPv6Network("fd00:100::/48")
+DEFAULT_PREFIX6 = 64
+
+
 class Ipam:
-    def __init__(self, default_pool: ipaddress.IPv4Network, default_prefix: int) -> None:
-        if not default_pool.prefixlen <= default_prefix <= default_pool.max_prefixlen:
-            raise ValueError(
-                f"default prefix /{default_prefix} does not fit in default pool {default_pool}"
-            )
+    def __init__(
+        self,
+        default_pool: ipaddress.IPv4Network,
+        default_prefix: int,
+        default_pool6: ipaddress.IPv6Network = DEFAULT_POOL6,
+        default_prefix6: int = DEFAULT_PREFIX6,
+    ) -> None:
+        for pool, prefix in ((default_pool, default_prefix), (default_pool6, default_prefix6)):
+            if not pool.prefixlen <= prefix <= pool.max_prefixlen:
+                raise ValueError(f"default prefix /{prefix} does not fit in default pool {pool}")
+        self.default_pools: dict[int, tuple[Network, int]] = {
+            4: (default_pool, default_prefix),
+            6: (default_pool6, default_prefix6),
+        }
         self.default_pool = default_pool
         self.default_prefix = default_prefix
         self.pools: dict[str, Pool] = {}
-        self.carve_cursors: dict[str, ipaddress.IPv4Address] = {}
+        self.carve_cursors: dict[str, Address] = {}  # cursor_key(space, version) -> next block
         self._changes = Changes()
 
     def drain(self) -> Changes:
@@ -146,7 +201,7 @@ class Ipam:
     def restore_lease(self, lease: Lease) -> None:
         pool = self.pools[lease.pool_id]
         offset = pool.offset(lease.address)
-        pool.bitmap.set(offset)
+        pool.mark(offset)
         pool.leases[offset] = lease
 
     # -- pools --
@@ -160,16 +215,21 @@ class Ipam:
         v6: bool,
     ) -> Pool:
         mode = _pool_mode(options)
-        if v6 or (network is not None and network.version == 6):
-            raise BadRequest("IPv6 pools are not supported yet by routed-ipam")
+        version = 6 if v6 else 4
+        for given, what in ((network, "pool (--subnet)"), (sub_pool, "sub-pool (--ip-range)")):
+            if given is not None and given.version != version:
+                raise BadRequest(
+                    f"{what} {given} is IPv{given.version}, but the request is for an "
+                    f"IPv{version} pool (V6={'true' if v6 else 'false'})"
+                )
         if sub_pool is not None:
             if network is None:
                 raise BadRequest(f"sub-pool (--ip-range) {sub_pool} needs a pool (--subnet)")
-            if sub_pool.version != network.version or not sub_pool.subnet_of(network):
+            if not _inside(sub_pool, network):
                 raise BadRequest(f"sub-pool (--ip-range) {sub_pool} is not inside pool {network}")
         carved = network is None
         if network is None:
-            network = self._carve(space)
+            network = self._carve(space, version)
         else:
             self._refuse_overlap(space, network)
         pool = Pool(
@@ -177,7 +237,7 @@ class Ipam:
             address_space=space,
             network=network,
             sub_pool=sub_pool,
-            v6=False,
+            v6=v6,
             mode=mode,
             cursor=0,
             options=dict(options),
@@ -186,12 +246,19 @@ class Ipam:
         self._changes.pools[pool.pool_id] = pool
         if carved:
             # Rotate: the next carve starts after this block, wrapping to the pool start.
+            default_pool = self.default_pools[version][0]
             following = int(network.network_address) + network.num_addresses
-            if following > int(self.default_pool.broadcast_address):
-                following = int(self.default_pool.network_address)
-            self.carve_cursors[space] = ipaddress.IPv4Address(following)
-            self._changes.carve_cursors[space] = str(self.carve_cursors[space])
-            log.info("carved pool %s from default pool %s (%s)", network, self.default_pool, space)
+            if following > int(default_pool.broadcast_address):
+                following = int(default_pool.network_address)
+            key = cursor_key(space, version)
+            cursor: Address = (
+                ipaddress.IPv4Address(following)
+                if version == 4
+                else ipaddress.IPv6Address(following)
+            )
+            self.carve_cursors[key] = cursor
+            self._changes.carve_cursors[key] = str(self.carve_cursors[key])
+            log.info("carved pool %s from default pool %s (%s)", network, default_pool, space)
         return pool
 
     def release_pool(self, pool_id: str) -> bool:
@@ -214,22 +281,24 @@ class Ipam:
                     f"already held in address space {space}"
                 )
 
-    def _carve(self, space: str) -> ipaddress.IPv4Network:
+    def _carve(self, space: str, version: int) -> Network:
         """The next free default-prefix block, rotating from where the last carve stopped so a
         just-released subnet is not handed out again at once (protocol.md §4.3: dockerd keeps
-        re-requesting while it holds the earlier answers, so each must differ)."""
-        base = int(self.default_pool.network_address)
-        step = 1 << (32 - self.default_prefix)
-        blocks = self.default_pool.num_addresses // step
+        re-requesting while it holds the earlier answers, so each must differ). Same for both
+        families; each has its own default pool and cursor."""
+        default_pool, default_prefix = self.default_pools[version]
+        base = int(default_pool.network_address)
+        step = 1 << (default_pool.max_prefixlen - default_prefix)
+        blocks = default_pool.num_addresses // step
         held = sorted(
             (int(p.network.network_address), int(p.network.broadcast_address) + 1)
             for p in self.pools.values()
-            if p.address_space == space and p.network.version == 4
+            if p.address_space == space and p.network.version == version
         )
         starts = [start for start, _ in held]
-        cursor = self.carve_cursors.get(space)
+        cursor = self.carve_cursors.get(cursor_key(space, version))
         first = 0
-        if cursor is not None and cursor in self.default_pool:
+        if cursor is not None and cursor in default_pool:
             first = (int(cursor) - base) // step
 
         def free_block(low: int, high: int) -> int | None:
@@ -249,13 +318,16 @@ class Ipam:
         if block is None:
             block = free_block(0, first)
         if block is None:
-            log.info("refused pool request in %s: default pool exhausted", space)
+            log.info("refused IPv%d pool request in %s: default pool exhausted", version, space)
+            suffix = "" if version == 4 else "6"
             raise PluginError(
-                f"no free /{self.default_prefix} left in default pool {self.default_pool} "
+                f"no free /{default_prefix} left in default pool {default_pool} "
                 f"of address space {space}; release a network, pass --subnet, or change "
-                "ROUTED_DEFAULT_POOL / ROUTED_DEFAULT_PREFIX"
+                f"ROUTED_DEFAULT_POOL{suffix} / ROUTED_DEFAULT_PREFIX{suffix}"
             )
-        return ipaddress.IPv4Network((base + block * step, self.default_prefix))
+        if version == 4:
+            return ipaddress.IPv4Network((base + block * step, default_prefix))
+        return ipaddress.IPv6Network((base + block * step, default_prefix))
 
     # -- addresses --
 
@@ -280,7 +352,7 @@ class Ipam:
                 if pool.aux_window:
                     pool.aux_window = False
         lease = Lease(pool_id=pool.pool_id, address=pool.address_at(offset), kind=kind)
-        pool.bitmap.set(offset)
+        pool.mark(offset)
         pool.leases[offset] = lease
         self._changes.save_lease(lease)
         self._changes.pools[pool.pool_id] = pool  # cursor and window go with the lease
@@ -292,8 +364,10 @@ class Ipam:
         if address not in pool.network:
             raise BadRequest(f"address {address} is outside pool {pool.network}")
         offset = pool.offset(address)
-        if pool.reserves_ends and offset in (0, pool.network.num_addresses - 1):
-            what = "network" if offset == 0 else "broadcast"
+        if offset in pool.reserved:
+            what = "broadcast" if offset else "network"
+            if pool.v6:
+                what = "subnet-router anycast"
             raise BadRequest(f"address {address} is the {what} address of pool {pool.network}")
         if offset in pool.leases:
             raise Conflict(f"address {address} is already allocated in pool {pool.pool_id}")
@@ -303,10 +377,13 @@ class Ipam:
         # A gateway takes the first free address of the range, as Docker's own IPAM does;
         # containers continue from the cursor so released addresses rest until the range wraps.
         start = pool.low if gateway else pool.cursor
-        offset = pool.bitmap.next_free(start, pool.low, pool.high)
+        offset = pool.next_free(start)
         if offset is None:
             where = pool.sub_pool or pool.network
-            raise PluginError(f"no free address left in {where} ({pool.pool_id})")
+            window = ""
+            if pool.v6 and pool.high - pool.low == V6_WINDOW:
+                window = f" (its first {V6_WINDOW} addresses are used for dynamic allocation)"
+            raise PluginError(f"no free address left in {where}{window} ({pool.pool_id})")
         return offset
 
     def release_address(self, pool_id: str, address: Address) -> bool:
@@ -321,7 +398,7 @@ class Ipam:
             # dockerd releases gateways it never asked us for (169.254.1.1, 0.0.0.0).
             log.info("release of %s in %s: not allocated, nothing to do", address, pool_id)
             return False
-        pool.bitmap.clear(pool.offset(address))
+        pool.unmark(pool.offset(address))
         self._changes.delete_lease(lease)
         return True
 
@@ -389,6 +466,13 @@ class Ipam:
                     }
                 )
         return {"pools": pools, "leases": leases}
+
+
+def _inside(inner: Network, outer: Network) -> bool:
+    return inner.version == outer.version and (
+        int(outer.network_address) <= int(inner.network_address)
+        and int(inner.broadcast_address) <= int(outer.broadcast_address)
+    )
 
 
 def _pool_mode(options: dict[str, str]) -> Mode:

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from common.store import Store
 from ipam import persist
-from ipam.pools import Ipam
+from ipam.pools import DEFAULT_POOL6, DEFAULT_PREFIX6, Ipam
 
 T = TypeVar("T")
 log = logging.getLogger("routed.ipam")
@@ -22,10 +22,15 @@ log = logging.getLogger("routed.ipam")
 
 class IpamService:
     def __init__(
-        self, store: Store, default_pool: ipaddress.IPv4Network, default_prefix: int
+        self,
+        store: Store,
+        default_pool: ipaddress.IPv4Network,
+        default_prefix: int,
+        default_pool6: ipaddress.IPv6Network = DEFAULT_POOL6,
+        default_prefix6: int = DEFAULT_PREFIX6,
     ) -> None:
         self.store = store
-        self._config = (default_pool, default_prefix)
+        self._config = (default_pool, default_prefix, default_pool6, default_prefix6)
         self._lock = threading.Lock()
         self.ipam = self._load()
 

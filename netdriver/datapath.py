@@ -4,6 +4,14 @@ Per endpoint: a veth pair (host end `rt-…` up, peer `rtc…` down and bare, le
 libnetwork to move), the gateway address as a /32 on the host end so the container's ARP
 for its gateway is answered at once, proxy ARP without delay, and a /32 scope-link route to
 the container. Every operation is idempotent: reconcile simply runs it again.
+
+IPv6, when the endpoint has an address of that family: IPv6 enabled on the host end
+(disable_ipv6=0), accept_ra=0, forwarding=1; the network's IPv6 gateway as a /128 on the
+host end with IFA_F_NODAD (no 1 s duplicate-address detection before the host may answer the
+container's neighbour solicitation for it) and IFA_F_NOPREFIXROUTE (the same gateway sits on
+every host end; no per-veth prefix route clutter); and `<container ip>/128 dev rt-…`. Since
+the gateway is a real address of the host end, the kernel answers neighbour discovery for it
+itself, at once: no proxy_ndp entry (and no proxy delay) is needed.
 """
 
 from __future__ import annotations
@@ -12,14 +20,19 @@ import errno
 import ipaddress
 import logging
 from pathlib import Path
-from socket import AF_INET
+from socket import AF_INET, AF_INET6
+from typing import Any
 
 from pyroute2 import IPRoute, NetlinkError
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE
 
 from common.errors import PluginError
 
 SYSCTL = Path("/proc/sys/net/ipv4")
+SYSCTL6 = Path("/proc/sys/net/ipv6")
 log = logging.getLogger("routed.net.datapath")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class DatapathError(PluginError):
@@ -46,14 +59,30 @@ class LinuxDatapath:
     def ensure_ip_forward(self) -> None:
         _write_sysctl(SYSCTL / "ip_forward", "1")
 
+    def ensure_ip6_forward(self) -> None:
+        """net.ipv6.conf.all.forwarding=1, needed to route containers' IPv6 traffic.
+
+        Beware: with forwarding on, an interface with accept_ra=1 stops accepting router
+        advertisements (only accept_ra=2 still does), so a host whose uplink gets its IPv6
+        address or default route by SLAAC must set accept_ra=2 on that uplink. That is the
+        admin's decision: we never touch the uplink (eth0) ourselves. Called only once a
+        network with an IPv6 subnet exists, so IPv4-only hosts are not affected at all.
+        """
+        _write_sysctl(SYSCTL6 / "conf" / "all" / "forwarding", "1")
+
     def create_endpoint(
         self,
         host_veth: str,
         peer: str,
         mtu: int,
-        gateway: ipaddress.IPv4Address,
-        container_ip: ipaddress.IPv4Address,
+        gateway: ipaddress.IPv4Address | None,
+        container_ip: ipaddress.IPv4Address | None,
+        gateway6: ipaddress.IPv6Address | None = None,
+        container_ip6: ipaddress.IPv6Address | None = None,
     ) -> None:
+        families = [
+            (gw, ip) for gw, ip in ((gateway, container_ip), (gateway6, container_ip6)) if ip
+        ]
         try:
             with IPRoute() as ipr:
                 host = _index(ipr, host_veth)
@@ -69,14 +98,23 @@ class LinuxDatapath:
                 peer_index = _index(ipr, peer)
                 if peer_index is not None:  # absent once libnetwork moved it into the container
                     ipr.link("set", index=peer_index, mtu=mtu)
-                _ensure_address(ipr, host, gateway)
-                self._set_sysctls(host_veth)
-                ipr.route("replace", dst=f"{container_ip}/32", oif=host, scope="link")
+                for gw, ip in families:
+                    # sysctls first: with disable_ipv6=1 the kernel refuses IPv6 addresses
+                    self._set_sysctls(host_veth, ip.version)
+                    if gw is not None:
+                        _ensure_address(ipr, host, gw)
+                    ipr.route("replace", **_host_route(host, ip))
         except NetlinkError as err:
             raise DatapathError(f"cannot set up {host_veth}: {err}") from None
 
     @staticmethod
-    def _set_sysctls(host_veth: str) -> None:
+    def _set_sysctls(host_veth: str, version: int = 4) -> None:
+        if version == 6:
+            conf = SYSCTL6 / "conf" / host_veth
+            _write_sysctl(conf / "disable_ipv6", "0")
+            _write_sysctl(conf / "accept_ra", "0")  # a container must not be our router
+            _write_sysctl(conf / "forwarding", "1")
+            return
         _write_sysctl(SYSCTL / "conf" / host_veth / "proxy_arp", "1")
         # Without this the kernel delays each proxied ARP reply by up to 0.8 s.
         _write_sysctl(SYSCTL / "neigh" / host_veth / "proxy_delay", "0")
@@ -85,19 +123,28 @@ class LinuxDatapath:
         # which the subnet-based isolation rules rely on (Calico's Felix sets the same).
         _write_sysctl(SYSCTL / "conf" / host_veth / "rp_filter", "1")
 
-    def delete_endpoint(self, host_veth: str, container_ip: ipaddress.IPv4Address) -> None:
+    def delete_endpoint(
+        self,
+        host_veth: str,
+        container_ip: ipaddress.IPv4Address | None,
+        container_ip6: ipaddress.IPv6Address | None = None,
+    ) -> None:
         try:
             with IPRoute() as ipr:
                 host = _index(ipr, host_veth)
                 if host is None:
                     return  # the kernel removed its routes with it
-                # Our route only (oif): the same IP may already be routed to a newer endpoint.
-                # scope must be repeated, or pyroute2 misses the route (ESRCH) and it leaks.
-                try:
-                    ipr.route("del", dst=f"{container_ip}/32", oif=host, scope="link")
-                except NetlinkError as err:
-                    if err.code != errno.ESRCH:
-                        raise
+                for ip in (container_ip, container_ip6):
+                    if ip is None:
+                        continue
+                    # Our route only (oif): the same IP may already be routed to a newer
+                    # endpoint. The route is deleted with the exact attributes it was added
+                    # with (scope included), or pyroute2 misses it (ESRCH) and it leaks.
+                    try:
+                        ipr.route("del", **_host_route(host, ip))
+                    except NetlinkError as err:
+                        if err.code != errno.ESRCH:
+                            raise
                 _delete_link(ipr, host)  # takes the peer with it, wherever it is
         except NetlinkError as err:
             raise DatapathError(f"cannot remove {host_veth}: {err}") from None
@@ -116,23 +163,35 @@ class LinuxDatapath:
         with IPRoute() as ipr:
             return [str(link.get("ifname")) for link in ipr.get_links()]
 
-    def route_exists(self, container_ip: ipaddress.IPv4Address, host_veth: str) -> bool:
+    def route_exists(self, container_ip: IPAddress, host_veth: str) -> bool:
         with IPRoute() as ipr:
             host = _index(ipr, host_veth)
             if host is None:
                 return False
+            family = AF_INET if container_ip.version == 4 else AF_INET6
             # A dump filtered here: get_routes(dst=...) would be a route *lookup* instead.
             return any(
                 route.get("dst") == str(container_ip)
-                and route["dst_len"] == 32
+                and route["dst_len"] == container_ip.max_prefixlen
                 and route.get("oif") == host
-                for route in ipr.get_routes(family=AF_INET)
+                for route in ipr.get_routes(family=family)
             )
 
 
-def _ensure_address(ipr: IPRoute, index: int, gateway: ipaddress.IPv4Address) -> None:
+def _host_route(index: int, ip: IPAddress) -> dict[str, Any]:
+    """The host route to a container address; the same attributes for add and delete."""
+    if ip.version == 4:
+        return {"dst": f"{ip}/32", "oif": index, "scope": "link"}
+    # IPv6 routes have no scope of their own (the kernel reports universe): none is given.
+    return {"dst": f"{ip}/128", "oif": index, "family": AF_INET6}
+
+
+def _ensure_address(ipr: IPRoute, index: int, gateway: IPAddress) -> None:
+    extra: dict[str, Any] = {}
+    if gateway.version == 6:
+        extra["flags"] = IFA_F_NODAD | IFA_F_NOPREFIXROUTE
     try:
-        ipr.addr("add", index=index, address=str(gateway), prefixlen=32)
+        ipr.addr("add", index=index, address=str(gateway), prefixlen=gateway.max_prefixlen, **extra)
     except NetlinkError as err:
         if err.code != errno.EEXIST:
             raise

@@ -20,7 +20,16 @@ from typing import Protocol
 from common import channel
 from common.errors import BadRequest, PluginError
 from common.store import Record, Transaction
-from netdriver.model import ENDPOINT_KIND, HOST_VETH, NETWORK_KIND, Endpoint, Network
+from netdriver.model import (
+    ENDPOINT_KIND,
+    HOST_VETH,
+    NETWORK_KIND,
+    Endpoint,
+    IPAddress,
+    IPNetwork,
+    Network,
+    host_veth_name,
+)
 from netdriver.options import NetworkOptions
 from netdriver.outbox import bind_message, unbind_message
 
@@ -30,19 +39,31 @@ log = logging.getLogger("routed.net.driver")
 # distinct connected routes (two identical ones would collide with EEXIST in the container).
 LINK_LOCAL_GATEWAYS = ipaddress.IPv4Network("169.254.1.0/24")
 LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
+# IPv6: the IPAM's gateway (IPv6Data Gateway) when there is one, as for IPv4; otherwise a
+# synthetic link-local fe80::1:<n>, unique per network for the same reason as above.
+LINK_LOCAL6_GATEWAYS = ipaddress.IPv6Network("fe80::1:0/112")
+LINK_LOCAL6 = ipaddress.IPv6Network("fe80::/10")
 
 
 class Datapath(Protocol):
     def ensure_ip_forward(self) -> None: ...
+    def ensure_ip6_forward(self) -> None: ...
     def create_endpoint(
         self,
         host_veth: str,
         peer: str,
         mtu: int,
-        gateway: ipaddress.IPv4Address,
-        container_ip: ipaddress.IPv4Address,
+        gateway: ipaddress.IPv4Address | None,
+        container_ip: ipaddress.IPv4Address | None,
+        gateway6: ipaddress.IPv6Address | None = None,
+        container_ip6: ipaddress.IPv6Address | None = None,
     ) -> None: ...
-    def delete_endpoint(self, host_veth: str, container_ip: ipaddress.IPv4Address) -> None: ...
+    def delete_endpoint(
+        self,
+        host_veth: str,
+        container_ip: ipaddress.IPv4Address | None,
+        container_ip6: ipaddress.IPv6Address | None = None,
+    ) -> None: ...
     def delete_link(self, ifname: str) -> None: ...
     def link_exists(self, ifname: str) -> bool: ...
     def links(self) -> list[str]: ...
@@ -64,26 +85,35 @@ class Outbox(Protocol):
 
 @dataclass(frozen=True)
 class NetworkRequest:
-    """CreateNetwork, validated by the wire layer."""
+    """CreateNetwork, validated by the wire layer. At least one of pool / pool6."""
 
     network_id: str
-    pool: ipaddress.IPv4Network
+    pool: ipaddress.IPv4Network | None  # None: no IPv4 (dockerd 26+ with --ipv4=false)
     gateway: ipaddress.IPv4Address | None  # None: IPAM gave none (or 0.0.0.0)
     options: NetworkOptions
     internal: bool
+    pool6: ipaddress.IPv6Network | None = None  # IPv6Data Pool (--ipv6)
+    gateway6: ipaddress.IPv6Address | None = None  # None: IPAM gave none (or ::)
+
+    def pool_of(self, version: int) -> IPNetwork | None:
+        return self.pool if version == 4 else self.pool6
+
+    def gateway_of(self, version: int) -> IPAddress | None:
+        return self.gateway if version == 4 else self.gateway6
 
 
 @dataclass(frozen=True)
 class StaticRoute:
-    destination: ipaddress.IPv4Network
-    next_hop: ipaddress.IPv4Address | None  # None: a connected (on-link) route
+    destination: IPNetwork
+    next_hop: IPAddress | None  # None: a connected (on-link) route
 
 
 @dataclass(frozen=True)
 class JoinInfo:
     src_name: str
-    gateway: ipaddress.IPv4Address
+    gateway: ipaddress.IPv4Address | None
     routes: tuple[StaticRoute, ...]
+    gateway6: ipaddress.IPv6Address | None = None
 
 
 class Driver:
@@ -112,32 +142,48 @@ class Driver:
                 )
             self._apply_firewall()  # a repeat is harmless; it also heals flushed rules
             return
-        if request.pool.prefixlen == 0:
-            raise BadRequest("pool 0.0.0.0/0 is not supported: give the network a real --subnet")
-        for other in self.networks.values():
-            if other.subnet.overlaps(request.pool):
-                raise PluginError(
-                    f"pool {request.pool} overlaps {other.subnet} of routed network "
-                    f"{other.network_id[:12]}: routed networks need disjoint subnets"
-                )
+        if request.pool is None and request.pool6 is None:
+            raise BadRequest("a routed network needs an IPv4 or an IPv6 subnet; it got neither")
+        for version in (4, 6):
+            pool = request.pool_of(version)
+            if pool is None:
+                continue
+            if pool.prefixlen == 0:
+                raise BadRequest(f"pool {pool} is not supported: give the network a real --subnet")
+            for other in self.networks.values():  # overlap checks per family
+                subnet = other.subnet_of(version)
+                if subnet is not None and subnet.overlaps(pool):
+                    raise PluginError(
+                        f"pool {pool} overlaps {subnet} of routed network "
+                        f"{other.network_id[:12]}: routed networks need disjoint subnets"
+                    )
         network = Network(
             network_id=request.network_id,
             subnet=request.pool,
-            gateway=self._choose_gateway(request.gateway),
+            gateway=self._choose_gateway(request.gateway) if request.pool else None,
             options=request.options,
             internal=request.internal,
+            subnet6=request.pool6,
+            gateway6=self._choose_gateway6(request.gateway6) if request.pool6 else None,
         )
         with self._store.transaction() as txn:
             txn.put(NETWORK_KIND, network.network_id, network.to_record())
         self.networks[network.network_id] = network
         try:
+            if network.subnet6 is not None:
+                self._datapath.ensure_ip6_forward()
             self._apply_firewall()
         except PluginError:
             self._forget_network(network.network_id)
             self._try_apply_firewall()
             raise
         log.info(
-            "network %s: %s gateway %s", network.network_id[:12], network.subnet, network.gateway
+            "network %s: %s gateway %s, %s gateway %s",
+            network.network_id[:12],
+            network.subnet,
+            network.gateway,
+            network.subnet6,
+            network.gateway6,
         )
 
     def delete_network(self, network_id: str) -> None:
@@ -154,20 +200,32 @@ class Driver:
     # -- endpoints ------------------------------------------------------------------------
 
     def create_endpoint(
-        self, network_id: str, endpoint_id: str, address: ipaddress.IPv4Interface
+        self,
+        network_id: str,
+        endpoint_id: str,
+        address: ipaddress.IPv4Interface | None,
+        address6: ipaddress.IPv6Interface | None = None,
     ) -> None:
         network = self._network(network_id)
         existing = self.endpoints.get(endpoint_id)
         if existing is not None:
-            if (existing.network_id, existing.address) != (network_id, address):
+            if (existing.network_id, existing.address, existing.address6) != (
+                network_id,
+                address,
+                address6,
+            ):
                 raise PluginError(f"endpoint {endpoint_id[:12]} already exists with other settings")
             self._create_host_side(network, existing)  # a repeat: make sure the host side is there
             return
+        if address is None and address6 is None:
+            raise BadRequest("the endpoint has no address: Address and AddressIPv6 are empty")
         self._check_address(network, endpoint_id, address)
-        endpoint = Endpoint.new(endpoint_id, network_id, address)
+        self._check_address(network, endpoint_id, address6)
+        endpoint = Endpoint.new(endpoint_id, network_id, address, address6)
         with self._store.transaction() as txn:
             txn.put(ENDPOINT_KIND, endpoint_id, endpoint.to_record())
-            self._outbox.enqueue(txn, bind_message(endpoint_id, network_id, endpoint.ip))
+            for ip in endpoint.ips:
+                self._outbox.enqueue(txn, bind_message(endpoint_id, network_id, ip))
         self.endpoints[endpoint_id] = endpoint
         self._outbox.wake()
         try:
@@ -184,14 +242,25 @@ class Driver:
         if not self._datapath.link_exists(endpoint.host_veth):
             log.warning("endpoint %s lost its veth before Join; re-creating it", endpoint_id[:12])
             self._create_host_side(network, endpoint)
-        routes = [StaticRoute(ipaddress.IPv4Network(f"{network.gateway}/32"), next_hop=None)]
-        if endpoint.address.network.prefixlen == 32:
-            # A /32 container has no route to its network's other members except the default,
-            # which may go out another interface when the container is on several networks.
-            # (With a shorter prefix the kernel already has the subnet route: adding one = EEXIST.)
-            routes.append(StaticRoute(network.subnet, next_hop=network.gateway))
+        routes: list[StaticRoute] = []
+        gateways: dict[int, IPAddress] = {}
+        for interface in (endpoint.address, endpoint.address6):
+            if interface is None:
+                continue
+            gateway = network.gateway_of(interface.version)
+            subnet = network.subnet_of(interface.version)
+            if gateway is None or subnet is None:
+                continue  # checked at CreateEndpoint; only a hand-edited store gets here
+            gateways[interface.version] = gateway
+            routes += _join_routes(interface, subnet, gateway)
+        gateway4, gateway6 = gateways.get(4), gateways.get(6)
         self._save_endpoint(endpoint.with_joined(True))
-        return JoinInfo(src_name=endpoint.peer, gateway=network.gateway, routes=tuple(routes))
+        return JoinInfo(
+            src_name=endpoint.peer,
+            gateway=gateway4 if isinstance(gateway4, ipaddress.IPv4Address) else None,
+            routes=tuple(routes),
+            gateway6=gateway6 if isinstance(gateway6, ipaddress.IPv6Address) else None,
+        )
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
         # The interface is still in the container here; libnetwork moves it back afterwards.
@@ -217,7 +286,10 @@ class Driver:
         drop endpoints whose veth died with their container, and veths nobody owns."""
         # Each step on its own: one broken endpoint must not keep the others (or the
         # plugin's socket) from coming back.
-        for step in (self._datapath.ensure_ip_forward, self._apply_firewall):
+        steps = [self._datapath.ensure_ip_forward, self._apply_firewall]
+        if any(network.subnet6 is not None for network in self.networks.values()):
+            steps.insert(1, self._datapath.ensure_ip6_forward)
+        for step in steps:
             _logged(step)
         for endpoint in list(self.endpoints.values()):
             _logged(partial(self._reconcile_endpoint, endpoint))
@@ -268,18 +340,30 @@ class Driver:
         return [e for e in self.endpoints.values() if e.network_id == network_id]
 
     def _check_address(
-        self, network: Network, endpoint_id: str, address: ipaddress.IPv4Interface
+        self,
+        network: Network,
+        endpoint_id: str,
+        address: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None,
     ) -> None:
-        if address.ip not in network.subnet:
-            raise BadRequest(f"address {address} is outside the network's subnet {network.subnet}")
-        if address.ip == network.gateway:
+        if address is None:
+            return
+        subnet = network.subnet_of(address.version)
+        if subnet is None:
+            field = "Address" if address.version == 4 else "AddressIPv6"
+            raise BadRequest(
+                f"network {network.network_id[:12]} has no IPv{address.version} subnet, but "
+                f"Interface {field} is {address}"
+            )
+        if address.ip not in subnet:
+            raise BadRequest(f"address {address} is outside the network's subnet {subnet}")
+        if address.ip == network.gateway_of(address.version):
             raise BadRequest(f"address {address} is the network's gateway")
         for other in self.endpoints.values():
-            if other.ip == address.ip:
+            if address.ip in other.ips:
                 raise PluginError(
                     f"address {address.ip} is already used by endpoint {other.endpoint_id[:12]}"
                 )
-            if other.host_veth == Endpoint.new(endpoint_id, network.network_id, address).host_veth:
+            if other.host_veth == host_veth_name(endpoint_id):
                 raise PluginError(
                     f"endpoint {endpoint_id[:12]} shares its interface name with "
                     f"{other.endpoint_id[:12]}; retry (a new endpoint id solves it)"
@@ -298,16 +382,35 @@ class Driver:
                 return candidate
         raise PluginError("no free link-local gateway left in 169.254.1.0/24 (254 networks)")
 
+    def _choose_gateway6(self, requested: ipaddress.IPv6Address | None) -> ipaddress.IPv6Address:
+        taken = {network.gateway6 for network in self.networks.values()}
+        # As for IPv4: a link-local gateway another routed network already uses is replaced.
+        duplicate = requested is not None and requested in LINK_LOCAL6 and requested in taken
+        if requested is not None and not requested.is_unspecified and not duplicate:
+            return requested
+        for offset in range(1, LINK_LOCAL6_GATEWAYS.num_addresses):
+            candidate = LINK_LOCAL6_GATEWAYS.network_address + offset
+            if candidate not in taken:
+                return candidate
+        raise PluginError(f"no free link-local gateway left in {LINK_LOCAL6_GATEWAYS}")
+
     def _create_host_side(self, network: Network, endpoint: Endpoint) -> None:
         self._datapath.create_endpoint(
-            endpoint.host_veth, endpoint.peer, network.options.mtu, network.gateway, endpoint.ip
+            endpoint.host_veth,
+            endpoint.peer,
+            network.options.mtu,
+            network.gateway,
+            endpoint.ip,
+            network.gateway6,
+            endpoint.ip6,
         )
 
     def _remove_endpoint(self, endpoint: Endpoint) -> None:
-        self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ip)
+        self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ip, endpoint.ip6)
         with self._store.transaction() as txn:
             txn.delete(ENDPOINT_KIND, endpoint.endpoint_id)
-            self._outbox.enqueue(txn, unbind_message(endpoint.endpoint_id, endpoint.ip))
+            for ip in endpoint.ips:
+                self._outbox.enqueue(txn, unbind_message(endpoint.endpoint_id, ip))
         del self.endpoints[endpoint.endpoint_id]
         self._outbox.wake()
 
@@ -338,6 +441,30 @@ def _logged(step: Callable[[], object]) -> None:
         log.error("reconcile: %s", err)
 
 
+def _join_routes(
+    interface: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+    subnet: IPNetwork,
+    gateway: IPAddress,
+) -> list[StaticRoute]:
+    """The container's routes for one address family: the gateway as an on-link host route,
+    so a default route via it is valid whatever the container's prefix length."""
+    routes = [StaticRoute(ipaddress.ip_network(f"{gateway}/{gateway.max_prefixlen}"), None)]
+    if interface.network.prefixlen == interface.max_prefixlen:
+        # A /32 (/128) container has no route to its network's other members except the
+        # default, which may go out another interface when it is on several networks.
+        routes.append(StaticRoute(subnet, next_hop=gateway))
+    elif interface.version == 6:
+        # Pool-prefix IPv6 (mode=prefix): the kernel's on-link prefix route would make the
+        # container solicit its neighbours directly, and nobody answers (the host has no
+        # blanket proxy NDP as IPv4 has proxy_arp). Its two halves via the gateway are more
+        # specific, so in-subnet traffic is routed through the host like everything else.
+        # (Adding the prefix itself would collide with the kernel's route: EEXIST.)
+        routes += [StaticRoute(half, next_hop=gateway) for half in interface.network.subnets()]
+    # (IPv4 with a shorter prefix: the kernel has the subnet route and the host answers ARP
+    # for the other members by proxy_arp.)
+    return routes
+
+
 def _same_network(existing: Network, request: NetworkRequest) -> bool:
     same_gateway = (
         request.gateway is None
@@ -345,9 +472,17 @@ def _same_network(existing: Network, request: NetworkRequest) -> bool:
         or request.gateway in LINK_LOCAL  # we may have replaced a duplicate link-local one
         or request.gateway == existing.gateway
     )
+    same_gateway6 = (
+        request.gateway6 is None
+        or request.gateway6.is_unspecified
+        or request.gateway6 in LINK_LOCAL6
+        or request.gateway6 == existing.gateway6
+    )
     return (
         same_gateway
+        and same_gateway6
         and existing.subnet == request.pool
+        and existing.subnet6 == request.pool6
         and existing.options == request.options
         and existing.internal == request.internal
     )

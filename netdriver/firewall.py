@@ -1,15 +1,19 @@
-"""Apply the rendered chains to the host's packet filter (effects).
+"""Apply the rendered chains to the host's packet filter (effects), IPv4 and IPv6.
 
 Only fixed argv is ever run: chain and table names are constants, rule text goes to
-iptables-restore on stdin. The jumps into our chains are appended (-A), so anything dockerd
-or the admin put earlier in FORWARD (DOCKER-USER first of all) keeps precedence.
+iptables-restore / ip6tables-restore on stdin. The jumps into our chains are appended (-A),
+so anything dockerd or the admin put earlier in FORWARD (DOCKER-USER first of all) keeps
+precedence. Each family's chains exist exactly while some network has a subnet of that
+family: a host with only IPv4 networks never runs ip6tables (it may not even have it).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from common.errors import PluginError
 from netdriver import rules
@@ -36,41 +40,70 @@ def _run(argv: Sequence[str], stdin: str | None = None) -> subprocess.CompletedP
         raise FirewallError(f"{argv[0]} failed: {err}") from None
 
 
-def _iptables(table: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return _run(["iptables", "-w", WAIT_S, "-t", table, *args])
+@dataclass(frozen=True)
+class Family:
+    version: int
+    tool: str  # iptables / ip6tables
+    restore: str  # iptables-restore / ip6tables-restore
+
+    def run(self, table: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return _run([self.tool, "-w", WAIT_S, "-t", table, *args])
+
+
+IPV4 = Family(4, "iptables", "iptables-restore")
+IPV6 = Family(6, "ip6tables", "ip6tables-restore")
+FAMILIES = (IPV4, IPV6)
 
 
 class IptablesFirewall:
-    """The real firewall: `apply(networks)` makes our chains say exactly what rules.render says."""
+    """The real firewall: `apply(networks)` makes our chains say exactly what rules.render says,
+    in iptables for the networks' IPv4 subnets and in ip6tables for their IPv6 subnets."""
 
     def apply(self, networks: Sequence[Network]) -> None:
-        if not networks:
-            self.remove()
-            return
-        done = _run(["iptables-restore", "-w", WAIT_S, "--noflush"], stdin=rules.render(networks))
-        if done.returncode != 0:
-            raise FirewallError(f"iptables-restore refused our rules: {done.stderr.strip()}")
-        for table, builtin, chain in _JUMPS:
-            self._ensure_jump_once(table, builtin, chain)
+        for family in FAMILIES:
+            if rules.has_family(networks, family.version):
+                self._apply_family(family, networks)
+            else:
+                self._remove_family(family)
 
     def remove(self) -> None:
-        """Take out the jumps, then our chains; whatever is already gone is fine."""
-        for table, builtin, chain in _JUMPS:
-            while _iptables(table, "-C", builtin, "-j", chain).returncode == 0:
-                if _iptables(table, "-D", builtin, "-j", chain).returncode != 0:
-                    break
-            _iptables(table, "-F", chain)
-            _iptables(table, "-X", chain)
+        """Take out the jumps, then our chains, in both families; what is gone is fine."""
+        for family in FAMILIES:
+            self._remove_family(family)
 
-    def _ensure_jump_once(self, table: str, builtin: str, chain: str) -> None:
-        listing = _iptables(table, "-S", builtin)
+    def _apply_family(self, family: Family, networks: Sequence[Network]) -> None:
+        text = rules.render(networks, family.version)
+        done = _run([family.restore, "-w", WAIT_S, "--noflush"], stdin=text)
+        if done.returncode != 0:
+            raise FirewallError(f"{family.restore} refused our rules: {done.stderr.strip()}")
+        for table, builtin, chain in _JUMPS:
+            self._ensure_jump_once(family, table, builtin, chain)
+
+    def _remove_family(self, family: Family) -> None:
+        if family.version == 6 and shutil.which(family.tool) is None:
+            return  # no ip6tables on this host: nothing of ours can be there
+        for table, builtin, chain in _JUMPS:
+            if family.run(table, "-S", chain).returncode != 0:
+                continue  # no such chain, hence no jump to it either (cheap common case)
+            while family.run(table, "-C", builtin, "-j", chain).returncode == 0:
+                if family.run(table, "-D", builtin, "-j", chain).returncode != 0:
+                    break
+            family.run(table, "-F", chain)
+            family.run(table, "-X", chain)
+
+    def _ensure_jump_once(self, family: Family, table: str, builtin: str, chain: str) -> None:
+        listing = family.run(table, "-S", builtin)
         if listing.returncode != 0:
-            raise FirewallError(f"cannot list {table} {builtin}: {listing.stderr.strip()}")
+            raise FirewallError(
+                f"cannot list {family.tool} {table} {builtin}: {listing.stderr.strip()}"
+            )
         count = listing.stdout.splitlines().count(f"-A {builtin} -j {chain}")
         for _ in range(count - 1):  # duplicates, e.g. from an admin's script: keep one
-            _iptables(table, "-D", builtin, "-j", chain)
+            family.run(table, "-D", builtin, "-j", chain)
         if count == 0:
-            added = _iptables(table, "-A", builtin, "-j", chain)
+            added = family.run(table, "-A", builtin, "-j", chain)
             if added.returncode != 0:
-                raise FirewallError(f"cannot add the {builtin} jump: {added.stderr.strip()}")
-            log.info("added jump %s %s -> %s", table, builtin, chain)
+                raise FirewallError(
+                    f"cannot add the {family.tool} {builtin} jump: {added.stderr.strip()}"
+                )
+            log.info("added jump %s %s %s -> %s", family.tool, table, builtin, chain)

@@ -59,30 +59,51 @@ def build_plugin(driver: Driver) -> PluginApp:
 def create_network(driver: Driver, body: wire.Body) -> wire.Body:
     network_id = wire.docker_id(body, "NetworkID")
     parsed = options.parse_create(wire.obj(body, "Options"))
-    if _array(body, "IPv6Data"):
-        raise BadRequest("IPv6 is not supported by routed-net yet (IPv6Data is not empty)")
     ipv4 = _array(body, "IPv4Data")
-    if not ipv4:
-        raise BadRequest("missing IPv4 pool: IPv4Data is empty")
-    if len(ipv4) > 1:
-        raise BadRequest(
-            f"a routed network takes exactly one IPv4 subnet, got {len(ipv4)}: "
-            "several --subnet values are not supported"
-        )
-    data = ipv4[0]
-    if not isinstance(data, dict):
-        raise BadRequest("IPv4Data entries must be objects")
-    pool = wire.network(wire.text(data, "Pool"), "IPv4Data Pool")
-    if not isinstance(pool, ipaddress.IPv4Network):
-        raise BadRequest(f"IPv4Data Pool {pool} is not an IPv4 subnet")
-    gateway_text = wire.text(data, "Gateway", required=False)
-    gateway = wire.interface(gateway_text, "IPv4Data Gateway").ip if gateway_text else None
-    if gateway is not None and not isinstance(gateway, ipaddress.IPv4Address):
-        raise BadRequest(f"IPv4Data Gateway {gateway_text!r} is not an IPv4 address")
+    ipv6 = _array(body, "IPv6Data")
+    if ipv6 and not parsed.ipv6:
+        raise BadRequest(f"IPv6Data is set but {options.ENABLE_IPV6} is false")
+    if parsed.ipv6 and not ipv6:
+        raise BadRequest("IPv6 is enabled (--ipv6) but IPv6Data is empty: no IPv6 pool")
+    if not ipv4 and not ipv6:
+        raise BadRequest("missing IPv4 pool: IPv4Data is empty (and IPv6 is not enabled)")
+    # An empty IPv4Data is an IPv6-only network: dockerd 26+ with --ipv4=false sends that;
+    # 20.10 always sends IPv4 data, so there every routed network is IPv4 or dual stack.
+    pool, gateway = _pool_data(ipv4, 4) if ipv4 else (None, None)
+    pool6, gateway6 = _pool_data(ipv6, 6) if ipv6 else (None, None)
     driver.create_network(
-        NetworkRequest(network_id, pool, gateway, parsed.options, parsed.internal)
+        NetworkRequest(
+            network_id,
+            pool if isinstance(pool, ipaddress.IPv4Network) else None,
+            gateway if isinstance(gateway, ipaddress.IPv4Address) else None,
+            parsed.options,
+            parsed.internal,
+            pool6=pool6 if isinstance(pool6, ipaddress.IPv6Network) else None,
+            gateway6=gateway6 if isinstance(gateway6, ipaddress.IPv6Address) else None,
+        )
     )
     return {}
+
+
+def _pool_data(entries: list[Any], version: int) -> tuple[wire.IPNetwork, wire.IPAddress | None]:
+    """The one IPv{version}Data entry: its Pool and, if any, its Gateway (a CIDR on the wire)."""
+    what = f"IPv{version}Data"
+    if len(entries) > 1:
+        raise BadRequest(
+            f"a routed network takes exactly one IPv{version} subnet, got {len(entries)}: "
+            "several --subnet values of one family are not supported"
+        )
+    data = entries[0]
+    if not isinstance(data, dict):
+        raise BadRequest(f"{what} entries must be objects")
+    pool = wire.network(wire.text(data, "Pool"), f"{what} Pool")
+    if pool.version != version:
+        raise BadRequest(f"{what} Pool {pool} is not an IPv{version} subnet")
+    gateway_text = wire.text(data, "Gateway", required=False)
+    gateway = wire.interface(gateway_text, f"{what} Gateway").ip if gateway_text else None
+    if gateway is not None and gateway.version != version:
+        raise BadRequest(f"{what} Gateway {gateway_text!r} is not an IPv{version} address")
+    return pool, gateway
 
 
 def delete_network(driver: Driver, body: wire.Body) -> wire.Body:
@@ -94,14 +115,20 @@ def create_endpoint(driver: Driver, body: wire.Body) -> wire.Body:
     network_id = wire.docker_id(body, "NetworkID")
     endpoint_id = wire.docker_id(body, "EndpointID")
     interface = wire.obj(body, "Interface")
-    address = wire.interface(wire.text(interface, "Address"), "Interface Address")
-    if not isinstance(address, ipaddress.IPv4Interface):
+    text4 = wire.text(interface, "Address", required=False)
+    text6 = wire.text(interface, "AddressIPv6", required=False)
+    if not text4 and not text6:
+        raise BadRequest("missing field 'Address': the endpoint has no address")
+    address = wire.interface(text4, "Interface Address") if text4 else None
+    if address is not None and not isinstance(address, ipaddress.IPv4Interface):
         raise BadRequest(f"Interface Address {address} is not an IPv4 address")
-    if wire.text(interface, "AddressIPv6", required=False):
-        raise BadRequest("IPv6 is not supported by routed-net yet (Interface AddressIPv6 is set)")
+    address6 = wire.interface(text6, "Interface AddressIPv6") if text6 else None
+    if address6 is not None and not isinstance(address6, ipaddress.IPv6Interface):
+        raise BadRequest(f"Interface AddressIPv6 {address6} is not an IPv6 address")
     _note_ports(wire.obj(body, "Options"), endpoint_id)
-    driver.create_endpoint(network_id, endpoint_id, address)
-    # Only fields dockerd left empty may be filled; we fill none (protocol.md §3.4).
+    driver.create_endpoint(network_id, endpoint_id, address, address6)
+    # Only fields dockerd left empty may be filled; we fill none, and never echo Address,
+    # AddressIPv6 or MacAddress back (protocol.md §3.4).
     return {}
 
 
@@ -113,9 +140,16 @@ def join(driver: Driver, body: wire.Body) -> wire.Body:
 
 
 def join_reply(info: JoinInfo) -> wire.Body:
-    return {
+    reply: wire.Body = {
         "InterfaceName": {"SrcName": info.src_name, "DstPrefix": "eth"},
-        "Gateway": str(info.gateway),  # a bare IP: a CIDR here fails the join
+        # bare IPs: a CIDR here fails the join. "" = none (an IPv6-only network).
+        "Gateway": str(info.gateway) if info.gateway is not None else "",
+    }
+    if info.gateway6 is not None:
+        # 20.10 still attaches docker_gwbridge when only GatewayIPv6 is set (protocol §8.1),
+        # which never happens here: a network with IPv4 always returns Gateway too.
+        reply["GatewayIPv6"] = str(info.gateway6)
+    return reply | {
         "StaticRoutes": [
             {
                 "Destination": str(route.destination),

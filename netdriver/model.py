@@ -32,24 +32,46 @@ def peer_name(endpoint_id: str) -> str:
     return PEER_PREFIX + endpoint_id[:ID_CHARS]
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _opt(kind: Any, value: Any) -> Any:
+    return kind(value) if value else None
+
+
 @dataclass(frozen=True)
 class Network:
+    """A routed network: an IPv4 subnet, an IPv6 subnet, or both (dual stack). IPv6-only
+    (subnet None) needs a dockerd that can create networks without IPv4 (26+: --ipv4=false)."""
+
     network_id: str
-    subnet: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address
+    subnet: ipaddress.IPv4Network | None
+    gateway: ipaddress.IPv4Address | None
     options: NetworkOptions
     internal: bool
+    subnet6: ipaddress.IPv6Network | None = None
+    gateway6: ipaddress.IPv6Address | None = None
 
     @property
     def masquerade(self) -> bool:
         # An internal network reaches nothing beyond the host, so there is nothing to NAT.
         return self.options.masquerade and not self.internal
 
+    def subnet_of(self, version: int) -> IPNetwork | None:
+        return self.subnet if version == 4 else self.subnet6
+
+    def gateway_of(self, version: int) -> IPAddress | None:
+        return self.gateway if version == 4 else self.gateway6
+
     def to_record(self) -> Record:
+        # "subnet"/"gateway" keep their IPv4 meaning (routedctl reads them); "" when absent.
         return {
             "network_id": self.network_id,
-            "subnet": str(self.subnet),
-            "gateway": str(self.gateway),
+            "subnet": str(self.subnet or ""),
+            "gateway": str(self.gateway or ""),
+            "subnet6": str(self.subnet6 or ""),
+            "gateway6": str(self.gateway6 or ""),
             "options": self.options.to_record(),
             "internal": self.internal,
         }
@@ -58,10 +80,12 @@ class Network:
     def from_record(cls, record: Record) -> Network:
         return cls(
             network_id=record["network_id"],
-            subnet=ipaddress.IPv4Network(record["subnet"]),
-            gateway=ipaddress.IPv4Address(record["gateway"]),
+            subnet=_opt(ipaddress.IPv4Network, record["subnet"]),
+            gateway=_opt(ipaddress.IPv4Address, record["gateway"]),
             options=NetworkOptions.from_record(record["options"]),
             internal=bool(record["internal"]),
+            subnet6=_opt(ipaddress.IPv6Network, record.get("subnet6")),
+            gateway6=_opt(ipaddress.IPv6Address, record.get("gateway6")),
         )
 
 
@@ -69,24 +93,41 @@ class Network:
 class Endpoint:
     endpoint_id: str
     network_id: str
-    address: ipaddress.IPv4Interface  # as dockerd sent it: IPAM's prefix length is kept
+    address: ipaddress.IPv4Interface | None  # as dockerd sent it: IPAM's prefix length is kept
     host_veth: str
     peer: str
     joined: bool = False
+    address6: ipaddress.IPv6Interface | None = None  # Interface.AddressIPv6, same rule
 
     @classmethod
-    def new(cls, endpoint_id: str, network_id: str, address: ipaddress.IPv4Interface) -> Endpoint:
+    def new(
+        cls,
+        endpoint_id: str,
+        network_id: str,
+        address: ipaddress.IPv4Interface | None,
+        address6: ipaddress.IPv6Interface | None = None,
+    ) -> Endpoint:
         return cls(
             endpoint_id=endpoint_id,
             network_id=network_id,
             address=address,
             host_veth=host_veth_name(endpoint_id),
             peer=peer_name(endpoint_id),
+            address6=address6,
         )
 
     @property
-    def ip(self) -> ipaddress.IPv4Address:
-        return self.address.ip
+    def ip(self) -> ipaddress.IPv4Address | None:
+        return self.address.ip if self.address is not None else None
+
+    @property
+    def ip6(self) -> ipaddress.IPv6Address | None:
+        return self.address6.ip if self.address6 is not None else None
+
+    @property
+    def ips(self) -> list[IPAddress]:
+        """Every address of the endpoint, IPv4 first (the order bindings are sent in)."""
+        return [ip for ip in (self.ip, self.ip6) if ip is not None]
 
     def with_joined(self, joined: bool) -> Endpoint:
         return replace(self, joined=joined)
@@ -95,7 +136,8 @@ class Endpoint:
         return {
             "endpoint_id": self.endpoint_id,
             "network_id": self.network_id,
-            "address": self.address.with_prefixlen,
+            "address": self.address.with_prefixlen if self.address is not None else "",
+            "address6": self.address6.with_prefixlen if self.address6 is not None else "",
             "host_veth": self.host_veth,
             "peer": self.peer,
             "joined": self.joined,
@@ -106,8 +148,9 @@ class Endpoint:
         return cls(
             endpoint_id=record["endpoint_id"],
             network_id=record["network_id"],
-            address=ipaddress.IPv4Interface(record["address"]),
+            address=_opt(ipaddress.IPv4Interface, record["address"]),
             host_veth=record["host_veth"],
             peer=record["peer"],
             joined=bool(record["joined"]),
+            address6=_opt(ipaddress.IPv6Interface, record.get("address6")),
         )

@@ -125,18 +125,19 @@ class CreateOptions:
 
     options: NetworkOptions
     internal: bool
+    ipv6: bool = False  # --ipv6: IPv6Data carries the network's IPv6 pool
+    ipv4: bool = True  # False only from dockerd 26+ with --ipv4=false: IPv4Data is empty
 
 
 def parse_create(options: wire.Body) -> CreateOptions:
     """CreateNetwork's top-level Options object. Unknown top-level keys are dockerd's, not the
     user's (newer daemons add some), so they are ignored; the user's `-o` keys are checked."""
-    if wire.flag(options, ENABLE_IPV6):
-        raise BadRequest(
-            "IPv6 is not supported by routed-net yet: create the network without --ipv6"
-        )
-    if options.get(ENABLE_IPV4) is False:
-        raise BadRequest("routed-net needs IPv4: create the network without --ipv4=false")
+    ipv4 = options.get(ENABLE_IPV4)  # absent before dockerd 26 (IPv4 always on there)
+    if ipv4 is not None and not isinstance(ipv4, bool):
+        raise BadRequest(f"field {ENABLE_IPV4!r} must be true or false")
     return CreateOptions(
         options=parse_generic(wire.obj(options, GENERIC)),
         internal=wire.flag(options, INTERNAL),
+        ipv6=wire.flag(options, ENABLE_IPV6),
+        ipv4=ipv4 is not False,
     )

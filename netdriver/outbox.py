@@ -19,6 +19,7 @@ from common import channel
 from common.store import Store, Transaction
 
 KIND = "outbox"
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address  # one message per address
 KEY_DIGITS = 20
 log = logging.getLogger("routed.net.outbox")
 
@@ -28,15 +29,13 @@ class Client(Protocol):
     def close(self) -> None: ...
 
 
-def bind_message(
-    endpoint_id: str, network_id: str, address: ipaddress.IPv4Address
-) -> channel.Message:
+def bind_message(endpoint_id: str, network_id: str, address: IPAddress) -> channel.Message:
     return channel.request(
         "bind", endpoint_id=endpoint_id, network_id=network_id, address=str(address)
     )
 
 
-def unbind_message(endpoint_id: str, address: ipaddress.IPv4Address) -> channel.Message:
+def unbind_message(endpoint_id: str, address: IPAddress) -> channel.Message:
     return channel.request("unbind", endpoint_id=endpoint_id, address=str(address))
 
 

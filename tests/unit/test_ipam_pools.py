@@ -74,8 +74,10 @@ def test_overlap_in_the_same_space_is_refused_naming_both(ipam):
 
 
 def test_bad_pool_requests_are_refused_and_change_nothing(ipam):
-    with pytest.raises(BadRequest, match="IPv6 pools are not supported yet"):
-        ipam.request_pool(SPACE, None, None, {}, True)
+    with pytest.raises(BadRequest, match="is IPv6, but the request is for an IPv4 pool"):
+        ipam.request_pool(SPACE, net("fd00::/64"), None, {}, False)
+    with pytest.raises(BadRequest, match="is IPv4, but the request is for an IPv6 pool"):
+        ipam.request_pool(SPACE, net("10.1.0.0/16"), None, {}, True)
     with pytest.raises(BadRequest, match="not inside pool"):
         subnet_pool(ipam, "10.1.0.0/16", "10.2.0.0/24")
     with pytest.raises(BadRequest, match="needs a pool"):

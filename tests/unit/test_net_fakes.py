@@ -30,40 +30,56 @@ class FakeLink:
     peer: str
     gateway: str
     up: bool = True
+    gateway6: str = ""
 
 
 @dataclass
 class FakeDatapath:
     links_: dict[str, FakeLink] = field(default_factory=dict)
-    routes: dict[str, str] = field(default_factory=dict)  # container ip -> host veth
+    routes: dict[str, str] = field(default_factory=dict)  # container ip (v4 or v6) -> veth
     other_links: list[str] = field(default_factory=list)
     ip_forward: bool = False
+    ip6_forward: bool = False
     fail_create: bool = False
     calls: list[str] = field(default_factory=list)
 
     def ensure_ip_forward(self) -> None:
         self.ip_forward = True
 
+    def ensure_ip6_forward(self) -> None:
+        self.ip6_forward = True
+
     def create_endpoint(
         self,
         host_veth: str,
         peer: str,
         mtu: int,
-        gateway: ipaddress.IPv4Address,
-        container_ip: ipaddress.IPv4Address,
+        gateway: ipaddress.IPv4Address | None,
+        container_ip: ipaddress.IPv4Address | None,
+        gateway6: ipaddress.IPv6Address | None = None,
+        container_ip6: ipaddress.IPv6Address | None = None,
     ) -> None:
         self.calls.append(f"create {host_veth}")
+        link = FakeLink(mtu, peer, str(gateway or ""), gateway6=str(gateway6 or ""))
         if self.fail_create:
             # like the real one: the pair may exist already when a later step fails
-            self.links_[host_veth] = FakeLink(mtu, peer, str(gateway))
+            self.links_[host_veth] = link
             raise PluginError(f"cannot set up {host_veth}: injected failure")
-        self.links_[host_veth] = FakeLink(mtu, peer, str(gateway))
-        self.routes[str(container_ip)] = host_veth
+        self.links_[host_veth] = link
+        for ip in (container_ip, container_ip6):
+            if ip is not None:
+                self.routes[str(ip)] = host_veth
 
-    def delete_endpoint(self, host_veth: str, container_ip: ipaddress.IPv4Address) -> None:
+    def delete_endpoint(
+        self,
+        host_veth: str,
+        container_ip: ipaddress.IPv4Address | None,
+        container_ip6: ipaddress.IPv6Address | None = None,
+    ) -> None:
         self.calls.append(f"delete {host_veth}")
-        if self.routes.get(str(container_ip)) == host_veth:
-            del self.routes[str(container_ip)]
+        for ip in (container_ip, container_ip6):
+            if ip is not None and self.routes.get(str(ip)) == host_veth:
+                del self.routes[str(ip)]
         self.links_.pop(host_veth, None)
 
     def delete_link(self, ifname: str) -> None:

@@ -88,14 +88,15 @@ def test_create_options_tolerate_nulls():
     assert parsed.internal is False
 
 
-def test_ipv6_is_refused_clearly():
-    with pytest.raises(BadRequest, match="IPv6"):
-        parse_create({"com.docker.network.enable_ipv6": True, "com.docker.network.generic": {}})
-
-
-def test_ipv4_disabled_is_refused():
-    with pytest.raises(BadRequest, match="IPv4"):
-        parse_create({"com.docker.network.enable_ipv4": False})
+def test_ipv6_and_ipv4_flags_are_read():
+    parsed = parse_create(
+        {"com.docker.network.enable_ipv6": True, "com.docker.network.generic": {}}
+    )
+    assert (parsed.ipv6, parsed.ipv4) == (True, True)  # 20.10 sends no enable_ipv4: IPv4 on
+    parsed = parse_create({"com.docker.network.enable_ipv4": False})  # dockerd 26+ --ipv4=false
+    assert (parsed.ipv6, parsed.ipv4) == (False, False)
+    with pytest.raises(BadRequest, match="enable_ipv4"):
+        parse_create({"com.docker.network.enable_ipv4": "no"})
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,306 @@
+"""Hostile input against routed-net: every NetworkDriver endpoint, Plugin.Activate, unknown paths.
+
+The app runs in-process (WSGI) on a real store, the fake data path of the unit tests, and the
+REAL firewall code with every way of starting a process patched: subprocess.run records the
+argv (and answers success), while Popen, os.system, os.exec*, os.spawn* and posix_spawn fail
+the test outright. Checked after every call: the reply contract (tests/fuzz/hostile.py); on
+error, no change to the store, the data path's recorded calls, links and routes, or the
+commands run; and every command ever run is one of the firewall's fixed argv lists, with
+iptables-restore input that matches the rule grammar (addresses only, no request text).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from common.store import Store
+from netdriver.driver import Driver
+from netdriver.firewall import IptablesFirewall
+from netdriver.handlers import build_plugin
+from netdriver.outbox import Outbox
+from tests.fuzz import hostile
+from tests.unit.test_net_fakes import FakeClient, FakeDatapath
+
+EXAMPLES = int(os.environ.get("ROUTED_FUZZ_EXAMPLES", "250"))
+METHODS = [
+    "Plugin.Activate",
+    "NetworkDriver.GetCapabilities",
+    "NetworkDriver.CreateNetwork",
+    "NetworkDriver.DeleteNetwork",
+    "NetworkDriver.CreateEndpoint",
+    "NetworkDriver.EndpointOperInfo",
+    "NetworkDriver.DeleteEndpoint",
+    "NetworkDriver.Join",
+    "NetworkDriver.Leave",
+    "NetworkDriver.ProgramExternalConnectivity",
+    "NetworkDriver.RevokeExternalConnectivity",
+    "NetworkDriver.DiscoverNew",
+    "NetworkDriver.DiscoverDelete",
+    "NetworkDriver.AllocateNetwork",
+    "NetworkDriver.FreeNetwork",
+]
+EXTRA_BASES: dict[str, list[dict[str, Any]]] = {
+    "NetworkDriver.CreateNetwork": [
+        {
+            "NetworkID": "c" * 64,
+            "Options": {
+                "com.docker.network.enable_ipv6": False,
+                "com.docker.network.generic": {"mtu": "1400", "masquerade": "false",
+                                               "isolate": "true"},  # fmt: skip
+                "com.docker.network.internal": True,
+            },
+            "IPv4Data": [{"AddressSpace": "LocalDefault", "Gateway": "10.77.0.1/24",
+                          "Pool": "10.77.0.0/24"}],  # fmt: skip
+            "IPv6Data": [],
+        }
+    ],
+    "NetworkDriver.DiscoverNew": [
+        {"DiscoveryType": 1, "DiscoveryData": {"Address": "192.0.2.10", "BindAddress": "0.0.0.0",
+                                               "Self": True}}  # fmt: skip
+    ],
+    "NetworkDriver.AllocateNetwork": [
+        {"NetworkID": "d" * 64, "Options": {"k": "v"}, "IPv4Data": [], "IPv6Data": []}
+    ],
+}
+
+# The only commands the firewall may ever run (written out here, not imported: the test must
+# notice if the code starts running anything else). ip6tables appears with IPv6 networks.
+_JUMPS = [("filter", "FORWARD", "ROUTED-FORWARD"), ("nat", "POSTROUTING", "ROUTED-POSTROUTING")]
+ALLOWED_ARGV: set[tuple[str, ...]] = set()
+for _tool in ("iptables", "ip6tables"):
+    ALLOWED_ARGV.add((f"{_tool}-restore", "-w", "5", "--noflush"))
+    for _table, _builtin, _chain in _JUMPS:
+        _base = (_tool, "-w", "5", "-t", _table)
+        ALLOWED_ARGV |= {
+            (*_base, "-C", _builtin, "-j", _chain),
+            (*_base, "-D", _builtin, "-j", _chain),
+            (*_base, "-A", _builtin, "-j", _chain),
+            (*_base, "-S", _builtin),
+            (*_base, "-S", _chain),
+            (*_base, "-F", _chain),
+            (*_base, "-X", _chain),
+        }
+_CIDRS = {
+    "iptables-restore": r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}/\d{1,2}",
+    "ip6tables-restore": r"[0-9a-f:]+/\d{1,3}",
+}
+
+
+def restore_grammar(cidr: str) -> re.Pattern[str]:
+    """Everything iptables-restore may be fed: our two chains, rules built from subnets only."""
+    forward = "|".join(
+        [
+            rf"-i rt-\+ -s {cidr} -d {cidr} -j DROP",
+            rf"-i rt-\+ -s {cidr} ! -o rt-\+ -j DROP",
+            rf"! -i rt-\+ -o rt-\+ -d {cidr} -j DROP",
+            rf"-i rt-\+ -s {cidr} -j ACCEPT",
+            rf"-o rt-\+ -d {cidr} -j ACCEPT",
+        ]
+    )
+    return re.compile(
+        r"\*filter\n:ROUTED-FORWARD - \[0:0\]\n"
+        rf"(?:-A ROUTED-FORWARD (?:{forward})\n)*"
+        r"COMMIT\n\*nat\n:ROUTED-POSTROUTING - \[0:0\]\n"
+        rf"(?:-A ROUTED-POSTROUTING -s {cidr} ! -o rt-\+ -j MASQUERADE\n)*"
+        r"COMMIT\n"
+    )
+
+
+RESTORE_INPUT = {tool: restore_grammar(cidr) for tool, cidr in _CIDRS.items()}
+
+
+class ProcessGuard:
+    """Stands in for every way of starting a process while the fuzz runs."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[tuple[str, ...], str | None]] = []
+        self.forbidden: list[str] = []
+
+    def run(self, argv: Any, *args: Any, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        argv_t = tuple(argv) if not isinstance(argv, str) else (argv,)
+        stdin = kwargs.get("input")
+        self.runs.append((argv_t, stdin))
+        assert argv_t in ALLOWED_ARGV, f"subprocess.run with unexpected argv {argv_t!r}"
+        assert not kwargs.get("shell"), "shell=True"
+        if argv_t[0].endswith("-restore"):
+            assert stdin is not None and RESTORE_INPUT[argv_t[0]].fullmatch(stdin), stdin
+        return subprocess.CompletedProcess(list(argv_t), 0, stdout="", stderr="")
+
+    def forbid(self, name: str) -> Any:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            self.forbidden.append(f"{name}{args!r}")
+            raise AssertionError(f"{name} called during the fuzz: {args!r}")
+
+        return refuse
+
+
+class NetRig:
+    def __init__(self, root: Path, guard: ProcessGuard) -> None:
+        self.guard = guard
+        self.store = Store(root / "state" / "routed-net.db")
+        self.datapath = FakeDatapath()
+        self.outbox = Outbox(self.store, FakeClient)  # never started: messages stay stored
+        self.driver = Driver(self.datapath, IptablesFirewall(), self.store, self.outbox)
+        self.client = httpx.Client(
+            transport=httpx.WSGITransport(app=build_plugin(self.driver).wsgi()),
+            base_url="http://plugin.moby.localhost",
+        )
+        self.bases: dict[str, list[dict[str, Any]]] = {}
+        for call in hostile.trace():
+            if call["plugin"] == "net":
+                self.bases.setdefault(call["path"].lstrip("/"), []).append(call["body"])
+        for method, bodies in EXTRA_BASES.items():
+            self.bases.setdefault(method, []).extend(bodies)
+        # The trace's first network and one live endpoint, so mutations can also succeed.
+        for method in ("NetworkDriver.CreateNetwork", "NetworkDriver.CreateEndpoint"):
+            reply = self.post(method, raw=hostile.dumps(self.bases[method][0]))
+            assert reply.status_code == 200, reply.text
+
+    def post(self, method: str, raw: bytes) -> httpx.Response:
+        return self.client.post(f"/{method}", content=raw)
+
+    def snapshot(self) -> Any:
+        stored = {kind: self.store.load(kind) for kind in ("network", "endpoint", "outbox")}
+        effects = (
+            list(self.datapath.calls),
+            {k: (v.mtu, v.peer, v.gateway, v.up) for k, v in self.datapath.links_.items()},
+            dict(self.datapath.routes),
+            self.datapath.ip_forward,
+            len(self.guard.runs),
+        )
+        memory = (dict(self.driver.networks), dict(self.driver.endpoints))
+        return stored, effects, memory
+
+    def close(self) -> None:
+        self.client.close()
+        self.store.close()
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[NetRig]:
+    guard = ProcessGuard()
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as root:
+        patch.setattr(subprocess, "run", guard.run)
+        patch.setattr(subprocess, "Popen", guard.forbid("subprocess.Popen"))
+        for name in ("system", "popen", "posix_spawn", "posix_spawnp", "fork", "forkpty"):
+            if hasattr(os, name):
+                patch.setattr(os, name, guard.forbid(f"os.{name}"))
+        for name in dir(os):
+            if name.startswith(("exec", "spawn")):
+                patch.setattr(os, name, guard.forbid(f"os.{name}"))
+        rig = NetRig(Path(root), guard)
+        try:
+            yield rig
+        finally:
+            rig.close()
+    assert not guard.forbidden, guard.forbidden
+    assert guard.runs, "the firewall never ran: the argv check checked nothing"
+    assert {argv for argv, _ in guard.runs} <= ALLOWED_ARGV
+
+
+def exercise(rig: NetRig, method: str, raw: bytes, target: str) -> None:
+    before = rig.snapshot()
+    reply = rig.post(method, raw)
+    outcome, _ = hostile.check_reply(method, reply.status_code, reply.content)
+    hostile.count(target, outcome)
+    if reply.status_code != 200:
+        assert rig.snapshot() == before, f"{method} failed with {status} but changed state"
+    assert not rig.guard.forbidden, rig.guard.forbidden
+    for ifname in rig.datapath.links_:
+        assert re.fullmatch(r"rt-[0-9a-f]{11}", ifname), f"interface name {ifname!r}"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_http_endpoint(rig: NetRig, method: str) -> None:
+    bases = rig.bases.get(method) or [{}]
+
+    @hostile.fuzz_settings(EXAMPLES)
+    @given(st.data())
+    def run(data: st.DataObject) -> None:
+        base = data.draw(st.sampled_from(bases))
+        exercise(rig, method, data.draw(hostile.raw_bodies(base)), f"net-http:{method}")
+
+    run()
+
+
+OPTION_VALUES = st.one_of(st.sampled_from(hostile.SHELLISH), hostile.hostile_text, hostile.scalars)
+
+
+@hostile.fuzz_settings(EXAMPLES)
+@given(
+    generic=st.dictionaries(
+        st.one_of(
+            st.sampled_from(
+                ["mtu", "com.docker.network.driver.mtu", "masquerade", "isolate",
+                 "com.docker.network.bridge.enable_ip_masquerade"]  # fmt: skip
+            ),
+            hostile.hostile_text,
+        ),
+        OPTION_VALUES,
+        min_size=1,
+        max_size=3,
+    ),
+    letter=st.sampled_from("0123456789"),
+    third=st.integers(0, 255),
+)
+def test_network_options(rig: NetRig, generic: dict[str, Any], letter: str, third: int) -> None:
+    """`docker network create -o k=v` with hostile keys and values (`-o mtu=$(reboot)` ...)."""
+    body = {
+        "NetworkID": letter * 64,
+        "Options": {"com.docker.network.enable_ipv6": False, "com.docker.network.generic": generic},
+        "IPv4Data": [{"AddressSpace": "l", "Gateway": f"10.{third}.0.1/24",
+                      "Pool": f"10.{third}.0.0/24"}],  # fmt: skip
+        "IPv6Data": [],
+    }
+    exercise(rig, "NetworkDriver.CreateNetwork", hostile.dumps(body), "net-http:network-options")
+    for network in rig.driver.networks.values():
+        assert 68 <= network.options.mtu <= 65535
+
+
+@hostile.fuzz_settings(EXAMPLES)
+@given(
+    path=st.one_of(
+        st.text(max_size=300).map(lambda s: quote(s, safe="")),
+        st.sampled_from(
+            ["NetworkDriver.GwAllocCheck", "IpamDriver.RequestPool", "NetworkDriver.Join/x",
+             "networkdriver.join", "NetworkDriver.", "..%2F..%2Fetc", "a" * 2000]  # fmt: skip
+        ),
+    ),
+    body=hostile.raw_bodies(None),
+)
+def test_unknown_paths(rig: NetRig, path: str, body: bytes) -> None:
+    exercise(rig, path, body, "net-http:unknown-path")
+
+
+def test_huge_bodies(rig: NetRig) -> None:
+    base = rig.bases["NetworkDriver.CreateEndpoint"][0]
+    cases = [
+        ("NetworkDriver.CreateEndpoint", b" " * ((1 << 20) + 1), {413}),
+        ("NetworkDriver.Join", b"[" * (2 << 20), {413}),
+        ("NetworkDriver.CreateEndpoint", hostile.dumps({**base, "EndpointID": "a" * 900_000}),
+         {400}),  # fmt: skip
+        ("NetworkDriver.CreateEndpoint",
+         hostile.dumps({**base, "Interface": {"Address": "1" * 900_000}}), {400}),  # fmt: skip
+        ("NetworkDriver.CreateNetwork",
+         hostile.dumps({"NetworkID": "e" * 64, "IPv4Data": [{"Pool": "10.9.0.0/24"}] * 20_000}),
+         {400}),  # fmt: skip
+    ]
+    for method, raw, expected in cases:
+        before = rig.snapshot()
+        reply = rig.post(method, raw)
+        outcome, _ = hostile.check_reply(method, reply.status_code, reply.content)
+        hostile.count("net-http:huge-body", outcome)
+        assert reply.status_code in expected, (method, len(raw), reply.text[:200])
+        assert rig.snapshot() == before
