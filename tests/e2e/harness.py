@@ -7,6 +7,7 @@ even after a failure.
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,6 +192,10 @@ class Docker:
     def endpoint_id(self, container: str, network: str) -> str:
         return self.attachment(container, network, "EndpointID")
 
+    def subnet(self, network: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        fmt = "{{(index .IPAM.Config 0).Subnet}}"
+        return ipaddress.ip_network(docker("network", "inspect", "-f", fmt, network).stdout.strip())
+
     def network_id(self, network: str) -> str:
         return docker("network", "inspect", "-f", "{{.Id}}", network).stdout.strip()
 
@@ -211,6 +217,16 @@ class Docker:
             docker("network", "rm", network, check=False)
         self.containers.clear()
         self.networks.clear()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; the last answer counts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return bool(predicate())
 
 
 def host_links(prefix: str) -> list[str]:

@@ -67,14 +67,7 @@ def test_networks_without_subnet_get_distinct_pools_while_containers_run(dock: D
     dock.run(first)
     second = dock.network("-d", "bridge", *PREFIX_MODE)
     dock.run(second)
-    subnets = [
-        ipaddress.ip_network(
-            docker(
-                "network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", n
-            ).stdout.strip()
-        )
-        for n in (first, second)
-    ]
+    subnets = [dock.subnet(n) for n in (first, second)]
     assert not subnets[0].overlaps(subnets[1]), subnets
     assert all(s.subnet_of(ipaddress.ip_network("100.64.0.0/10")) for s in subnets), subnets  # type: ignore[arg-type]
 

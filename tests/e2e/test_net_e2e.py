@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Docker, PluginProcess, docker, host_links, host_route, iptables_rules
+from tests.e2e.harness import (
+    Docker,
+    PluginProcess,
+    docker,
+    host_links,
+    host_route,
+    iptables_rules,
+    wait_until,
+)
 from tests.e2e.upstream import HOST_SIDE, OUTSIDE, Upstream
 
 ROUTED = ("-d", "routed-net", "--ipam-driver", "routed-ipam")
@@ -107,10 +113,7 @@ def test_egress_is_masqueraded_by_default_and_routed_unchanged_when_off(
     masq = dock.network(*ROUTED)
     plain = dock.network(*ROUTED, "-o", "masquerade=false")
     m, p = dock.run(masq), dock.run(plain)
-    plain_subnet = docker(
-        "network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", plain
-    ).stdout.strip()
-    upstream.route_back(plain_subnet)
+    upstream.route_back(str(dock.subnet(plain)))
     seen_from_masq = dock.sh(m, f"timeout 5 nc {OUTSIDE} 7777 </dev/null").strip()
     seen_from_plain = dock.sh(p, f"timeout 5 nc {OUTSIDE} 7777 </dev/null").strip()
     assert seen_from_masq == HOST_SIDE
@@ -121,14 +124,10 @@ def test_inbound_from_upstream_reaches_container_directly(dock: Docker, upstream
     net = dock.network(*ROUTED)
     ctr = dock.run(net, cmd="nc -ll -p 8080 -e echo routed-hello")
     address = dock.ip(ctr, net)
-    upstream.route_back(
-        docker("network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", net).stdout.strip()
-    )
+    upstream.route_back(str(dock.subnet(net)))
     assert f"bytes from {address}" in upstream.ping(address)  # the reply is not rewritten
-    deadline = time.monotonic() + 10
-    while "routed-hello" not in upstream.connect(address, 8080) and time.monotonic() < deadline:
-        time.sleep(0.2)  # the listener may still be starting
-    assert "routed-hello" in upstream.connect(address, 8080)
+    # The listener may still be starting when the container is reported running.
+    assert wait_until(lambda: "routed-hello" in upstream.connect(address, 8080), 10)
 
 
 def test_mtu_option_sets_both_veth_ends(dock: Docker) -> None:
@@ -188,18 +187,9 @@ def test_stop_and_rm_leave_nothing_behind(dock: Docker, plugins: dict[str, Plugi
     assert "ROUTED" not in iptables_rules("filter") + iptables_rules("nat")
     assert network_id not in plugins["net"].records("network")
     assert not plugins["net"].records("endpoint")
-    assert not plugins["net"].records("outbox") or wait_for(
+    assert not plugins["net"].records("outbox") or wait_until(
         lambda: not plugins["net"].records("outbox")
     )
-
-
-def wait_for(predicate, timeout: float = 10) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return bool(predicate())
 
 
 def test_kill_9_keeps_containers_connected_and_restart_cleans_vanished(
@@ -218,7 +208,7 @@ def test_kill_9_keeps_containers_connected_and_restart_cleans_vanished(
     remover.join(timeout=120)
     assert not remover.is_alive()
     plugins["net"].start()
-    assert wait_for(lambda: not host_links(doomed_veth) and not host_route(doomed_address), 20)
+    assert wait_until(lambda: not host_links(doomed_veth) and not host_route(doomed_address), 20)
     newcomer = dock.run(net)
     assert dock.pings(newcomer, dock.ip(first, net))
     assert dock.pings(first, dock.ip(second, net))
@@ -228,12 +218,5 @@ def test_default_pools_stay_distinct_while_routes_exist(dock: Docker) -> None:
     first = dock.network(*ROUTED)
     dock.run(first)  # its /32 host route lies inside the first pool (protocol.md §4.3)
     second = dock.network(*ROUTED)
-    subnets = [
-        ipaddress.ip_network(
-            docker(
-                "network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", n
-            ).stdout.strip()
-        )
-        for n in (first, second)
-    ]
+    subnets = [dock.subnet(n) for n in (first, second)]
     assert not subnets[0].overlaps(subnets[1])

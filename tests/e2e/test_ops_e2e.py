@@ -7,13 +7,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import REPO, Docker, PluginProcess, docker, host_links, plugin_call
+from tests.e2e.harness import (
+    REPO,
+    Docker,
+    PluginProcess,
+    docker,
+    host_links,
+    plugin_call,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -34,15 +41,6 @@ def answers(name: str) -> bool:
         return plugin_call(name, "Plugin.Activate", timeout=2)[0] == 200
     except OSError:
         return False
-
-
-def wait_until(predicate, timeout: float = 30) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return bool(predicate())
 
 
 class Supervised:
