@@ -94,13 +94,14 @@ class LinuxDatapath:
                     host = _index(ipr, host_veth)
                     if host is None:
                         raise DatapathError(f"veth {host_veth} vanished right after creation")
+                for version in sorted({ip.version for _gw, ip in families}):
+                    # before "up": the link-local address the kernel makes at "up" must skip DAD
+                    self._set_sysctls(host_veth, version)
                 ipr.link("set", index=host, mtu=mtu, state="up")
                 peer_index = _index(ipr, peer)
                 if peer_index is not None:  # absent once libnetwork moved it into the container
                     ipr.link("set", index=peer_index, mtu=mtu)
                 for gw, ip in families:
-                    # sysctls first: with disable_ipv6=1 the kernel refuses IPv6 addresses
-                    self._set_sysctls(host_veth, ip.version)
                     if gw is not None:
                         _ensure_address(ipr, host, gw)
                     ipr.route("replace", **_host_route(host, ip))
@@ -111,7 +112,12 @@ class LinuxDatapath:
     def _set_sysctls(host_veth: str, version: int = 4) -> None:
         if version == 6:
             conf = SYSCTL6 / "conf" / host_veth
-            _write_sysctl(conf / "disable_ipv6", "0")
+            # No duplicate-address detection on the host end: its own link-local address
+            # must be usable at once, since the kernel sends neighbour solicitations to the
+            # container from it; while it is "tentative" (~1-2 s) no solicitation goes out
+            # at all and the first forwarded packets wait. (Only one peer sits on this link.)
+            _write_sysctl(conf / "accept_dad", "0")
+            _write_sysctl(conf / "disable_ipv6", "0")  # with 1 the kernel refuses addresses
             _write_sysctl(conf / "accept_ra", "0")  # a container must not be our router
             _write_sysctl(conf / "forwarding", "1")
             return

@@ -51,16 +51,26 @@ class Host:
         self.driver = Driver(LinuxDatapath(), IptablesFirewall(), self.store, self.outbox)
         return self.driver
 
-    def network(self, letter: str, pool: str, gateway: str | None = None, **options: Any) -> str:
+    def network(
+        self,
+        letter: str,
+        pool: str | None,
+        gateway: str | None = None,
+        pool6: str | None = None,
+        gateway6: str | None = None,
+        **options: Any,
+    ) -> str:
         network_id = letter * 64
         internal = options.pop("internal", False)
         self.driver.create_network(
             NetworkRequest(
                 network_id=network_id,
-                pool=ipaddress.IPv4Network(pool),
+                pool=ipaddress.IPv4Network(pool) if pool else None,
                 gateway=ipaddress.IPv4Address(gateway) if gateway else None,
                 options=NetworkOptions(**options),
                 internal=internal,
+                pool6=ipaddress.IPv6Network(pool6) if pool6 else None,
+                gateway6=ipaddress.IPv6Address(gateway6) if gateway6 else None,
             )
         )
         return network_id
@@ -70,14 +80,24 @@ class Host:
         self.containers.append(container)
         return container
 
-    def endpoint(self, network_id: str, endpoint_id: str, address: str) -> dict[str, Any]:
+    def endpoint(
+        self, network_id: str, endpoint_id: str, address: str | None, address6: str | None = None
+    ) -> dict[str, Any]:
         """CreateEndpoint + Join, as dockerd calls them; returns the Join reply."""
-        self.driver.create_endpoint(network_id, endpoint_id, ipaddress.IPv4Interface(address))
+        self.driver.create_endpoint(
+            network_id,
+            endpoint_id,
+            ipaddress.IPv4Interface(address) if address else None,
+            ipaddress.IPv6Interface(address6) if address6 else None,
+        )
         return join_reply(self.driver.join(network_id, endpoint_id))
 
-    def run_container(self, network_id: str, endpoint_id: str, address: str) -> Container:
+    def run_container(
+        self, network_id: str, endpoint_id: str, address: str | None, address6: str | None = None
+    ) -> Container:
         container = self.container()
-        container.attach(self.endpoint(network_id, endpoint_id, address), address)
+        join = self.endpoint(network_id, endpoint_id, address, address6)
+        container.attach(join, address, address6)
         return container
 
     def close(self) -> None:
@@ -100,6 +120,7 @@ def host(tmp_path: Path) -> Iterator[Host]:
     # What dockerd leaves in a real host: FORWARD policy DROP. lo up, as in any netns.
     run("ip", "link", "set", "lo", "up")
     run("iptables", "-w", "5", "-P", "FORWARD", "DROP")
+    run("ip6tables", "-w", "5", "-P", "FORWARD", "DROP")
     rig = Host(tmp_path / "net.db")
     try:
         rig.driver.reconcile()  # ip_forward on, as at plugin start

@@ -23,23 +23,28 @@ def checksum(data: bytes) -> int:
 
 
 def ping(address: str, timeout_s: float) -> float | None:
+    v6 = ":" in address
     ident = os.getpid() & 0xFFFF
     payload = b"routed-test" * 4
-    header = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
-    packet = struct.pack("!BBHHH", 8, 0, checksum(header + payload), ident, 1) + payload
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+    # ICMPv6 echo is type 128 (reply 129); the kernel fills in the ICMPv6 checksum itself.
+    request, reply = (128, 129) if v6 else (8, 0)
+    header = struct.pack("!BBHHH", request, 0, 0, ident, 1)
+    packet = struct.pack("!BBHHH", request, 0, 0 if v6 else checksum(header + payload), ident, 1)
+    packet += payload
+    family, proto = (socket.AF_INET6, socket.IPPROTO_ICMPV6) if v6 else (socket.AF_INET, 1)
+    with socket.socket(family, socket.SOCK_RAW, proto) as sock:
         started = time.monotonic()
         deadline = started + timeout_s
         sock.sendto(packet, (address, 0))
         while (left := deadline - time.monotonic()) > 0:
             sock.settimeout(left)
             try:
-                data, (source, _port) = sock.recvfrom(2048)
+                data, peer = sock.recvfrom(2048)
             except TimeoutError:
                 break
-            ihl = (data[0] & 0x0F) * 4
+            ihl = 0 if v6 else (data[0] & 0x0F) * 4  # raw ICMPv6 sockets get no IP header
             kind, _code, _sum, reply_id, _seq = struct.unpack("!BBHHH", data[ihl : ihl + 8])
-            if kind == 0 and reply_id == ident and source == address:
+            if kind == reply and reply_id == ident and peer[0] == address:
                 return (time.monotonic() - started) * 1000
     return None
 

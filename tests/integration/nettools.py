@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute, netns
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 PING = Path(__file__).with_name("icmp_ping.py")
 
@@ -57,8 +58,19 @@ def sysctl(path: str) -> str:
     return Path("/proc/sys/net/ipv4", path).read_text().strip()
 
 
+def sysctl6(path: str) -> str:
+    return Path("/proc/sys/net/ipv6", path).read_text().strip()
+
+
 def iptables_save() -> str:
     return run("iptables-save").stdout
+
+
+def _connected(destination: str, index: int) -> dict[str, Any]:
+    # libnetwork: `dst dev ethN scope link`; IPv6 routes carry no scope of their own.
+    if ":" in destination:
+        return {"dst": destination, "oif": index, "family": 10}
+    return {"dst": destination, "oif": index, "scope": "link"}
 
 
 @dataclass
@@ -68,6 +80,7 @@ class Container:
     name: str = field(default_factory=lambda: f"rtt-{uuid.uuid4().hex[:8]}")
     interfaces: int = 0
     has_default: bool = False
+    has_default6: bool = False
 
     def __post_init__(self) -> None:
         netns.create(self.name)
@@ -77,30 +90,55 @@ class Container:
     def ipr(self) -> IPRoute:
         return IPRoute(netns=self.name, flags=0)  # flags=0: never create a mistyped netns
 
-    def attach(self, join: dict[str, Any], address: str) -> str:
-        """What libnetwork does with a Join reply (protocol.md §7); returns the interface name."""
+    def attach(self, join: dict[str, Any], address: str | None, address6: str | None = None) -> str:
+        """What libnetwork does with a Join reply (protocol.md §7); returns the interface name.
+        The IPv6 address gets IFA_F_NODAD, as libnetwork gives it (§7 step 5)."""
         src = join["InterfaceName"]["SrcName"]
         ifname = f"{join['InterfaceName']['DstPrefix']}{self.interfaces}"
         self.interfaces += 1
         with IPRoute() as host:
             [index] = host.link_lookup(ifname=src)  # "Link not found" is fatal in libnetwork too
             host.link("set", index=index, net_ns_fd=self.name)
-        ip, prefixlen = address.split("/")
         with self.ipr() as ipr:
             [index] = ipr.link_lookup(ifname=src)
             ipr.link("set", index=index, state="down")
             ipr.link("set", index=index, ifname=ifname)
-            ipr.addr("add", index=index, address=ip, prefixlen=int(prefixlen))
+            if address:
+                ip, prefixlen = address.split("/")
+                ipr.addr("add", index=index, address=ip, prefixlen=int(prefixlen))
+            if address6:
+                run(
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.name,
+                    "sysctl",
+                    "-qw",
+                    f"net.ipv6.conf.{ifname}.disable_ipv6=0",
+                )
+                ip, prefixlen = address6.split("/")
+                ipr.addr(
+                    "add", index=index, address=ip, prefixlen=int(prefixlen), flags=IFA_F_NODAD
+                )
             ipr.link("set", index=index, state="up")
             for route in join["StaticRoutes"]:
                 if route["RouteType"] != 0:
-                    ipr.route("add", dst=route["Destination"], oif=index, scope="link")
+                    ipr.route("add", **_connected(route["Destination"], index))
             for route in join["StaticRoutes"]:
                 if route["RouteType"] == 0:
-                    ipr.route("add", dst=route["Destination"], gateway=route["NextHop"], oif=index)
+                    ipr.route(
+                        "add",
+                        dst=route["Destination"],
+                        gateway=route["NextHop"],
+                        oif=index,
+                        family=10 if ":" in route["Destination"] else 2,
+                    )
             if join["Gateway"] and not self.has_default:  # only the gateway endpoint
                 ipr.route("add", dst="0.0.0.0/0", gateway=join["Gateway"], oif=index)
                 self.has_default = True
+            if join.get("GatewayIPv6") and address6 and not self.has_default6:
+                ipr.route("add", dst="::/0", gateway=join["GatewayIPv6"], oif=index, family=10)
+                self.has_default6 = True
         return ifname
 
     def detach(self, ifname: str, src_name: str) -> None:
