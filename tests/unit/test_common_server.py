@@ -131,22 +131,28 @@ def test_served_socket_is_root_only_and_removed_on_sigterm(tmp_path: Path) -> No
         "serve(PluginApp('srv', ['NetworkDriver']), paths)\n"
     )
     repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path)], env={**os.environ, "PYTHONPATH": str(repo)}
-    )
+    log = tmp_path / "srv.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path)],
+            env={**os.environ, "PYTHONPATH": str(repo)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     sock = tmp_path / "plugins" / "srv.sock"
     try:
+        # The socket appears while the engine is still starting; a SIGTERM then exits 70.
         deadline = time.monotonic() + 15
-        while not sock.exists() and time.monotonic() < deadline:
+        while "srv serving" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert sock.exists()
+        assert sock.exists(), log.read_text()
         assert sock.stat().st_mode & 0o777 == 0o600
         transport = httpx.HTTPTransport(uds=str(sock))
         with httpx.Client(transport=transport, base_url="http://plugin") as http:
             reply = http.post("/Plugin.Activate")
         assert reply.json() == {"Implements": ["NetworkDriver"]}
         proc.terminate()
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait(timeout=15) == 0, log.read_text()
         assert not sock.exists()
     finally:
         if proc.poll() is None:
