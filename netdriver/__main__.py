@@ -24,7 +24,8 @@ def main() -> None:
     _lock = claim_instance(paths, NET_PLUGIN)  # held until the process exits
     store = Store(paths.store_file(NET_PLUGIN))
     outbox = Outbox(store, lambda: ChannelClient(paths.channel_endpoint, timeout_ms=1000))
-    driver = Driver(LinuxDatapath(), IptablesFirewall(), store, outbox)
+    datapath = LinuxDatapath()
+    driver = Driver(datapath, IptablesFirewall(), store, outbox)
     driver.reconcile()
     log.info(
         "reconciled: %d networks, %d endpoints, %d bindings to deliver",
@@ -37,6 +38,7 @@ def main() -> None:
     def shutdown() -> None:
         # One hook, so the order is certain: the sender must stop before the store closes.
         outbox.stop()
+        datapath.close()  # deletes the veths still waiting for the reaper
         store.close()
 
     serve(build_plugin(driver), paths, on_stop=[shutdown])

@@ -19,6 +19,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import queue
+import threading
 from pathlib import Path
 from socket import AF_INET, AF_INET6
 from typing import Any
@@ -54,7 +56,45 @@ def _index(ipr: IPRoute, ifname: str) -> int | None:
 
 
 class LinuxDatapath:
-    """The real data path. Opens one netlink socket per call (cheap, and never shared)."""
+    """The real data path.
+
+    One netlink session for the process: the driver serialises every call (one lock), and
+    opening a session per call cost more than the call itself. Deleting a veth waits for the
+    kernel (an RCU grace period, ~16 ms here), so DeleteEndpoint removes the routes at once
+    and leaves the link, down, to a reaper thread: dockerd need not wait for it. A crash
+    before the reaper ran leaves an `rt-` veth that no endpoint owns; reconcile removes it.
+    """
+
+    def __init__(self) -> None:
+        self._ipr = IPRoute()
+        self._doomed: queue.Queue[str | None] = queue.Queue()
+        self._pending: set[str] = set()  # handed to the reaper, maybe not deleted yet
+        self._pending_lock = threading.Lock()
+        self._reaper = threading.Thread(target=self._reap, name="veth-reaper", daemon=True)
+        self._reaper.start()
+
+    def flush(self) -> None:
+        """Wait until every veth handed to the reaper is gone."""
+        self._doomed.join()
+
+    def close(self) -> None:
+        self._doomed.put(None)
+        self._reaper.join(timeout=10)
+        self._ipr.close()
+
+    def _reap(self) -> None:
+        with IPRoute() as ipr:  # a session of its own: the reaper runs beside the handlers
+            while (ifname := self._doomed.get()) is not None:
+                try:
+                    index = _index(ipr, ifname)
+                    if index is not None:
+                        _delete_link(ipr, index)
+                except NetlinkError as err:
+                    log.warning("cannot remove %s: %s (reconcile will retry)", ifname, err)
+                finally:
+                    with self._pending_lock:
+                        self._pending.discard(ifname)
+                    self._doomed.task_done()
 
     def ensure_ip_forward(self) -> None:
         _write_sysctl(SYSCTL / "ip_forward", "1")
@@ -83,28 +123,30 @@ class LinuxDatapath:
         families = [
             (gw, ip) for gw, ip in ((gateway, container_ip), (gateway6, container_ip6)) if ip
         ]
+        with self._pending_lock:
+            doomed = host_veth in self._pending
+        if doomed:  # the same endpoint again (a replayed call): let the reaper finish first
+            self.flush()
+        ipr = self._ipr
         try:
-            with IPRoute() as ipr:
+            host = _index(ipr, host_veth)
+            fresh = host is None
+            if host is None:
+                _add_veth(ipr, host_veth, peer, mtu)
                 host = _index(ipr, host_veth)
                 if host is None:
-                    _drop_stale_peer(ipr, peer)
-                    ipr.link(
-                        "add", ifname=host_veth, kind="veth", peer={"ifname": peer, "mtu": mtu}
-                    )
-                    host = _index(ipr, host_veth)
-                    if host is None:
-                        raise DatapathError(f"veth {host_veth} vanished right after creation")
-                for version in sorted({ip.version for _gw, ip in families}):
-                    # before "up": the link-local address the kernel makes at "up" must skip DAD
-                    self._set_sysctls(host_veth, version)
-                ipr.link("set", index=host, mtu=mtu, state="up")
-                peer_index = _index(ipr, peer)
-                if peer_index is not None:  # absent once libnetwork moved it into the container
-                    ipr.link("set", index=peer_index, mtu=mtu)
-                for gw, ip in families:
-                    if gw is not None:
-                        _ensure_address(ipr, host, gw)
-                    ipr.route("replace", **_host_route(host, ip))
+                    raise DatapathError(f"veth {host_veth} vanished right after creation")
+            for version in sorted({ip.version for _gw, ip in families}):
+                # before "up": the link-local address the kernel makes at "up" must skip DAD
+                self._set_sysctls(host_veth, version)
+            ipr.link("set", index=host, mtu=mtu, state="up")
+            peer_index = None if fresh else _index(ipr, peer)  # a fresh peer has its MTU
+            if peer_index is not None:  # absent once libnetwork moved it into the container
+                ipr.link("set", index=peer_index, mtu=mtu)
+            for gw, ip in families:
+                if gw is not None:
+                    _ensure_address(ipr, host, gw)
+                ipr.route("replace", **_host_route(host, ip))
         except NetlinkError as err:
             raise DatapathError(f"cannot set up {host_veth}: {err}") from None
 
@@ -135,53 +177,56 @@ class LinuxDatapath:
         container_ip: ipaddress.IPv4Address | None,
         container_ip6: ipaddress.IPv6Address | None = None,
     ) -> None:
+        ipr = self._ipr
         try:
-            with IPRoute() as ipr:
-                host = _index(ipr, host_veth)
-                if host is None:
-                    return  # the kernel removed its routes with it
-                for ip in (container_ip, container_ip6):
-                    if ip is None:
-                        continue
-                    # Our route only (oif): the same IP may already be routed to a newer
-                    # endpoint. The route is deleted with the exact attributes it was added
-                    # with (scope included), or pyroute2 misses it (ESRCH) and it leaks.
-                    try:
-                        ipr.route("del", **_host_route(host, ip))
-                    except NetlinkError as err:
-                        if err.code != errno.ESRCH:
-                            raise
-                _delete_link(ipr, host)  # takes the peer with it, wherever it is
+            host = _index(ipr, host_veth)
+            if host is None:
+                return  # the kernel removed its routes with it
+            for ip in (container_ip, container_ip6):
+                if ip is None:
+                    continue
+                # Our route only (oif): the same IP may already be routed to a newer
+                # endpoint. The route is deleted with the exact attributes it was added
+                # with (scope included), or pyroute2 misses it (ESRCH) and it leaks.
+                try:
+                    ipr.route("del", **_host_route(host, ip))
+                except NetlinkError as err:
+                    if err.code != errno.ESRCH:
+                        raise
+            # Down now (no traffic), deleted by the reaper; it takes the peer with it.
+            ipr.link("set", index=host, state="down")
+            with self._pending_lock:
+                self._pending.add(host_veth)
+            self._doomed.put(host_veth)
         except NetlinkError as err:
+            if err.code == errno.ENODEV:
+                return  # it went while we looked (its container's netns died): done
             raise DatapathError(f"cannot remove {host_veth}: {err}") from None
 
     def delete_link(self, ifname: str) -> None:
-        with IPRoute() as ipr:
-            index = _index(ipr, ifname)
-            if index is not None:
-                _delete_link(ipr, index)
+        index = _index(self._ipr, ifname)
+        if index is not None:
+            _delete_link(self._ipr, index)
 
     def link_exists(self, ifname: str) -> bool:
-        with IPRoute() as ipr:
-            return _index(ipr, ifname) is not None
+        return _index(self._ipr, ifname) is not None
 
     def links(self) -> list[str]:
-        with IPRoute() as ipr:
-            return [str(link.get("ifname")) for link in ipr.get_links()]
+        return [str(link.get("ifname")) for link in self._ipr.get_links()]
 
     def route_exists(self, container_ip: IPAddress, host_veth: str) -> bool:
-        with IPRoute() as ipr:
-            host = _index(ipr, host_veth)
-            if host is None:
-                return False
-            family = AF_INET if container_ip.version == 4 else AF_INET6
-            # A dump filtered here: get_routes(dst=...) would be a route *lookup* instead.
-            return any(
-                route.get("dst") == str(container_ip)
-                and route["dst_len"] == container_ip.max_prefixlen
-                and route.get("oif") == host
-                for route in ipr.get_routes(family=family)
-            )
+        ipr = self._ipr
+        host = _index(ipr, host_veth)
+        if host is None:
+            return False
+        family = AF_INET if container_ip.version == 4 else AF_INET6
+        # A dump filtered here: get_routes(dst=...) would be a route *lookup* instead.
+        return any(
+            route.get("dst") == str(container_ip)
+            and route["dst_len"] == container_ip.max_prefixlen
+            and route.get("oif") == host
+            for route in ipr.get_routes(family=family)
+        )
 
 
 def _host_route(index: int, ip: IPAddress) -> dict[str, Any]:
@@ -211,10 +256,16 @@ def _delete_link(ipr: IPRoute, index: int) -> None:
             raise
 
 
-def _drop_stale_peer(ipr: IPRoute, peer: str) -> None:
-    # A peer without its host end cannot be ours to keep (its pair would be gone too);
-    # it only blocks the name. Seen only after manual meddling, but cheap to handle.
-    index = _index(ipr, peer)
-    if index is not None:
+def _add_veth(ipr: IPRoute, host_veth: str, peer: str, mtu: int) -> None:
+    try:
+        ipr.link("add", ifname=host_veth, kind="veth", peer={"ifname": peer, "mtu": mtu})
+    except NetlinkError as err:
+        # The host end is absent (we looked), so it is the peer's name that is taken. A peer
+        # without its host end cannot be ours to keep (its pair would be gone too). Seen only
+        # after manual meddling: drop it and try once more.
+        index = _index(ipr, peer) if err.code == errno.EEXIST else None
+        if index is None:
+            raise
         log.warning("removing stray %s before re-creating its pair", peer)
         _delete_link(ipr, index)
+        ipr.link("add", ifname=host_veth, kind="veth", peer={"ifname": peer, "mtu": mtu})

@@ -10,7 +10,7 @@ import ipaddress
 import re
 import subprocess
 
-from tests.e2e.harness import Docker, docker, host_links, iptables_rules
+from tests.e2e.harness import Docker, docker, host_links, iptables_rules, wait_until
 
 ROUTED6 = ("-d", "routed-net", "--ipam-driver", "routed-ipam", "--ipv6")
 
@@ -118,6 +118,6 @@ def test_v6_cleanup_leaves_nothing(dock: Docker) -> None:
         ["ip", "-6", "route", "show", f"{address6}/128"], capture_output=True, text=True, check=True
     ).stdout
     assert not routes.strip()
-    assert not host_links("rt-")
+    assert wait_until(lambda: not host_links("rt-"), 10)
     assert "ROUTED" not in ip6tables_rules("filter") + ip6tables_rules("nat")
     assert "ROUTED" not in iptables_rules("filter")

@@ -203,7 +203,7 @@ def test_make_demo_runs_the_scenario_and_leaves_nothing(no_plugins: None) -> Non
         assert expected in result.stdout, expected
     assert set(docker("network", "ls", "--format", "{{.Name}}").stdout.split()) == before
     assert not docker("ps", "-aq", "--filter", "name=routed-demo").stdout.strip()
-    assert not host_links("rt-")
+    assert wait_until(lambda: not host_links("rt-"), 10)
     assert not answers("routed-net") and not answers("routed-ipam")
 
 
@@ -254,6 +254,6 @@ def test_image_runs_the_pair_for_the_quickstart(no_plugins: None, tmp_path: Path
         # Exit 0, not 137: supervisord stopped both services before `docker stop` sent SIGKILL.
         assert docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0"
         assert not Path("/run/docker/plugins/routed-net.sock").exists()
-        assert not host_links("rt-")
+        assert wait_until(lambda: not host_links("rt-"), 10)
     finally:
         docker("rm", "-f", name, check=False)

@@ -39,6 +39,7 @@ class Host:
     store: Store = field(init=False)
     outbox: Outbox = field(init=False)
     driver: Driver = field(init=False)
+    datapath: LinuxDatapath = field(init=False)
     containers: list[Container] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -48,7 +49,8 @@ class Host:
     def restart(self) -> Driver:
         """A new plugin process on the same store and host."""
         self.outbox = Outbox(self.store, NoChannel)
-        self.driver = Driver(LinuxDatapath(), IptablesFirewall(), self.store, self.outbox)
+        self.datapath = LinuxDatapath()
+        self.driver = Driver(self.datapath, IptablesFirewall(), self.store, self.outbox)
         return self.driver
 
     def network(
@@ -107,6 +109,7 @@ class Host:
             self.driver.delete_endpoint(endpoint.network_id, endpoint.endpoint_id)
         for network_id in list(self.driver.networks):
             self.driver.delete_network(network_id)
+        self.datapath.flush()
         IptablesFirewall().remove()
         with IPRoute() as ipr:
             for link in ipr.get_links():

@@ -81,6 +81,7 @@ def test_delete_endpoint_leaves_no_veth_and_no_route(host):
     host.driver.leave(net, EP)
     container.detach(ifname, PEER)  # libnetwork moves it back before DeleteEndpoint
     host.driver.delete_endpoint(net, EP)
+    host.datapath.flush()  # veths go away on the reaper thread
     with IPRoute() as ipr:
         assert link(ipr, HOST_VETH) is None and link(ipr, PEER) is None
         assert routes_to(ipr, "198.51.100.5") == []
@@ -92,6 +93,7 @@ def test_delete_endpoint_while_the_peer_is_still_in_the_container(host):
     net = host.network("a", "198.51.100.0/24")
     container = host.run_container(net, EP, "198.51.100.5/32")
     host.driver.delete_endpoint(net, EP)
+    host.datapath.flush()  # veths go away on the reaper thread
     with IPRoute() as ipr:
         assert link(ipr, HOST_VETH) is None and routes_to(ipr, "198.51.100.5") == []
     with container.ipr() as ipr:
@@ -111,6 +113,7 @@ def test_lifecycle_cost_on_real_veths(host):
         host.driver.join(net, endpoint_id)
         host.driver.leave(net, endpoint_id)
         host.driver.delete_endpoint(net, endpoint_id)
+        host.datapath.flush()  # veths go away on the reaper thread
     per_cycle = (time.perf_counter() - started) * 1000 / rounds
     print(f"\nCreateEndpoint+Join+Leave+DeleteEndpoint: {per_cycle:.1f} ms per endpoint")
     with IPRoute() as ipr:
@@ -127,3 +130,16 @@ def test_route_exists_helper(host, prefix):
     assert datapath.route_exists(ipaddress.IPv4Address("198.51.100.5"), HOST_VETH)
     assert not datapath.route_exists(ipaddress.IPv4Address("198.51.100.6"), HOST_VETH)
     assert datapath.link_exists(HOST_VETH) and HOST_VETH in datapath.links()
+
+
+def test_create_endpoint_replaces_a_stray_peer_holding_its_name(host):
+    """A leftover `rtc…` link without its host end (manual meddling) must not block the pair."""
+    net = host.network("a", "198.51.100.0/24")
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=PEER, kind="veth", peer="rtstray0")  # not our host end
+    host.endpoint(net, EP, "198.51.100.5/32")
+    with IPRoute() as ipr:
+        assert link(ipr, HOST_VETH) is not None
+        assert link(ipr, "rtstray0") is None  # the stray pair was removed, ours made
+        peer_kind = link(ipr, PEER).get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_KIND")
+    assert peer_kind == "veth"

@@ -197,6 +197,7 @@ def test_cleanup_leaves_no_v6_route_veth_or_rule(host):
     host.driver.leave(net, A1)
     container.detach(ifname, "rtca1a1a1a1a1a")
     host.driver.delete_endpoint(net, A1)
+    host.datapath.flush()  # veths go away on the reaper thread
     assert v6_routes("2001:db8:a::5") == []
     with IPRoute() as ipr:
         assert [
@@ -220,6 +221,7 @@ def test_delete_endpoint_with_the_veth_kept_removes_the_v6_route(host):
     datapath = LinuxDatapath()
     assert datapath.route_exists(ipaddress.IPv6Address("2001:db8:a::5"), VETH_A1)
     host.driver.delete_endpoint(net, A1)
+    host.datapath.flush()  # veths go away on the reaper thread
     assert v6_routes("2001:db8:a::5") == []
 
 
