@@ -1,68 +1,228 @@
-"""`make bench`: run every benchmark side by side with its baseline; write bench/results/."""
+"""`make bench`: run every benchmark side by side with its baseline; write bench/results/.
+
+Order: IPAM allocator (in-process), then with both plugins running on the real
+/run/docker/plugins sockets: container start, burst, data path, plugin API, scale.
+Timings are ratios and distributions; nothing here asserts a target.
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import docker_start, ipam_alloc
+from bench import burst, datapath, docker_start, ipam_alloc, plugin_api, scale
 from bench.stats import machine
-from tests.e2e.harness import Docker, PluginProcess
+from tests.e2e.harness import LABEL, Docker, PluginProcess, docker, host_links
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def _with_plugins() -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="rtbench-", dir="/tmp"))
-    pair = [
-        PluginProcess("ipam", "routed-ipam", workdir),
-        PluginProcess("netdriver", "routed-net", workdir),
-    ]
+def _step(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
+    started = time.perf_counter()
+    print(f"bench: {name} ...", file=sys.stderr, flush=True)
     try:
-        for plugin in pair:
-            plugin.start()
-        return {
-            "container_start": docker_start.container_start(),
-            "endpoint_cost": docker_start.endpoint_cost(),
-        }
+        results[name] = fn()
+    except Exception as err:  # one failed benchmark must not lose the others
+        traceback.print_exc()
+        results[name] = {"error": f"{type(err).__name__}: {err}"}
+    print(f"bench: {name} {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+
+def _with_plugins(results: dict[str, Any]) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="rtbench-", dir="/tmp"))
+    ipam = PluginProcess("ipam", "routed-ipam", workdir)
+    net = PluginProcess("netdriver", "routed-net", workdir)
+    try:
+        ipam.start()
+        net.start()
+        dock = Docker()
+        routed = dock.network("-d", "routed-net", "--ipam-driver", "routed-ipam")
+        _step(results, "container_start", lambda: docker_start.container_start(routed))
+        _step(results, "burst", lambda: burst.run(routed))
+        _step(results, "datapath", lambda: datapath.run(routed))
+        docker("network", "rm", routed, check=False)
+        _step(results, "plugin_api", plugin_api.run)
+        assert net.proc is not None
+        pid = net.proc.pid
+        _step(results, "scale", lambda: scale.run(pid))
     finally:
         Docker().cleanup()
-        for plugin in pair:
+        for plugin in (net, ipam):
             plugin.stop()
+        for link in host_links("rt-"):  # normally none: the driver deletes its veths
+            subprocess.run(["ip", "link", "del", link], check=False, capture_output=True)
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
 
 
-def _markdown(results: dict[str, Any]) -> str:
-    start = results["container_start"]
-    cost = results["endpoint_cost"]["create_join_leave_delete"]
-    return "\n".join(
-        [
-            "| benchmark | routed | baseline (bridge) | ratio (median, min-max) |",
-            "|---|---|---|---|",
-            f"| `docker run --rm … true`, {start['routed']['n']} interleaved pairs | "
-            f"{start['routed']['median_ms']:.0f} ms | {start['bridge']['median_ms']:.0f} ms | "
-            f"{start['median_ratio']:.2f} ({start['ratio_min']:.2f}-{start['ratio_max']:.2f}) |",
-            f"| host side per endpoint (CreateEndpoint+Join+Leave+DeleteEndpoint, real veths) | "
-            f"{cost['median_ms']:.1f} ms (p99 {cost['p99_ms']:.1f}) | — | — |",
-            "",
-        ]
-    )
+def _fmt(value: float, unit: str = "", digits: int = 1) -> str:
+    return f"{value:.{digits}f}{unit}"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    rows = [
+        "| benchmark | routed | baseline | ratio or value | target | met? |",
+        "|---|---|---|---|---|---|",
+    ]
+    err = {k: v["error"] for k, v in r.items() if isinstance(v, dict) and "error" in v}
+    s = r.get("container_start", {})
+    if "routed" in s:
+        rows.append(_row([
+            f"1. container start, `docker run --rm … true`, {s['routed']['n']} interleaved pairs "
+            "(baseline: `--net bridge`)",
+            _fmt(s["routed"]["median_ms"], " ms", 0), _fmt(s["bridge"]["median_ms"], " ms", 0),
+            f"{s['median_ratio']:.2f} ({s['ratio_min']:.2f}-{s['ratio_max']:.2f})",
+            "median ratio <= 1.0", _yes(s["median_ratio"] <= 1.0),
+        ]))  # fmt: skip
+    b = r.get("burst", {})
+    if "routed_median_s" in b:
+        n = len(b["rounds"]["routed"])
+        rows.append(_row([
+            f"2. burst: {b['containers']} concurrent `docker run -d` until all ping from host, "
+            f"{n} rounds each, alternating (baseline: bridge)",
+            _fmt(b["routed_median_s"], " s", 2), _fmt(b["bridge_median_s"], " s", 2),
+            f"{b['median_ratio']:.2f} ({b['ratio_min']:.2f}-{b['ratio_max']:.2f})",
+            "ratio <= 1.0", _yes(b["median_ratio"] <= 1.0),
+        ]))  # fmt: skip
+        rows.append(_row([
+            "2. burst: 50 distinct addresses, all reachable from host (every round)",
+            f"distinct {b['all_distinct']}, reachable {b['all_reachable']}", "—",
+            "—", "both true", _yes(b["all_distinct"] and b["all_reachable"]),
+        ]))  # fmt: skip
+    a = r.get("plugin_api", {})
+    labels = {
+        "ipam": "RequestAddress+ReleaseAddress",
+        "net": "CreateEndpoint+Join+Leave+DeleteEndpoint (real veths)",
+    }
+    for key in ("ipam_1", "ipam_8", "net_1", "net_8"):
+        if key not in a:
+            continue
+        c = a[key]
+        kind, clients = key.split("_")
+        ro, no = c["routed"], c["noop"]
+        if clients == "1":
+            target, ok = "p99 <= 5 ms", ro["p99_ms"] <= 5
+        elif kind == "ipam":
+            target, ok = ">= 1,000 req/s", ro["calls_per_s"] >= 1000
+        else:
+            target, ok = "(none; reported)", True
+        rows.append(_row([
+            f"3. plugin API {labels[kind]}, {clients} client(s), per call "
+            "(baseline: no-op CherryPy plugin, same server stack; isolates logic+store cost)",
+            f"p50 {ro['p50_ms']:.2f} / p99 {ro['p99_ms']:.2f} ms, {ro['calls_per_s']:.0f} req/s",
+            f"p50 {no['p50_ms']:.2f} / p99 {no['p99_ms']:.2f} ms, {no['calls_per_s']:.0f} req/s",
+            f"p50 x{c['p50_ratio']:.2f}, p99 x{c['p99_ratio']:.2f}, "
+            f"throughput x{c['throughput_ratio']:.2f}",
+            target, _yes(ok) if target.startswith(("p99", ">=")) else "—",
+        ]))  # fmt: skip
+    i = r.get("ipam_alloc", {})
+    if "cells" in i:
+        worst = max(i["cells"], key=lambda c: c["ratio"])
+        rows.append(_row([
+            "4. IPAM allocator allocate+release, /24 /16 /10 at 0/50/99% fill (in-process)",
+            f"{i['baseline_us_per_op']:.1f} µs/op (empty /24) … worst "
+            f"/{worst['prefix']} {worst['fill']:.0%} {worst['us_per_op']:.1f} µs",
+            "empty /24", f"max x{i['max_ratio']:.2f}", "flat within 2x",
+            _yes(i["max_ratio"] <= 2.0),
+        ]))  # fmt: skip
+        mem = i["memory_bytes"]
+        rows.append(_row([
+            "4. IPAM memory per empty pool",
+            ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in mem.items()), "—",
+            f"/10: {mem['/10'] / 1024:.1f} KiB", "< 1 MiB for a /10", _yes(mem["/10"] < 1 << 20),
+        ]))  # fmt: skip
+    d = r.get("datapath", {})
+    if "routed" in d:
+        ro, br = d["routed"], d["bridge"]
+        rows += [
+            _row([
+                f"5. first packet from a fresh container (median, max of "
+                f"{len(ro['first_packet_ms'])})",
+                f"{ro['first_packet_median_ms']:.3f} ms (max {ro['first_packet_max_ms']:.3f})",
+                f"{br['first_packet_median_ms']:.3f} ms (max {br['first_packet_max_ms']:.3f})",
+                f"x{ro['first_packet_median_ms'] / br['first_packet_median_ms']:.2f}",
+                "< 5 ms", _yes(ro["first_packet_max_ms"] < 5),
+            ]),
+            _row([
+                f"5. RTT p50 container to container ({ro['rtt_n']} pings)",
+                f"{ro['rtt_p50_ms']:.3f} ms", f"{br['rtt_p50_ms']:.3f} ms",
+                f"x{d['rtt_p50_ratio']:.2f}", "no worse than bridge (ratio <= 1.0)",
+                _yes(d["rtt_p50_ratio"] <= 1.0),
+            ]),
+            _row([
+                f"5. TCP throughput iperf3 -t 5, median of {len(ro['tcp_gbps'])}",
+                f"{ro['tcp_gbps_median']:.1f} Gbit/s {ro['tcp_gbps']}",
+                f"{br['tcp_gbps_median']:.1f} Gbit/s {br['tcp_gbps']}",
+                f"x{d['tcp_ratio']:.2f}", ">= 0.95x bridge", _yes(d["tcp_ratio"] >= 0.95),
+            ]),
+        ]  # fmt: skip
+    sc = r.get("scale", {})
+    if "levels" in sc:
+        cyc = ", ".join(f"{lv['endpoints']}: {lv['cycle_median_ms']:.1f} ms" for lv in sc["levels"])
+        rss = ", ".join(f"{lv['endpoints']}: {lv['rss_kib'] / 1024:.1f} MiB" for lv in sc["levels"])
+        rows += [
+            _row([
+                "6. scale: create+join+leave+delete probe at 1/100/500 kept endpoints (medians)",
+                cyc, "1 endpoint", f"500 vs 1: x{sc['latency_ratio_500_vs_1']:.2f}",
+                "flat latency", _yes(sc["latency_ratio_500_vs_1"] <= 1.5),
+            ]),
+            _row([
+                "6. scale: routed-net VmRSS at 1/100/500 endpoints",
+                rss, "—", f"{sc['rss_growth_kib_per_endpoint']:.1f} KiB/endpoint",
+                "< 10 KiB per endpoint", _yes(sc["rss_growth_kib_per_endpoint"] < 10),
+            ]),
+            _row([
+                "6. scale: `rt-` links left after deleting all 500", str(sc["rt_links_left"]),
+                "—", "—", "0", _yes(sc["rt_links_left"] == 0),
+            ]),
+        ]  # fmt: skip
+    for name, message in err.items():
+        rows.append(_row([name, f"failed: {message}", "—", "—", "—", "**no**"]))
+    m = r["machine"]
+    rows += [
+        "",
+        f"Run {r['when']} on {m['cpus']} CPUs ({m['cpu_model']}), {m['memory']}, "
+        f"kernel {m['kernel']}, Python {m['python']}, dockerd {m['dockerd']}; "
+        f"whole run {r['duration_s']:.0f} s. Ratios are routed / baseline of interleaved pairs.",
+        "",
+    ]
+    return "\n".join(rows)
 
 
 def main() -> None:
     started = time.perf_counter()
-    ipam_alloc.main()
-    results = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    results.update(_with_plugins())
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = _markdown(results)
-    (RESULTS / "latest.md").write_text(table)
-    print(table)
-    print(f"bench done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "label": LABEL,
+    }
+    _step(results, "ipam_alloc", ipam_alloc.run)
+    if isinstance(results["ipam_alloc"], dict):
+        results["ipam_alloc"].pop("table", None)
+    try:
+        _with_plugins(results)
+    finally:
+        results["duration_s"] = round(time.perf_counter() - started, 1)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+        table = markdown(results)
+        (RESULTS / "latest.md").write_text(table)
+        print(table)
+        print(f"bench done in {results['duration_s']:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

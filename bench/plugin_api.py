@@ -1,0 +1,227 @@
+"""Plugin API over its unix socket: latency p50/p99 and throughput at 1 and 8 clients.
+
+Workloads (each client a thread with its own keep-alive connection, like dockerd):
+  ipam: IpamDriver.RequestAddress + ReleaseAddress on one pool;
+  net:  NetworkDriver.CreateEndpoint + Join + Leave + DeleteEndpoint, real veths.
+Baseline: Docker's default IPAM cannot be called over a socket, so the A/B is against a no-op
+plugin (bench.client: the same CherryPy stack and logging, every handler returns {}), which
+isolates routed's logic + store cost from the HTTP stack. Blocks run A B B A ... interleaved.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.client import KeepAlive
+from bench.stats import percentile
+from tests.e2e.harness import PLUGIN_DIR, REPO, plugin_call
+
+IPAM_SOCK = str(PLUGIN_DIR / "routed-ipam.sock")
+NET_SOCK = str(PLUGIN_DIR / "routed-net.sock")
+POOL = "198.18.0.0/16"
+GATEWAY = "198.18.0.1"
+Workload = Callable[[KeepAlive, int, int], list[float]]
+
+
+@contextmanager
+def noop_plugin() -> Iterator[str]:
+    directory = Path(tempfile.mkdtemp(prefix="rtbench-noop-", dir="/tmp"))
+    sock = directory / "noop.sock"
+    log = open(directory / "noop.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.client", str(directory)],
+        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client = KeepAlive(str(sock), 2)
+                client.call("Plugin.Activate")
+                client.close()
+                break
+            except (OSError, RuntimeError):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("no-op plugin did not start") from None
+                time.sleep(0.1)
+        yield str(sock)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for leftover in directory.iterdir():
+            leftover.unlink()
+        directory.rmdir()
+
+
+def ipam_workload(pool_id: str) -> Workload:
+    def run(client: KeepAlive, _worker: int, rounds: int) -> list[float]:
+        samples = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            reply = client.call(
+                "IpamDriver.RequestAddress", {"PoolID": pool_id, "Address": "", "Options": None}
+            )
+            middle = time.perf_counter()
+            address = reply.get("Address", "198.18.0.9/32").split("/")[0]
+            client.call("IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": address})
+            ended = time.perf_counter()
+            samples += [(middle - started) * 1000, (ended - middle) * 1000]
+        return samples
+
+    return run
+
+
+def endpoint_bodies(network_id: str, address: str) -> list[tuple[str, dict[str, Any]]]:
+    endpoint = {"NetworkID": network_id, "EndpointID": uuid.uuid4().hex * 2}
+    interface = {"Address": f"{address}/32", "AddressIPv6": "", "MacAddress": ""}
+    return [
+        ("NetworkDriver.CreateEndpoint", {**endpoint, "Options": {}, "Interface": interface}),
+        ("NetworkDriver.Join", {**endpoint, "SandboxKey": "/nonexistent", "Options": {}}),
+        ("NetworkDriver.Leave", endpoint),
+        ("NetworkDriver.DeleteEndpoint", endpoint),
+    ]
+
+
+def create_network_body(network_id: str, pool: str = POOL, gateway: str = GATEWAY) -> Any:
+    return {
+        "NetworkID": network_id,
+        "Options": {"com.docker.network.enable_ipv6": False, "com.docker.network.generic": {}},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": pool, "Gateway": f"{gateway}/32"}],
+        "IPv6Data": [],
+    }
+
+
+def net_workload(network_id: str) -> Workload:
+    def run(client: KeepAlive, worker: int, rounds: int) -> list[float]:
+        samples = []
+        for i in range(rounds):
+            address = f"198.18.{1 + worker}.{2 + i % 250}"
+            for method, body in endpoint_bodies(network_id, address):
+                samples.append(client.timed(method, body))
+        return samples
+
+    return run
+
+
+def call(plugin: str, method: str, body: Any) -> dict[str, Any]:
+    """One call on a fresh connection (set-up and tear-down, not measured)."""
+    status, reply = plugin_call(plugin, method, body)
+    if status != 200:
+        raise RuntimeError(f"{plugin} {method}: {status} {reply}")
+    return reply  # type: ignore[no-any-return]
+
+
+def block(sock: str, workload: Workload, clients: int, rounds: int) -> tuple[list[float], float]:
+    """Run `clients` threads of `rounds` each; (per-call latencies ms, calls per second)."""
+    conns = [KeepAlive(sock) for _ in range(clients)]
+    results: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[BaseException] = []
+    gate = threading.Barrier(clients + 1)
+
+    def worker(index: int) -> None:
+        gate.wait()
+        try:
+            results[index] = workload(conns[index], index, rounds)
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    gate.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    for conn in conns:
+        conn.close()
+    if errors:
+        raise errors[0]
+    samples = [s for r in results for s in r]
+    return samples, len(samples) / wall
+
+
+def compare(
+    routed: tuple[str, Workload], noop: tuple[str, Workload], clients: int, rounds: int, pairs: int
+) -> dict[str, Any]:
+    lat: dict[str, list[float]] = {"routed": [], "noop": []}
+    tput: dict[str, list[float]] = {"routed": [], "noop": []}
+    sides = {"routed": routed, "noop": noop}
+    block(*routed, clients, max(2, rounds // 10))  # warm-up
+    block(*noop, clients, max(2, rounds // 10))
+    for i in range(pairs):
+        for side in ("routed", "noop") if i % 2 == 0 else ("noop", "routed"):
+            samples, rate = block(*sides[side], clients, rounds)
+            lat[side] += samples
+            tput[side].append(rate)
+    out: dict[str, Any] = {"clients": clients, "rounds_per_client": rounds, "blocks": pairs}
+    for side in ("routed", "noop"):
+        out[side] = {
+            "calls": len(lat[side]),
+            "p50_ms": round(percentile(lat[side], 0.5), 3),
+            "p99_ms": round(percentile(lat[side], 0.99), 3),
+            "max_ms": round(max(lat[side]), 3),
+            "calls_per_s": round(statistics.median(tput[side]), 1),
+            "calls_per_s_blocks": [round(t, 1) for t in tput[side]],
+        }
+    out["p50_ratio"] = round(out["routed"]["p50_ms"] / out["noop"]["p50_ms"], 2)
+    out["p99_ratio"] = round(out["routed"]["p99_ms"] / out["noop"]["p99_ms"], 2)
+    out["throughput_ratio"] = round(out["routed"]["calls_per_s"] / out["noop"]["calls_per_s"], 3)
+    return out
+
+
+def run() -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    pool = call(
+        "routed-ipam",
+        "IpamDriver.RequestPool",
+        {"AddressSpace": "LocalDefault", "Pool": POOL, "SubPool": "", "Options": {}, "V6": False},
+    )["PoolID"]
+    network_id = uuid.uuid4().hex * 2
+    call("routed-net", "NetworkDriver.CreateNetwork", create_network_body(network_id))
+    try:
+        with noop_plugin() as noop_sock:
+            results["ipam_1"] = compare(
+                (IPAM_SOCK, ipam_workload(pool)), (noop_sock, ipam_workload(pool)), 1, 400, 4
+            )
+            results["ipam_8"] = compare(
+                (IPAM_SOCK, ipam_workload(pool)), (noop_sock, ipam_workload(pool)), 8, 100, 4
+            )
+            results["net_1"] = compare(
+                (NET_SOCK, net_workload(network_id)),
+                (noop_sock, net_workload(network_id)),
+                1,
+                60,
+                4,
+            )
+            results["net_8"] = compare(
+                (NET_SOCK, net_workload(network_id)),
+                (noop_sock, net_workload(network_id)),
+                8,
+                12,
+                4,
+            )
+    finally:
+        call("routed-net", "NetworkDriver.DeleteNetwork", {"NetworkID": network_id})
+        call("routed-ipam", "IpamDriver.ReleasePool", {"PoolID": pool})
+    results["baseline"] = "no-op CherryPy plugin, same server stack (common.server), returns {}"
+    results["latency"] = "per call (one HTTP request), keep-alive connection per client"
+    return results

@@ -1,0 +1,82 @@
+"""Scale: 500 endpoints on one host through routed-net's socket, with real veths.
+
+CreateNetwork, then CreateEndpoint+Join for 500 kept endpoints; at 1, 100 and 500 of them, a
+few probe endpoints go through CreateEndpoint+Join+Leave+DeleteEndpoint (per-operation median)
+and routed-net's VmRSS is read. Everything is deleted afterwards and no `rt-` link may remain.
+"""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from typing import Any
+
+from bench.client import KeepAlive
+from bench.plugin_api import NET_SOCK, call, create_network_body, endpoint_bodies
+from tests.e2e.harness import host_links
+
+POOL = "198.19.0.0/20"
+LEVELS = (1, 100, 500)
+PROBES = 7
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def _address(n: int) -> str:
+    return f"198.19.{n // 250}.{2 + n % 250}"
+
+
+def run(net_pid: int) -> dict[str, Any]:
+    network_id = uuid.uuid4().hex * 2
+    call(
+        "routed-net",
+        "NetworkDriver.CreateNetwork",
+        create_network_body(network_id, POOL, "198.19.15.254"),
+    )
+    client = KeepAlive(NET_SOCK)
+    kept: list[list[tuple[str, dict[str, Any]]]] = []
+    levels: list[dict[str, Any]] = []
+    rss_empty = rss_kib(net_pid)
+    leftovers: list[str] = []
+    try:
+        for level in LEVELS:
+            while len(kept) < level:
+                bodies = endpoint_bodies(network_id, _address(len(kept)))
+                for method, body in bodies[:2]:  # CreateEndpoint + Join, kept
+                    client.call(method, body)
+                kept.append(bodies)
+            per_op: dict[str, list[float]] = {}
+            for probe in range(PROBES):
+                for method, body in endpoint_bodies(network_id, _address(3000 + probe)):
+                    per_op.setdefault(method.split(".")[1], []).append(client.timed(method, body))
+            levels.append(
+                {
+                    "endpoints": level,
+                    "median_ms": {op: round(statistics.median(v), 2) for op, v in per_op.items()},
+                    "cycle_median_ms": round(sum(statistics.median(v) for v in per_op.values()), 2),
+                    "rss_kib": rss_kib(net_pid),
+                }
+            )
+    finally:
+        for bodies in kept:
+            for method, body in bodies[2:]:  # Leave + DeleteEndpoint
+                client.call(method, body)
+        client.close()
+        call("routed-net", "NetworkDriver.DeleteNetwork", {"NetworkID": network_id})
+        leftovers = host_links("rt-")
+    first, last = levels[0], levels[-1]
+    growth = (last["rss_kib"] - first["rss_kib"]) / (last["endpoints"] - first["endpoints"])
+    return {
+        "levels": levels,
+        "rss_empty_kib": rss_empty,
+        "rss_after_cleanup_kib": rss_kib(net_pid),
+        "rss_growth_kib_per_endpoint": round(growth, 2),
+        "latency_ratio_500_vs_1": round(last["cycle_median_ms"] / first["cycle_median_ms"], 2),
+        "rt_links_left": len(leftovers),
+    }
