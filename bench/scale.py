@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.client import KeepAlive
 from bench.plugin_api import NET_SOCK, call, create_network_body, endpoint_bodies
-from tests.e2e.harness import host_links
+from tests.e2e.harness import host_links, wait_until
 
 POOL = "198.19.0.0/20"
 LEVELS = (1, 100, 500)
@@ -69,6 +69,8 @@ def run(net_pid: int) -> dict[str, Any]:
                 client.call(method, body)
         client.close()
         call("routed-net", "NetworkDriver.DeleteNetwork", {"NetworkID": network_id})
+        # Veths are deleted by routed-net's reaper thread, after DeleteEndpoint has answered.
+        wait_until(lambda: not host_links("rt-"), 60)
         leftovers = host_links("rt-")
     first, last = levels[0], levels[-1]
     growth = (last["rss_kib"] - first["rss_kib"]) / (last["endpoints"] - first["endpoints"])

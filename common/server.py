@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -186,6 +187,10 @@ def serve(plugin: PluginApp, paths: Paths, on_stop: Iterable[Callable[[], None]]
         cherrypy.engine.subscribe("stop", hook, priority=70 + order)
     cherrypy.engine.subscribe("stop", lambda: sock.unlink(missing_ok=True), priority=90)
     cherrypy.engine.signal_handler.subscribe()
+    # A handler gives up the GIL at each netlink or SQLite call; background threads (channel,
+    # outbox, reaper) may then keep it for a whole switch interval (5 ms by default) before
+    # the Docker call goes on. Docker calls are the latency that counts here.
+    sys.setswitchinterval(0.0005)
     previous = os.umask(0o177)  # cheroot binds with 0777 & ~umask: make it 0600
     try:
         cherrypy.engine.start()

@@ -176,7 +176,10 @@ class LinuxDatapath:
         host_veth: str,
         container_ip: ipaddress.IPv4Address | None,
         container_ip6: ipaddress.IPv6Address | None = None,
+        *,
+        at_once: bool = False,
     ) -> None:
+        """Remove the routes now, and the pair now (`at_once`) or on the reaper thread."""
         ipr = self._ipr
         try:
             host = _index(ipr, host_veth)
@@ -193,8 +196,11 @@ class LinuxDatapath:
                 except NetlinkError as err:
                     if err.code != errno.ESRCH:
                         raise
-            # Down now (no traffic), deleted by the reaper; it takes the peer with it.
-            ipr.link("set", index=host, state="down")
+            if at_once:
+                _delete_link(ipr, host)  # the peer goes with it, wherever it is
+                return
+            # The reaper deletes the pair. Not even "down" here: that too waits for an RCU
+            # grace period, and with the routes gone no traffic is left.
             with self._pending_lock:
                 self._pending.add(host_veth)
             self._doomed.put(host_veth)

@@ -35,10 +35,7 @@ def build_plugin(driver: Driver) -> PluginApp:
         return run
 
     handlers: dict[str, Handler] = {
-        "NetworkDriver.GetCapabilities": lambda _body: {
-            "Scope": "local",
-            "ConnectivityScope": "local",
-        },
+        "NetworkDriver.GetCapabilities": lambda _body: dict(CAPABILITIES),
         "NetworkDriver.CreateNetwork": locked(create_network),
         "NetworkDriver.DeleteNetwork": locked(delete_network),
         "NetworkDriver.CreateEndpoint": locked(create_endpoint),

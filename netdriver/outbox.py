@@ -45,10 +45,12 @@ class Outbox:
         store: Store,
         connect: Callable[[], Client],
         retry_s: float = 1.0,
+        settle_s: float = 0.2,
     ) -> None:
         self._store = store
         self._connect = connect
         self._retry_s = retry_s
+        self._settle_s = settle_s
         self._lock = threading.Lock()
         pending = store.load(KIND)
         self._next = int(max(pending)) + 1 if pending else 1
@@ -105,6 +107,13 @@ class Outbox:
                     delivered = False
                 # Retry on a timer while ipam is away; otherwise sleep until woken
                 # (the timer also bounds the wait, in case a wake-up was missed).
-                self._wake.wait(timeout=self._retry_s if not delivered else 5 * self._retry_s)
+                woken = self._wake.wait(
+                    timeout=self._retry_s if not delivered else 5 * self._retry_s
+                )
+                if woken:
+                    # Let the Docker call that woke us (and the ones right behind it, e.g.
+                    # Join after CreateEndpoint) finish first: delivery is never urgent,
+                    # and the handler's netlink work should not share the CPU with it.
+                    self._stop.wait(self._settle_s)
         finally:
             client.close()

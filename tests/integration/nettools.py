@@ -142,9 +142,15 @@ class Container:
         return ifname
 
     def detach(self, ifname: str, src_name: str) -> None:
-        """After Leave: down, renamed back to SrcName, moved to the host (§6.3)."""
+        """After Leave: down, renamed back to SrcName, moved to the host (§6.3).
+
+        Like libnetwork, nothing to do (it only logs) when Leave already deleted the pair.
+        """
         with self.ipr() as ipr:
-            [index] = ipr.link_lookup(ifname=ifname)
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                return
+            index = found[0]
             ipr.link("set", index=index, state="down")
             ipr.link("set", index=index, ifname=src_name)
             ipr.link("set", index=index, net_ns_pid=os.getpid())

@@ -75,8 +75,10 @@ class FakeDatapath:
         host_veth: str,
         container_ip: ipaddress.IPv4Address | None,
         container_ip6: ipaddress.IPv6Address | None = None,
+        *,
+        at_once: bool = False,
     ) -> None:
-        self.calls.append(f"delete {host_veth}")
+        self.calls.append(f"delete {host_veth}" + (" at once" if at_once else ""))
         for ip in (container_ip, container_ip6):
             if ip is not None and self.routes.get(str(ip)) == host_veth:
                 del self.routes[str(ip)]
