@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test venv host lint typecheck unit integration e2e bench demo image clean
+.PHONY: run test venv host lint typecheck unit integration fuzz security load e2e bench demo image clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -37,10 +37,20 @@ unit: venv
 integration: venv
 	unshare --net $(VENV)/bin/pytest -q tests/integration
 
+# Hostile input, access rights, faults and load: root, each in a network namespace of its own.
+fuzz: venv
+	unshare --net $(VENV)/bin/pytest -q tests/fuzz
+
+security: venv
+	unshare --net $(VENV)/bin/pytest -q -s tests/security
+
+load: venv
+	unshare --net $(VENV)/bin/pytest -q -s tests/load
+
 e2e: venv host
 	$(VENV)/bin/pytest -q tests/e2e
 
-test: venv host lint typecheck unit integration e2e
+test: venv host lint typecheck unit integration fuzz security load e2e
 
 bench: venv host
 	$(PY) -m bench

@@ -92,10 +92,11 @@ class ChannelServer:
             if not isinstance(message_id, str) or not 0 < len(message_id) <= 64:
                 raise PluginError("message needs an 'id' string of 1-64 characters")
             if message.get("version") != VERSION:
-                raise PluginError(f"unsupported message version {message.get('version')!r}")
-            handler = self._handlers.get(message.get("type"))  # type: ignore[arg-type]
+                raise PluginError(f"unsupported message version {_brief(message.get('version'))}")
+            kind = message.get("type")
+            handler = self._handlers.get(kind) if isinstance(kind, str) else None
             if handler is None:
-                raise PluginError(f"unknown message type {message.get('type')!r}")
+                raise PluginError(f"unknown message type {_brief(kind)}")
             return {"id": message_id, "ok": True, **handler(message)}
         except (ValueError, RecursionError) as err:
             return {"id": message_id, "ok": False, "error": f"malformed message: {err}"}
@@ -105,6 +106,12 @@ class ChannelServer:
         except Exception as err:
             log.exception("channel handler crashed")
             return {"id": message_id, "ok": False, "error": f"internal error: {err}"}
+
+
+def _brief(value: Any) -> str:
+    """A value from a message, for an error: repr'd (printable) and cut to a bounded length."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class ChannelClient:

@@ -49,7 +49,8 @@ class PluginApp:
         try:
             handler = self.handlers.get(method)
             if handler is None:
-                return 404, {"Err": f"{self.name} does not implement {method}"}
+                shown = "".join(c if c.isprintable() else "?" for c in method[:80])
+                return 404, {"Err": f"{self.name} does not implement {shown}"}
             request = parse_body(raw)
             log.debug("%s request %s", method, raw[:4096].decode(errors="replace"))
             reply = handler(request)
@@ -82,6 +83,10 @@ def parse_body(raw: bytes) -> wire.Body:
         raise BadRequest(f"malformed JSON body: {err}") from None
     if value is None:
         return {}
+    try:  # a lone UTF-16 surrogate ("\ud800") is valid JSON but no valid text: refuse it here
+        json.dumps(value, ensure_ascii=False).encode()
+    except (UnicodeEncodeError, RecursionError, ValueError):
+        raise BadRequest("request body holds text that is not valid unicode") from None
     if not isinstance(value, dict):
         raise BadRequest(f"request body must be a JSON object, not {type(value).__name__}")
     return value

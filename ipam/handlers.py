@@ -84,7 +84,7 @@ def _bare_ip(value: str) -> wire.IPAddress:
 def _string_map(value: wire.Body, what: str) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(item, str):
-            raise BadRequest(f"{what}[{key!r}] must be a string, not {type(item).__name__}")
+            raise BadRequest(f"{what}[{key[:40]!r}] must be a string, not {type(item).__name__}")
         if len(key) > wire.MAX_TEXT or len(item) > wire.MAX_TEXT:
             raise BadRequest(f"{what}[{key[:40]!r}] is too long")
     return dict(value)

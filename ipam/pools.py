@@ -35,6 +35,7 @@ POOL_OPTIONS = {"mode": MODES}
 # Options dockerd itself may add for its own IPAM; serial allocation is what we always do.
 IGNORED_POOL_OPTIONS = frozenset({"com.docker.network.ipam.serial"})
 GATEWAY_TYPE = "com.docker.network.gateway"
+MIN_PREFIX4 = 8  # the largest IPv4 pool: a /8 is a 2 MiB bitmap
 LOCAL_SPACE = "LocalDefault"
 GLOBAL_SPACE = "GlobalDefault"
 
@@ -227,6 +228,12 @@ class Ipam:
                 raise BadRequest(f"sub-pool (--ip-range) {sub_pool} needs a pool (--subnet)")
             if not _inside(sub_pool, network):
                 raise BadRequest(f"sub-pool (--ip-range) {sub_pool} is not inside pool {network}")
+        for given in (network, sub_pool):
+            if given is not None and given.version == 4 and given.prefixlen < MIN_PREFIX4:
+                # the allocator keeps a bit per address: a /0 would be 512 MiB of memory
+                raise BadRequest(
+                    f"pool {given} is too large: IPv4 pools may be at most /{MIN_PREFIX4}"
+                )
         carved = network is None
         if network is None:
             network = self._carve(space, version)

@@ -99,7 +99,7 @@ def parse_generic(generic: Mapping[str, Any]) -> NetworkOptions:
     for key, raw in generic.items():
         option = _BY_KEY.get(key)
         if option is None:
-            raise BadRequest(f"unknown network option {key!r}; accepted options: {accepted()}")
+            raise BadRequest(f"unknown network option {key[:64]!r}; accepted options: {accepted()}")
         if not isinstance(raw, str):
             raise BadRequest(f"network option {key!r} must be a string, not {type(raw).__name__}")
         try:

@@ -22,7 +22,7 @@ LAST_RUN = Path(__file__).with_name("last_run.json")
 _started = time.monotonic()
 
 
-def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001 - pytest hook signature
+def pytest_sessionfinish(session, exitstatus):
     if not hostile.COUNTS:
         return
     report = {

@@ -256,58 +256,19 @@ def raw_bodies(base: dict[str, Any] | None) -> st.SearchStrategy[bytes]:
         ),
     ]
     if base is not None:
-        options += [mutated(base, 1).map(dumps), mutated(base, 1).map(dumps), mutated(base).map(dumps)]
+        options += [
+            mutated(base, 1).map(dumps),
+            mutated(base, 1).map(dumps),
+            mutated(base).map(dumps),
+        ]
     return st.one_of(options)
 
 
 # -- the reply contract ----------------------------------------------------------------------
 
 
-# Bugs found by this suite, each reproduced by a strict xfail test (tests/fuzz/test_known_bugs.py)
-# and fixed by the patch in the report. Until the fix lands the fuzz tolerates exactly that
-# symptom (and counts it as "known-bug:<name>" in last_run.json) so it can keep looking for
-# new ones; when the xfail tests start passing (XPASS(strict) fails them), delete the entry
-# here together with the xfail marker.
-KNOWN_BUGS: dict[str, Any] = {
-    # common/server.py: the 404 message echoes the URL path raw (control characters, any length)
-    "404-echoes-path": lambda m: m.startswith(("routed-ipam does not implement ",
-                                               "routed-net does not implement ")),  # fmt: skip
-    # ipam/handlers.py _string_map: Options[<whole key>] in the message, any length
-    "ipam-option-key-echo": lambda m: m.startswith("Options[") and " must be a string" in m,
-    # netdriver/options.py parse_generic: unknown network option <whole key>, any length
-    "net-option-key-echo": lambda m: m.startswith("unknown network option "),
-    # common/channel.py: a non-hashable "type" crashes the dispatch (internal error), and
-    # the type/version are echoed whole
-    "channel-type-crash": lambda m: m.startswith("internal error: unhashable type"),
-    "channel-type-echo": lambda m: m.startswith(
-        ("unknown message type ", "unsupported message version ")
-    ),
-    # a lone UTF-16 surrogate (legal JSON escape) reaches SQLite: UnicodeEncodeError -> 500
-    "lone-surrogate-500": lambda m: "surrogates not allowed" in m,
-}
-
-
-def known_bug(message: Any) -> str | None:
-    if isinstance(message, str):
-        for name, matches in KNOWN_BUGS.items():
-            if matches(message):
-                return name
-    return None
-
-
-def check_err(message: Any) -> str | None:
-    """Assert the error contract; returns the name of a known bug it tolerated, if any."""
-    try:
-        _check_err(message)
-    except AssertionError:
-        bug = known_bug(message)
-        if bug is None:
-            raise
-        return bug
-    return None
-
-
-def _check_err(message: Any) -> None:
+def check_err(message: Any) -> None:
+    """Assert the error contract: a short, printable message, never an uncaught exception."""
     assert isinstance(message, str), f"Err is not a string: {message!r}"
     assert message, "Err is empty"
     assert message.isprintable(), f"Err is not printable: {message[:200]!r}"
@@ -325,8 +286,8 @@ def check_reply(method: str, status: int, content: bytes) -> tuple[str, Any]:
     assert isinstance(body, dict), f"{method}: reply is not an object: {body!r}"
     if status != 200:
         assert set(body) <= {"Err", "Error"}, body
-        bug = check_err(body.get("Err"))
-        return (f"known-bug:{bug}" if bug else str(status)), body
+        check_err(body.get("Err"))
+        return str(status), body
     assert "Err" not in body and "Error" not in body, (method, body)
     validate_success(method, body)
     return "200", body

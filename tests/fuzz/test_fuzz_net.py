@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from netdriver.outbox import Outbox
 from tests.fuzz import hostile
 from tests.unit.test_net_fakes import FakeClient, FakeDatapath
 
-EXAMPLES = int(os.environ.get("ROUTED_FUZZ_EXAMPLES", "250"))
+EXAMPLES = int(os.environ.get("ROUTED_FUZZ_EXAMPLES", "200"))
 METHODS = [
     "Plugin.Activate",
     "NetworkDriver.GetCapabilities",
@@ -57,18 +58,24 @@ EXTRA_BASES: dict[str, list[dict[str, Any]]] = {
             "NetworkID": "c" * 64,
             "Options": {
                 "com.docker.network.enable_ipv6": False,
-                "com.docker.network.generic": {"mtu": "1400", "masquerade": "false",
-                                               "isolate": "true"},  # fmt: skip
+                "com.docker.network.generic": {
+                    "mtu": "1400",
+                    "masquerade": "false",
+                    "isolate": "true",
+                },
                 "com.docker.network.internal": True,
             },
-            "IPv4Data": [{"AddressSpace": "LocalDefault", "Gateway": "10.77.0.1/24",
-                          "Pool": "10.77.0.0/24"}],  # fmt: skip
+            "IPv4Data": [
+                {"AddressSpace": "LocalDefault", "Gateway": "10.77.0.1/24", "Pool": "10.77.0.0/24"}
+            ],
             "IPv6Data": [],
         }
     ],
     "NetworkDriver.DiscoverNew": [
-        {"DiscoveryType": 1, "DiscoveryData": {"Address": "192.0.2.10", "BindAddress": "0.0.0.0",
-                                               "Self": True}}  # fmt: skip
+        {
+            "DiscoveryType": 1,
+            "DiscoveryData": {"Address": "192.0.2.10", "BindAddress": "0.0.0.0", "Self": True},
+        }
     ],
     "NetworkDriver.AllocateNetwork": [
         {"NetworkID": "d" * 64, "Options": {"k": "v"}, "IPv4Data": [], "IPv6Data": []}
@@ -122,26 +129,77 @@ RESTORE_INPUT = {tool: restore_grammar(cidr) for tool, cidr in _CIDRS.items()}
 
 
 class ProcessGuard:
-    """Stands in for every way of starting a process while the fuzz runs."""
+    """Stands in for every way of starting a process while the fuzz runs.
+
+    subprocess.run answers like a minimal iptables would (chains declared by *-restore,
+    jumps counted per built-in chain), so the firewall's -C/-D loops end as they do on a
+    real host; anything else that starts a process fails the test.
+    """
+
+    MAX_RUNS_PER_CALL = 200  # a loop that never ends is a bug too
 
     def __init__(self) -> None:
-        self.runs: list[tuple[tuple[str, ...], str | None]] = []
+        self.runs = 0
+        self.argvs: set[tuple[str, ...]] = set()
         self.forbidden: list[str] = []
+        self.chains: set[tuple[str, str, str]] = set()
+        self.jumps: Counter[tuple[str, str, str, str]] = Counter()
+        self._since_reset = 0
+
+    def reset_budget(self) -> None:
+        self._since_reset = 0
 
     def run(self, argv: Any, *args: Any, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         argv_t = tuple(argv) if not isinstance(argv, str) else (argv,)
-        stdin = kwargs.get("input")
-        self.runs.append((argv_t, stdin))
+        self.runs += 1
+        self._since_reset += 1
+        self.argvs.add(argv_t)
+        assert self._since_reset <= self.MAX_RUNS_PER_CALL, f"endless loop running {argv_t}"
         assert argv_t in ALLOWED_ARGV, f"subprocess.run with unexpected argv {argv_t!r}"
-        assert not kwargs.get("shell"), "shell=True"
+        assert not kwargs.get("shell") and not args, (args, kwargs)
+        tool = argv_t[0].removesuffix("-restore")
         if argv_t[0].endswith("-restore"):
+            stdin = kwargs.get("input")
             assert stdin is not None and RESTORE_INPUT[argv_t[0]].fullmatch(stdin), stdin
-        return subprocess.CompletedProcess(list(argv_t), 0, stdout="", stderr="")
+            self.chains |= {(tool, "filter", "ROUTED-FORWARD"), (tool, "nat", "ROUTED-POSTROUTING")}
+            return self._done(argv_t, 0)
+        table, op, target = argv_t[4], argv_t[5], argv_t[6]
+        if op == "-S" and target in ("FORWARD", "POSTROUTING"):
+            lines = [f"-P {target} ACCEPT"] + [
+                f"-A {target} -j {chain}"
+                for (t, tb, b, chain), n in self.jumps.items()
+                if (t, tb, b) == (tool, table, target)
+                for _ in range(n)
+            ]
+            return self._done(argv_t, 0, "\n".join(lines) + "\n")
+        if op in ("-S", "-F"):
+            return self._done(argv_t, 0 if (tool, table, target) in self.chains else 1)
+        if op == "-X":
+            known = (tool, table, target) in self.chains
+            self.chains.discard((tool, table, target))
+            return self._done(argv_t, 0 if known else 1)
+        key = (tool, table, target, argv_t[8])
+        if op == "-A":
+            self.jumps[key] += 1
+            return self._done(argv_t, 0)
+        if op == "-C":
+            return self._done(argv_t, 0 if self.jumps[key] > 0 else 1)
+        if op == "-D" and self.jumps[key] > 0:
+            self.jumps[key] -= 1
+            return self._done(argv_t, 0)
+        return self._done(argv_t, 1)
+
+    @staticmethod
+    def _done(argv: tuple[str, ...], code: int, out: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(list(argv), code, stdout=out, stderr="")
+
+    def state(self) -> Any:
+        return self.runs, frozenset(self.chains), +self.jumps
 
     def forbid(self, name: str) -> Any:
         def refuse(*args: Any, **kwargs: Any) -> Any:
-            self.forbidden.append(f"{name}{args!r}")
-            raise AssertionError(f"{name} called during the fuzz: {args!r}")
+            self.forbidden.append(f"{name}{args!r}"[:300])
+            raise AssertionError(f"{name} called during the fuzz: {args!r}"[:300])
 
         return refuse
 
@@ -163,9 +221,23 @@ class NetRig:
                 self.bases.setdefault(call["path"].lstrip("/"), []).append(call["body"])
         for method, bodies in EXTRA_BASES.items():
             self.bases.setdefault(method, []).extend(bodies)
-        # The trace's first network and one live endpoint, so mutations can also succeed.
-        for method in ("NetworkDriver.CreateNetwork", "NetworkDriver.CreateEndpoint"):
-            reply = self.post(method, raw=hostile.dumps(self.bases[method][0]))
+        self.seed()
+
+    def seed(self) -> None:
+        """(Again) the trace's first network and one live endpoint, so that mutated real
+        bodies can also succeed (a fuzz case may have deleted them)."""
+        network = self.bases["NetworkDriver.CreateNetwork"][0]
+        endpoint = self.bases["NetworkDriver.CreateEndpoint"][0]
+        if endpoint["EndpointID"] in self.driver.endpoints:
+            return
+        for other in list(self.driver.networks):
+            if other != network["NetworkID"]:  # its subnet may overlap the trace's
+                self.post("NetworkDriver.DeleteNetwork", hostile.dumps({"NetworkID": other}))
+        for body in (network, endpoint):
+            reply = self.post(
+                f"NetworkDriver.Create{'Endpoint' if 'EndpointID' in body else 'Network'}",
+                raw=hostile.dumps(body),
+            )
             assert reply.status_code == 200, reply.text
 
     def post(self, method: str, raw: bytes) -> httpx.Response:
@@ -178,7 +250,7 @@ class NetRig:
             {k: (v.mtu, v.peer, v.gateway, v.up) for k, v in self.datapath.links_.items()},
             dict(self.datapath.routes),
             self.datapath.ip_forward,
-            len(self.guard.runs),
+            self.guard.state(),
         )
         memory = (dict(self.driver.networks), dict(self.driver.endpoints))
         return stored, effects, memory
@@ -207,16 +279,17 @@ def rig() -> Iterator[NetRig]:
             rig.close()
     assert not guard.forbidden, guard.forbidden
     assert guard.runs, "the firewall never ran: the argv check checked nothing"
-    assert {argv for argv, _ in guard.runs} <= ALLOWED_ARGV
+    assert guard.argvs <= ALLOWED_ARGV
 
 
 def exercise(rig: NetRig, method: str, raw: bytes, target: str) -> None:
+    rig.guard.reset_budget()
     before = rig.snapshot()
     reply = rig.post(method, raw)
     outcome, _ = hostile.check_reply(method, reply.status_code, reply.content)
     hostile.count(target, outcome)
     if reply.status_code != 200:
-        assert rig.snapshot() == before, f"{method} failed with {status} but changed state"
+        assert rig.snapshot() == before, f"{method}: {reply.status_code} but state changed"
     assert not rig.guard.forbidden, rig.guard.forbidden
     for ifname in rig.datapath.links_:
         assert re.fullmatch(r"rt-[0-9a-f]{11}", ifname), f"interface name {ifname!r}"
@@ -224,6 +297,7 @@ def exercise(rig: NetRig, method: str, raw: bytes, target: str) -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_http_endpoint(rig: NetRig, method: str) -> None:
+    rig.seed()
     bases = rig.bases.get(method) or [{}]
 
     @hostile.fuzz_settings(EXAMPLES)
@@ -231,11 +305,18 @@ def test_http_endpoint(rig: NetRig, method: str) -> None:
     def run(data: st.DataObject) -> None:
         base = data.draw(st.sampled_from(bases))
         exercise(rig, method, data.draw(hostile.raw_bodies(base)), f"net-http:{method}")
+        if method in ("NetworkDriver.DeleteNetwork", "NetworkDriver.DeleteEndpoint"):
+            rig.seed()
 
     run()
 
 
-OPTION_VALUES = st.one_of(st.sampled_from(hostile.SHELLISH), hostile.hostile_text, hostile.scalars)
+OPTION_VALUES = st.one_of(
+    st.sampled_from(["1400", "9000", "68", "65535", "true", "false", "on", "0"]),
+    st.sampled_from(hostile.SHELLISH),
+    hostile.hostile_text,
+    hostile.scalars,
+)
 
 
 @hostile.fuzz_settings(EXAMPLES)
@@ -243,8 +324,13 @@ OPTION_VALUES = st.one_of(st.sampled_from(hostile.SHELLISH), hostile.hostile_tex
     generic=st.dictionaries(
         st.one_of(
             st.sampled_from(
-                ["mtu", "com.docker.network.driver.mtu", "masquerade", "isolate",
-                 "com.docker.network.bridge.enable_ip_masquerade"]  # fmt: skip
+                [
+                    "mtu",
+                    "com.docker.network.driver.mtu",
+                    "masquerade",
+                    "isolate",
+                    "com.docker.network.bridge.enable_ip_masquerade",
+                ]
             ),
             hostile.hostile_text,
         ),
@@ -260,8 +346,9 @@ def test_network_options(rig: NetRig, generic: dict[str, Any], letter: str, thir
     body = {
         "NetworkID": letter * 64,
         "Options": {"com.docker.network.enable_ipv6": False, "com.docker.network.generic": generic},
-        "IPv4Data": [{"AddressSpace": "l", "Gateway": f"10.{third}.0.1/24",
-                      "Pool": f"10.{third}.0.0/24"}],  # fmt: skip
+        "IPv4Data": [
+            {"AddressSpace": "l", "Gateway": f"10.{third}.0.1/24", "Pool": f"10.{third}.0.0/24"}
+        ],
         "IPv6Data": [],
     }
     exercise(rig, "NetworkDriver.CreateNetwork", hostile.dumps(body), "net-http:network-options")
@@ -274,8 +361,15 @@ def test_network_options(rig: NetRig, generic: dict[str, Any], letter: str, thir
     path=st.one_of(
         st.text(max_size=300).map(lambda s: quote(s, safe="")),
         st.sampled_from(
-            ["NetworkDriver.GwAllocCheck", "IpamDriver.RequestPool", "NetworkDriver.Join/x",
-             "networkdriver.join", "NetworkDriver.", "..%2F..%2Fetc", "a" * 2000]  # fmt: skip
+            [
+                "NetworkDriver.GwAllocCheck",
+                "IpamDriver.RequestPool",
+                "NetworkDriver.Join/x",
+                "networkdriver.join",
+                "NetworkDriver.",
+                "..%2F..%2Fetc",
+                "a" * 2000,
+            ]
         ),
     ),
     body=hostile.raw_bodies(None),
@@ -289,13 +383,21 @@ def test_huge_bodies(rig: NetRig) -> None:
     cases = [
         ("NetworkDriver.CreateEndpoint", b" " * ((1 << 20) + 1), {413}),
         ("NetworkDriver.Join", b"[" * (2 << 20), {413}),
-        ("NetworkDriver.CreateEndpoint", hostile.dumps({**base, "EndpointID": "a" * 900_000}),
-         {400}),  # fmt: skip
-        ("NetworkDriver.CreateEndpoint",
-         hostile.dumps({**base, "Interface": {"Address": "1" * 900_000}}), {400}),  # fmt: skip
-        ("NetworkDriver.CreateNetwork",
-         hostile.dumps({"NetworkID": "e" * 64, "IPv4Data": [{"Pool": "10.9.0.0/24"}] * 20_000}),
-         {400}),  # fmt: skip
+        (
+            "NetworkDriver.CreateEndpoint",
+            hostile.dumps({**base, "EndpointID": "a" * 900_000}),
+            {400},
+        ),
+        (
+            "NetworkDriver.CreateEndpoint",
+            hostile.dumps({**base, "Interface": {"Address": "1" * 900_000}}),
+            {400},
+        ),
+        (
+            "NetworkDriver.CreateNetwork",
+            hostile.dumps({"NetworkID": "e" * 64, "IPv4Data": [{"Pool": "10.9.0.0/24"}] * 20_000}),
+            {400},
+        ),
     ]
     for method, raw, expected in cases:
         before = rig.snapshot()

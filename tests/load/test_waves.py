@@ -1,0 +1,287 @@
+"""1,000 endpoints on one host through routed-net's API, with real veths, in waves.
+
+Both services run as real processes on temp dirs inside this test's network namespace
+(`unshare --net`). Each wave: for every endpoint, RequestAddress (routed-ipam) then
+CreateEndpoint (routed-net); measure at the peak; then DeleteEndpoint and ReleaseAddress for
+every one; wait for the outbox to drain; measure again. After every wave everything must be
+back at the baseline (veths, /32 routes, our iptables rules, stored endpoints, leases, the
+outbox; fds within +-2), and routed-net's RSS must stay flat from wave 2 to the last wave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyroute2 import IPRoute, NetlinkError
+
+from tests.security.services import (
+    IPAM,
+    NET,
+    Layout,
+    PluginClient,
+    Service,
+    channel_call,
+    fd_count,
+    make_root,
+    records,
+    remove_tree,
+    rss_kib,
+)
+
+WAVES = int(os.environ.get("ROUTED_LOAD_WAVES", "4"))
+PER_WAVE = int(os.environ.get("ROUTED_LOAD_ENDPOINTS", "1000"))
+RSS_SLACK_KIB = 4 * 1024  # "flat": under 4 MiB of growth from wave 2 to the last wave
+SUBNET = "10.150.0.0/20"  # 4094 addresses: room for a wave of 1,000 and the cursor to move
+RESULTS = Path(__file__).with_name("last_run.json")
+RUN: dict[str, int] = {}
+
+
+@pytest.fixture
+def stack() -> Iterator[tuple[Layout, Service, Service]]:
+    root = make_root("rtload-")
+    layout = Layout(root)
+    ipam, net = Service(IPAM, layout), Service(NET, layout)
+    try:
+        ipam.start()
+        net.start()
+        yield layout, ipam, net
+    finally:
+        for service in (net, ipam):
+            service.kill9()
+        with IPRoute() as ipr:  # the netns dies with the test run anyway; be tidy regardless
+            for link in ipr.get_links():
+                if str(link.get_attr("IFLA_IFNAME")).startswith(("rt-", "rtc")):
+                    with contextlib.suppress(NetlinkError):
+                        ipr.link("del", index=link["index"])
+        remove_tree(root)
+
+
+def our_rules() -> int:
+    count = 0
+    for table, chain in (("filter", "ROUTED-FORWARD"), ("nat", "ROUTED-POSTROUTING")):
+        done = subprocess.run(
+            ["iptables", "-w", "5", "-t", table, "-S", chain],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        count += sum(1 for line in done.stdout.splitlines() if line.startswith("-A "))
+    return count
+
+
+def measure(layout: Layout, net: Service, pool_id: str) -> dict[str, Any]:
+    with IPRoute() as ipr:
+        names = [str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()]
+        routes = sum(1 for r in ipr.get_routes(family=2, table=254) if r["dst_len"] == 32)
+    status = channel_call(layout, "status")
+    assert status is not None and status["ok"], status
+    return {
+        "rss_kib": rss_kib(net.pid),
+        "fds": fd_count(net.pid),
+        "veths": sum(1 for n in names if n.startswith(("rt-", "rtc"))),
+        "routes32": routes,
+        "rules": our_rules(),
+        "endpoints": len(records(layout.store(NET), "endpoint")),
+        "outbox": len(records(layout.store(NET), "outbox")),
+        "leases": sum(1 for lease in status["leases"] if lease["pool_id"] == pool_id),
+    }
+
+
+def wait_outbox_empty(layout: Layout, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while records(layout.store(NET), "outbox") and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def ok(client: PluginClient, method: str, body: dict[str, Any]) -> Any:
+    status, reply = client.call(method, body)
+    assert status == 200, (method, body, reply)
+    return reply
+
+
+def test_waves_of_a_thousand_endpoints_leak_nothing(stack) -> None:
+    layout, _ipam, net = stack
+    ipam_client, net_client = PluginClient(layout.socket(IPAM)), PluginClient(layout.socket(NET))
+    pool = ok(
+        ipam_client,
+        "IpamDriver.RequestPool",
+        {"AddressSpace": "LocalDefault", "Pool": SUBNET, "SubPool": "", "Options": {}, "V6": False},
+    )
+    gateway = ok(
+        ipam_client,
+        "IpamDriver.RequestAddress",
+        {
+            "PoolID": pool["PoolID"],
+            "Address": "",
+            "Options": {"RequestAddressType": "com.docker.network.gateway"},
+        },
+    )
+    network_id = uuid.uuid4().hex * 2
+    ok(
+        net_client,
+        "NetworkDriver.CreateNetwork",
+        {
+            "NetworkID": network_id,
+            "Options": {"com.docker.network.enable_ipv6": False, "com.docker.network.generic": {}},
+            "IPv4Data": [
+                {"AddressSpace": "LocalDefault", "Pool": SUBNET, "Gateway": gateway["Address"]}
+            ],
+            "IPv6Data": [],
+        },
+    )
+    # Warm-up: the first bindings open routed-net's ZeroMQ context and socket (a one-time set
+    # of fds) and CherryPy's worker threads; the baseline is taken after that.
+    for _ in range(20):
+        address = ok(
+            ipam_client,
+            "IpamDriver.RequestAddress",
+            {"PoolID": pool["PoolID"], "Address": "", "Options": None},
+        )["Address"]
+        endpoint_id = uuid.uuid4().hex * 2
+        ok(
+            net_client,
+            "NetworkDriver.CreateEndpoint",
+            {
+                "NetworkID": network_id,
+                "EndpointID": endpoint_id,
+                "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": ""},
+                "Options": {},
+            },
+        )
+        ok(
+            net_client,
+            "NetworkDriver.DeleteEndpoint",
+            {"NetworkID": network_id, "EndpointID": endpoint_id},
+        )
+        ok(
+            ipam_client,
+            "IpamDriver.ReleaseAddress",
+            {"PoolID": pool["PoolID"], "Address": address.split("/")[0]},
+        )
+    wait_outbox_empty(layout)
+    time.sleep(3)  # the warm-up's veths finish unregistering
+    baseline = measure(layout, net, pool["PoolID"])
+    fd_targets = {p.name: str(p.readlink()) for p in Path(f"/proc/{net.pid}/fd").iterdir()}
+    table: list[dict[str, Any]] = [{"wave": "baseline", "phase": "", **baseline}]
+    print(f"\nload: {WAVES} waves of {PER_WAVE} endpoints")
+    try:
+        for wave in range(1, WAVES + 1):
+            started = time.monotonic()
+            endpoints = []
+            for _ in range(PER_WAVE):
+                address = ok(
+                    ipam_client,
+                    "IpamDriver.RequestAddress",
+                    {"PoolID": pool["PoolID"], "Address": "", "Options": None},
+                )["Address"]
+                endpoint_id = uuid.uuid4().hex * 2
+                ok(
+                    net_client,
+                    "NetworkDriver.CreateEndpoint",
+                    {
+                        "NetworkID": network_id,
+                        "EndpointID": endpoint_id,
+                        "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": ""},
+                        "Options": {},
+                    },
+                )
+                endpoints.append((endpoint_id, address))
+            create_s = time.monotonic() - started
+            peak = measure(layout, net, pool["PoolID"])
+            table.append({"wave": wave, "phase": "peak", "seconds": round(create_s, 1), **peak})
+            assert peak["veths"] == baseline["veths"] + 2 * PER_WAVE, peak
+            assert peak["routes32"] == baseline["routes32"] + PER_WAVE, peak
+            assert peak["endpoints"] == baseline["endpoints"] + PER_WAVE, peak
+            assert peak["leases"] == baseline["leases"] + PER_WAVE, peak
+            started = time.monotonic()
+            for endpoint_id, address in endpoints:
+                ok(
+                    net_client,
+                    "NetworkDriver.DeleteEndpoint",
+                    {"NetworkID": network_id, "EndpointID": endpoint_id},
+                )
+                ok(
+                    ipam_client,
+                    "IpamDriver.ReleaseAddress",
+                    {"PoolID": pool["PoolID"], "Address": address.split("/")[0]},
+                )
+            delete_s = time.monotonic() - started
+            wait_outbox_empty(layout)
+            # The kernel unregisters deleted veths asynchronously (they stay in link dumps for
+            # a second or two after RTM_DELLINK returned): give it a bounded time to settle.
+            settle_started = time.monotonic()
+            after = measure(layout, net, pool["PoolID"])
+            while after["veths"] != baseline["veths"] and time.monotonic() - settle_started < 30:
+                time.sleep(0.5)
+                after = measure(layout, net, pool["PoolID"])
+            after["settle_s"] = round(time.monotonic() - settle_started, 1)
+            table.append({"wave": wave, "phase": "after", "seconds": round(delete_s, 1), **after})
+            print(json.dumps(table[-2]), "\n" + json.dumps(table[-1]))
+            for key in ("veths", "routes32", "rules", "endpoints", "outbox", "leases"):
+                assert after[key] == baseline[key], (wave, key, after[key], baseline[key])
+            if abs(after["fds"] - baseline["fds"]) > 2:
+                now = {p.name: str(p.readlink()) for p in Path(f"/proc/{net.pid}/fd").iterdir()}
+                new = sorted(v for k, v in now.items() if fd_targets.get(k) != v)
+                raise AssertionError(f"wave {wave}: fds {baseline['fds']} -> {after['fds']}: {new}")
+        afters = [row for row in table if row["phase"] == "after"]
+        growth = afters[-1]["rss_kib"] - afters[min(1, len(afters) - 1)]["rss_kib"]
+        RESULTS.write_text(
+            json.dumps(
+                {
+                    "waves": WAVES,
+                    "per_wave": PER_WAVE,
+                    "rss_growth_kib_wave2_to_last": growth,
+                    "table": table,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        print_table(table)
+        RUN["rss_growth_kib"] = growth
+    finally:
+        ipam_client.close()
+        net_client.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: routed-net's RSS grows ~5.8 MiB per wave of 1,000 endpoints (linear over 4 "
+    "waves, every count back to baseline); cause not found yet",
+)
+def test_rss_is_flat_across_waves() -> None:
+    """Reads what the wave test measured (it runs first, in file order)."""
+    assert "rss_growth_kib" in RUN, "test_waves_of_a_thousand_endpoints_leak_nothing did not finish"
+    assert WAVES >= 3, "needs at least 3 waves to compare wave 2 with the last"
+    growth = RUN["rss_growth_kib"]
+    assert growth < RSS_SLACK_KIB, f"RSS grew {growth} KiB from the end of wave 2 to the last wave"
+
+
+def print_table(table: list[dict[str, Any]]) -> None:
+    columns = [
+        "wave",
+        "phase",
+        "seconds",
+        "settle_s",
+        "rss_kib",
+        "fds",
+        "veths",
+        "routes32",
+        "rules",
+        "endpoints",
+        "outbox",
+        "leases",
+    ]
+    print(" ".join(f"{c:>9}" for c in columns))
+    for row in table:
+        print(" ".join(f"{row.get(c, '')!s:>9}" for c in columns))
