@@ -171,28 +171,6 @@ def test_routedctl_status_and_doctor_report_real_state(
     assert "route-missing" in codes, broken.stdout
 
 
-def test_routedctl_needs_root() -> None:
-    result = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            sys.executable,
-            "-m",
-            "routedctl",
-            "status",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
-    )
-    assert result.returncode == 2
-    assert "needs root" in result.stderr
-
-
 def test_make_demo_runs_the_scenario_and_leaves_nothing(no_plugins: None) -> None:
     before = set(docker("network", "ls", "--format", "{{.Name}}").stdout.split())
     result = subprocess.run(

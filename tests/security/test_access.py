@@ -114,7 +114,9 @@ def targets(stack: Stack) -> list[str]:
 
 def probe(prefix: list[str], specs: list[str]) -> dict[str, str]:
     done = subprocess.run(
-        [*prefix, "/usr/bin/python3", str(PROBE), *specs],
+        # The source goes in by -c: `nobody` may not even reach the checkout (CI clones it
+        # below a root-only /tmp), and the probe must not depend on where the repo lives.
+        [*prefix, "/usr/bin/python3", "-c", PROBE.read_text(), *specs],
         capture_output=True,
         text=True,
         timeout=60,
