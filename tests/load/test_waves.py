@@ -17,6 +17,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,45 @@ def ok(client: PluginClient, method: str, body: dict[str, Any]) -> Any:
     return reply
 
 
+@dataclass
+class EndpointMaker:
+    """One endpoint as dockerd makes and ends it: RequestAddress + CreateEndpoint, and back."""
+
+    ipam: PluginClient
+    net: PluginClient
+    pool_id: str
+    network_id: str
+
+    def attach(self) -> tuple[str, str]:
+        body = {"PoolID": self.pool_id, "Address": "", "Options": None}
+        address = ok(self.ipam, "IpamDriver.RequestAddress", body)["Address"]
+        endpoint_id = uuid.uuid4().hex * 2
+        interface = {"Address": address, "AddressIPv6": "", "MacAddress": ""}
+        ok(
+            self.net,
+            "NetworkDriver.CreateEndpoint",
+            {
+                "NetworkID": self.network_id,
+                "EndpointID": endpoint_id,
+                "Interface": interface,
+                "Options": {},
+            },
+        )
+        return endpoint_id, address
+
+    def detach(self, endpoint_id: str, address: str) -> None:
+        ok(
+            self.net,
+            "NetworkDriver.DeleteEndpoint",
+            {"NetworkID": self.network_id, "EndpointID": endpoint_id},
+        )
+        ok(
+            self.ipam,
+            "IpamDriver.ReleaseAddress",
+            {"PoolID": self.pool_id, "Address": address.split("/")[0]},
+        )
+
+
 def test_waves_of_a_thousand_endpoints_leak_nothing(stack) -> None:
     layout, _ipam, net = stack
     ipam_client, net_client = PluginClient(layout.socket(IPAM)), PluginClient(layout.socket(NET))
@@ -141,33 +181,9 @@ def test_waves_of_a_thousand_endpoints_leak_nothing(stack) -> None:
     )
     # Warm-up: the first bindings open routed-net's ZeroMQ context and socket (a one-time set
     # of fds) and CherryPy's worker threads; the baseline is taken after that.
+    pair = EndpointMaker(ipam_client, net_client, pool["PoolID"], network_id)
     for _ in range(20):
-        address = ok(
-            ipam_client,
-            "IpamDriver.RequestAddress",
-            {"PoolID": pool["PoolID"], "Address": "", "Options": None},
-        )["Address"]
-        endpoint_id = uuid.uuid4().hex * 2
-        ok(
-            net_client,
-            "NetworkDriver.CreateEndpoint",
-            {
-                "NetworkID": network_id,
-                "EndpointID": endpoint_id,
-                "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": ""},
-                "Options": {},
-            },
-        )
-        ok(
-            net_client,
-            "NetworkDriver.DeleteEndpoint",
-            {"NetworkID": network_id, "EndpointID": endpoint_id},
-        )
-        ok(
-            ipam_client,
-            "IpamDriver.ReleaseAddress",
-            {"PoolID": pool["PoolID"], "Address": address.split("/")[0]},
-        )
+        pair.detach(*pair.attach())
     wait_outbox_empty(layout)
     time.sleep(3)  # the warm-up's veths finish unregistering
     baseline = measure(layout, net, pool["PoolID"])
@@ -179,23 +195,7 @@ def test_waves_of_a_thousand_endpoints_leak_nothing(stack) -> None:
             started = time.monotonic()
             endpoints = []
             for _ in range(PER_WAVE):
-                address = ok(
-                    ipam_client,
-                    "IpamDriver.RequestAddress",
-                    {"PoolID": pool["PoolID"], "Address": "", "Options": None},
-                )["Address"]
-                endpoint_id = uuid.uuid4().hex * 2
-                ok(
-                    net_client,
-                    "NetworkDriver.CreateEndpoint",
-                    {
-                        "NetworkID": network_id,
-                        "EndpointID": endpoint_id,
-                        "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": ""},
-                        "Options": {},
-                    },
-                )
-                endpoints.append((endpoint_id, address))
+                endpoints.append(pair.attach())
             create_s = time.monotonic() - started
             peak = measure(layout, net, pool["PoolID"])
             table.append({"wave": wave, "phase": "peak", "seconds": round(create_s, 1), **peak})
@@ -204,17 +204,8 @@ def test_waves_of_a_thousand_endpoints_leak_nothing(stack) -> None:
             assert peak["endpoints"] == baseline["endpoints"] + PER_WAVE, peak
             assert peak["leases"] == baseline["leases"] + PER_WAVE, peak
             started = time.monotonic()
-            for endpoint_id, address in endpoints:
-                ok(
-                    net_client,
-                    "NetworkDriver.DeleteEndpoint",
-                    {"NetworkID": network_id, "EndpointID": endpoint_id},
-                )
-                ok(
-                    ipam_client,
-                    "IpamDriver.ReleaseAddress",
-                    {"PoolID": pool["PoolID"], "Address": address.split("/")[0]},
-                )
+            for endpoint in endpoints:
+                pair.detach(*endpoint)
             delete_s = time.monotonic() - started
             wait_outbox_empty(layout)
             # The kernel unregisters deleted veths asynchronously (they stay in link dumps for
