@@ -19,6 +19,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -341,3 +342,12 @@ def validate_success(method: str, body: dict[str, Any]) -> None:
         assert body in ({}, {"Interface": None}), body  # never echo what dockerd sent
     else:
         assert body == {}, (method, body)
+
+
+def unknown_paths(near_misses: list[str]) -> st.SearchStrategy[str]:
+    """URL paths no handler serves: arbitrary quoted text, plus near misses of real methods."""
+    common = ["..%2F..%2Fetc%2Fpasswd", "Plugin.Activate%00", "a" * 2000]
+    return st.one_of(
+        st.text(min_size=0, max_size=300).map(lambda s: quote(s, safe="")),
+        st.sampled_from([*near_misses, *common]),
+    )
