@@ -1,6 +1,7 @@
 """Burst: 50 containers started at once (`docker run -d` from a pool of 50 threads), routed
-against bridge, alternating which goes first; time until every one is running and answers
-`busybox ping -c1 -W1` from the host netns. Also records distinct addresses and reachability.
+against the default bridge and a user-defined bridge (see docker_start), in rotating order;
+time until every one is running and answers `busybox ping -c1 -W1` from the host netns. Also
+records distinct addresses and reachability.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from bench.docker_start import BASELINES
+from bench.stats import ratios, rotated
 from tests.e2e.harness import IMAGE, LABEL, docker
 
 COUNT = 50
@@ -56,26 +59,20 @@ def one_round(network: str, pool: ThreadPoolExecutor) -> dict[str, Any]:
             docker("rm", "-f", *names, check=False, timeout=300)
 
 
-def run(routed_network: str, rounds: int = 2) -> dict[str, Any]:
-    samples: dict[str, list[dict[str, Any]]] = {"routed": [], "bridge": []}
+def run(networks: dict[str, str], rounds: int = 2) -> dict[str, Any]:
+    """`networks` maps "routed" and each of BASELINES to an existing network's name."""
+    sides = ["routed", *BASELINES]
+    samples: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     with ThreadPoolExecutor(COUNT) as pool:
         for i in range(rounds):
-            order = ["routed", "bridge"] if i % 2 == 0 else ["bridge", "routed"]
-            for side in order:
-                net = routed_network if side == "routed" else "bridge"
-                samples[side].append(one_round(net, pool))
-    ratios = [
-        r["reachable_s"] / b["reachable_s"]
-        for r, b in zip(samples["routed"], samples["bridge"], strict=True)
-    ]
+            for side in rotated(sides, i):
+                samples[side].append(one_round(networks[side], pool))
+    reachable = {side: [s["reachable_s"] for s in samples[side]] for side in sides}
     return {
         "containers": COUNT,
         "rounds": samples,
-        "routed_median_s": round(statistics.median(r["reachable_s"] for r in samples["routed"]), 3),
-        "bridge_median_s": round(statistics.median(b["reachable_s"] for b in samples["bridge"]), 3),
-        "median_ratio": round(statistics.median(ratios), 3),
-        "ratio_min": round(min(ratios), 3),
-        "ratio_max": round(max(ratios), 3),
+        **{f"{side}_median_s": round(statistics.median(reachable[side]), 3) for side in sides},
+        **{f"vs_{side}": ratios(reachable["routed"], reachable[side]) for side in BASELINES},
         "all_distinct": all(
             s["distinct_addresses"] == COUNT for side in samples.values() for s in side
         ),

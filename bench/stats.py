@@ -35,6 +35,13 @@ def ratios(routed: list[float], baseline: list[float]) -> dict[str, float]:
     }
 
 
+def rotated(sides: list[str], round_index: int) -> list[str]:
+    """The order of one round of interleaved samples: each side goes first in turn, so
+    drift and caching favour none of them."""
+    shift = round_index % len(sides)
+    return sides[shift:] + sides[:shift]
+
+
 def _first_line(path: str, key: str) -> str | None:
     try:
         with open(path) as handle:
