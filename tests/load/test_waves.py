@@ -245,11 +245,6 @@ def test_waves_of_a_thousand_endpoints_leak_nothing(stack) -> None:
         net_client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: routed-net's RSS grows ~5.8 MiB per wave of 1,000 endpoints (linear over 4 "
-    "waves, every count back to baseline); cause not found yet",
-)
 def test_rss_is_flat_across_waves() -> None:
     """Reads what the wave test measured (it runs first, in file order)."""
     assert "rss_growth_kib" in RUN, "test_waves_of_a_thousand_endpoints_leak_nothing did not finish"
