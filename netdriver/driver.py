@@ -63,8 +63,6 @@ class Datapath(Protocol):
         host_veth: str,
         container_ip: ipaddress.IPv4Address | None,
         container_ip6: ipaddress.IPv6Address | None = None,
-        *,
-        at_once: bool = False,
     ) -> None: ...
     def delete_link(self, ifname: str) -> None: ...
     def link_exists(self, ifname: str) -> bool: ...
@@ -267,18 +265,18 @@ class Driver:
     def leave(self, network_id: str, endpoint_id: str) -> None:
         """The container is leaving: remove its host side now, as Calico does.
 
-        The peer is still inside the container here. Deleted with it, libnetwork finds nothing
-        to move back to the host (a namespace move waits for an RCU grace period, like the
-        deletion that would follow it), so a container stops one grace period sooner.
-        DeleteEndpoint then only forgets the endpoint.
+        The peer is still inside the container here. The routes go at once; the pair goes
+        to the datapath's reaper, which deletes it within a millisecond or so, before
+        libnetwork comes to move the peer back to the host. libnetwork then finds nothing to
+        move (a namespace move waits for an RCU grace period, ~20 ms, and so does the
+        deletion, on the reaper's time), so a stop waits for neither. DeleteEndpoint then
+        only forgets the endpoint.
         """
         endpoint = self.endpoints.get(endpoint_id)
         if endpoint is None or endpoint.network_id != network_id or not endpoint.joined:
             return
         try:
-            self._datapath.delete_endpoint(
-                endpoint.host_veth, endpoint.ip, endpoint.ip6, at_once=True
-            )
+            self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ip, endpoint.ip6)
         except PluginError as err:  # DeleteEndpoint tries again; Leave errors are only logged
             log.warning("leave %s: %s", endpoint_id[:12], err)
         self._save_endpoint(endpoint.with_joined(False))

@@ -75,10 +75,8 @@ class FakeDatapath:
         host_veth: str,
         container_ip: ipaddress.IPv4Address | None,
         container_ip6: ipaddress.IPv6Address | None = None,
-        *,
-        at_once: bool = False,
     ) -> None:
-        self.calls.append(f"delete {host_veth}" + (" at once" if at_once else ""))
+        self.calls.append(f"delete {host_veth}")
         for ip in (container_ip, container_ip6):
             if ip is not None and self.routes.get(str(ip)) == host_veth:
                 del self.routes[str(ip)]
