@@ -150,7 +150,12 @@ def test_served_socket_is_root_only_and_removed_on_sigterm(tmp_path: Path) -> No
         transport = httpx.HTTPTransport(uds=str(sock))
         with httpx.Client(transport=transport, base_url="http://plugin") as http:
             reply = http.post("/Plugin.Activate")
-        assert reply.json() == {"Implements": ["NetworkDriver"]}
+            assert reply.json() == {"Implements": ["NetworkDriver"]}
+            # Chunked, so no Content-Length for cheroot to refuse up front: its reader
+            # raises past the limit, and that must still come back as a clear {"Err"}.
+            oversized = (b" " * 65536 for _ in range(MAX_BODY // 65536 + 2))
+            reply = http.post("/Plugin.Activate", content=oversized)
+            assert reply.status_code == 413 and "too large" in reply.json()["Err"]
         proc.terminate()
         assert proc.wait(timeout=15) == 0, log.read_text()
         assert not sock.exists()
