@@ -219,6 +219,9 @@ class LinuxDatapath:
         container_ip6: ipaddress.IPv6Address | None = None,
     ) -> None:
         """Remove the routes now, and the pair on the reaper thread."""
+        with self._pending_lock:
+            if host_veth in self._pending:
+                return  # Leave handed it over already, and removed its routes then
         ipr = self._ipr
         try:
             host = _index(host_veth)

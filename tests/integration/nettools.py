@@ -7,6 +7,7 @@ refuses (fails) anywhere else, so these tests can never change the host's networ
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -64,6 +65,26 @@ def sysctl6(path: str) -> str:
 
 def iptables_save() -> str:
     return run("iptables-save").stdout
+
+
+def add_uplink(outside: Container, host_address: str, outside_address: str) -> None:
+    """An "uplink" veth from the test's host netns (upl0) to `outside` (upl1), one address
+    per end ("203.0.113.1/24"; IPv6 ones skip DAD). The caller deletes upl0 (upl1 goes too)."""
+    with IPRoute() as ipr:
+        ipr.link("add", ifname="upl0", kind="veth", peer={"ifname": "upl1"})
+        ipr.link("set", index=ipr.link_lookup(ifname="upl1")[0], net_ns_fd=outside.name)
+        _address_and_up(ipr, "upl0", host_address)
+    with outside.ipr() as ipr:
+        _address_and_up(ipr, "upl1", outside_address)
+
+
+def _address_and_up(ipr: IPRoute, ifname: str, address: str) -> None:
+    interface = ipaddress.ip_interface(address)
+    extra = {"flags": IFA_F_NODAD} if interface.version == 6 else {}
+    index = ipr.link_lookup(ifname=ifname)[0]
+    prefixlen = interface.network.prefixlen
+    ipr.addr("add", index=index, address=str(interface.ip), prefixlen=prefixlen, **extra)
+    ipr.link("set", index=index, state="up")
 
 
 def _connected(destination: str, index: int) -> dict[str, Any]:

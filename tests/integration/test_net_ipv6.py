@@ -11,7 +11,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_TENTATIVE
 
 from netdriver.rules import forward_rules, nat_rules
-from tests.integration.nettools import ping, require_throwaway_netns, run, sysctl6
+from tests.integration.nettools import add_uplink, ping, require_throwaway_netns, run, sysctl6
 
 require_throwaway_netns()
 
@@ -142,16 +142,7 @@ def test_pool_prefix_v6_addresses_reach_each_other_through_the_host(host):
 
 def outside_world6(host):
     outside = host.container()
-    with IPRoute() as ipr:
-        ipr.link("add", ifname="upl0", kind="veth", peer={"ifname": "upl1"})
-        ipr.link("set", index=ipr.link_lookup(ifname="upl1")[0], net_ns_fd=outside.name)
-        index = ipr.link_lookup(ifname="upl0")[0]
-        ipr.addr("add", index=index, address="2001:db8:ff::1", prefixlen=64, flags=IFA_F_NODAD)
-        ipr.link("set", index=index, state="up")
-    with outside.ipr() as ipr:
-        index = ipr.link_lookup(ifname="upl1")[0]
-        ipr.addr("add", index=index, address="2001:db8:ff::2", prefixlen=64, flags=IFA_F_NODAD)
-        ipr.link("set", index=index, state="up")
+    add_uplink(outside, "2001:db8:ff::1/64", "2001:db8:ff::2/64")
     return outside
 
 

@@ -5,9 +5,13 @@ The FORWARD policy is DROP (as dockerd sets it), so anything that passes was let
 by our rules, and anything dropped was dropped by them or by the policy.
 """
 
-from pyroute2 import IPRoute
-
-from tests.integration.nettools import Container, ping, require_throwaway_netns, run
+from tests.integration.nettools import (
+    Container,
+    add_uplink,
+    ping,
+    require_throwaway_netns,
+    run,
+)
 
 require_throwaway_netns()
 
@@ -82,16 +86,7 @@ def test_container_on_two_networks_reaches_both(host):
 def outside_world(host):
     """A namespace behind an "uplink" veth: it knows no route back to the containers."""
     outside = host.container()
-    with IPRoute() as ipr:
-        ipr.link("add", ifname="upl0", kind="veth", peer={"ifname": "upl1"})
-        ipr.link("set", index=ipr.link_lookup(ifname="upl1")[0], net_ns_fd=outside.name)
-        index = ipr.link_lookup(ifname="upl0")[0]
-        ipr.addr("add", index=index, address="203.0.113.1", prefixlen=24)
-        ipr.link("set", index=index, state="up")
-    with outside.ipr() as ipr:
-        index = ipr.link_lookup(ifname="upl1")[0]
-        ipr.addr("add", index=index, address="203.0.113.2", prefixlen=24)
-        ipr.link("set", index=index, state="up")
+    add_uplink(outside, "203.0.113.1/24", "203.0.113.2/24")
     return outside
 
 
