@@ -6,7 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test venv host lint typecheck unit integration fuzz security load e2e bench demo image clean
+# The Docker engine for e2e, bench and demo: 20 (Debian 12's), 26 (Debian 13's) or newest
+# (Debian's newest suite, 28 today), each run from deploy/engine.sh with its own data root.
+DOCKERD ?= newest
+
+.PHONY: run test venv host lint typecheck unit integration fuzz security load e2e e2e-engines \
+	bench demo image clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -19,9 +24,9 @@ $(STAMP): pyproject.toml
 run: venv
 	bash deploy/run-supervisord.sh supervisord.conf
 
-# Everything the tests need on a fresh machine: Docker engine, dockerd running, test image.
+# Everything the tests need on a fresh machine: Docker engine, dockerd $(DOCKERD) running, test image.
 host:
-	bash deploy/test-host.sh
+	bash deploy/test-host.sh $(DOCKERD)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -50,7 +55,13 @@ load: venv
 e2e: venv host
 	$(VENV)/bin/pytest -q tests/e2e
 
-test: venv host lint typecheck unit integration fuzz security load e2e
+# The whole e2e suite on the newest engine and on Debian 12's 20.10, the smoke subset on 26.
+e2e-engines: venv
+	$(MAKE) e2e DOCKERD=newest
+	$(MAKE) e2e DOCKERD=20
+	bash deploy/test-host.sh 26 && $(VENV)/bin/pytest -q -m smoke tests/e2e
+
+test: venv host lint typecheck unit integration fuzz security load e2e-engines
 
 bench: venv host
 	$(PY) -m bench

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Prepare this machine for the end-to-end tests, idempotently:
 #   1. a Docker engine (Debian's docker.io) if none is installed,
-#   2. a running dockerd if none answers,
+#   2. the requested engine running (argument or $DOCKERD: 20, 26 or newest; see engine.sh),
 #   3. the local test image (busybox-static via `docker import`) if missing.
 # No registry is reachable here, so nothing is pulled.
 set -euo pipefail
 
 IMAGE="${ROUTED_TEST_IMAGE:-routed-test:latest}"
-DOCKERD_LOG="${ROUTED_DOCKERD_LOG:-/var/log/routed-test-dockerd.log}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
 
 log() { printf 'test-host: %s\n' "$*" >&2; }
 
@@ -29,12 +29,12 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt_install "${need_pkgs[@]}"
 fi
 
-docker_up() { timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
-if ! docker_up; then
-    log "starting dockerd (log: $DOCKERD_LOG)"
-    nohup setsid dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
-    for _ in $(seq 1 60); do docker_up && break; sleep 0.5; done
-    docker_up || { log "dockerd did not come up; last log lines:"; tail -n 30 "$DOCKERD_LOG" >&2; exit 1; }
+# The engine: ours, started by engine.sh (its own data root), unless the same one already runs.
+ENGINE="${1:-${DOCKERD:-20}}"
+running=$(bash "$HERE/engine.sh" current 2>/dev/null || true)
+if [ "${running%% *}" != "$(bash "$HERE/engine.sh" suite "$ENGINE")" ] || [ -n "$(echo "$running" | cut -d' ' -f3-)" ] \
+    || ! timeout 5 docker version >/dev/null 2>&1; then
+    bash "$HERE/engine.sh" start "$ENGINE"
 fi
 
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
