@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import ipaddress
 import logging
 import queue
@@ -31,6 +32,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pyroute2 import IPRoute, NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE
+from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
 
 from common.errors import PluginError
 
@@ -159,6 +161,7 @@ class LinuxDatapath:
         container_ip: ipaddress.IPv4Address | None,
         gateway6: ipaddress.IPv6Address | None = None,
         container_ip6: ipaddress.IPv6Address | None = None,
+        peer_mac: str | None = None,
     ) -> None:
         families = [
             (gw, ip) for gw, ip in ((gateway, container_ip), (gateway6, container_ip6)) if ip
@@ -172,7 +175,8 @@ class LinuxDatapath:
             host = _index(host_veth)
             fresh = host is None
             if host is None:
-                _add_veth(ipr, host_veth, peer, mtu)
+                peer_mac = peer_mac or _derived_mac(host_veth)
+                _add_veth(ipr, host_veth, peer, mtu, peer_mac)
                 host = _index(host_veth)
                 if host is None:
                     raise DatapathError(f"veth {host_veth} vanished right after creation")
@@ -187,6 +191,8 @@ class LinuxDatapath:
                 if gw is not None:
                     _ensure_address(ipr, host, gw)
                 ipr.route("replace", **_host_route(host, ip))
+                if fresh and ip.version == 6 and peer_mac is not None:
+                    _pin_neighbour(ipr, host, ip, peer_mac)
         except NetlinkError as err:
             raise DatapathError(f"cannot set up {host_veth}: {err}") from None
 
@@ -305,9 +311,29 @@ def _delete_link(ipr: IPRoute, index: int) -> None:
             raise
 
 
-def _add_veth(ipr: IPRoute, host_veth: str, peer: str, mtu: int) -> None:
+def _derived_mac(host_veth: str) -> str:
+    """A locally administered unicast MAC for the container end, from the pair's name: it only
+    has to be unicast and known to us, since the pair is a link of its own."""
+    octets = hashlib.blake2s(host_veth.encode(), digest_size=5).hexdigest()
+    return "02:" + ":".join(octets[i : i + 2] for i in range(0, 10, 2))
+
+
+def _pin_neighbour(ipr: IPRoute, index: int, ip: IPAddress, mac: str) -> None:
+    """A permanent neighbour entry for the container's IPv6 address on its host end.
+
+    Newer dockerd starts the container so soon after Join that its link-local address is
+    often still missing, and a container without one cannot answer the host's neighbour
+    solicitations (they come from the host end's link-local address): the first packets to
+    a fresh container were dropped for a second or more. We made the container end, so we
+    know its MAC and need no solicitation at all.
+    """
+    ipr.neigh("replace", dst=str(ip), lladdr=mac, ifindex=index, state=NUD_PERMANENT)
+
+
+def _add_veth(ipr: IPRoute, host_veth: str, peer: str, mtu: int, peer_mac: str) -> None:
+    peer_spec = {"ifname": peer, "mtu": mtu, "address": peer_mac}
     try:
-        ipr.link("add", ifname=host_veth, kind="veth", peer={"ifname": peer, "mtu": mtu})
+        ipr.link("add", ifname=host_veth, kind="veth", peer=peer_spec)
     except NetlinkError as err:
         # The host end is absent (we looked), so it is the peer's name that is taken. A peer
         # without its host end cannot be ours to keep (its pair would be gone too). Seen only
@@ -317,4 +343,4 @@ def _add_veth(ipr: IPRoute, host_veth: str, peer: str, mtu: int) -> None:
             raise
         log.warning("removing stray %s before re-creating its pair", peer)
         _delete_link(ipr, index)
-        ipr.link("add", ifname=host_veth, kind="veth", peer={"ifname": peer, "mtu": mtu})
+        ipr.link("add", ifname=host_veth, kind="veth", peer=peer_spec)

@@ -57,6 +57,7 @@ class Datapath(Protocol):
         container_ip: ipaddress.IPv4Address | None,
         gateway6: ipaddress.IPv6Address | None = None,
         container_ip6: ipaddress.IPv6Address | None = None,
+        peer_mac: str | None = None,
     ) -> None: ...
     def delete_endpoint(
         self,
@@ -88,7 +89,7 @@ class NetworkRequest:
     """CreateNetwork, validated by the wire layer. At least one of pool / pool6."""
 
     network_id: str
-    pool: ipaddress.IPv4Network | None  # None: no IPv4 (dockerd 26+ with --ipv4=false)
+    pool: ipaddress.IPv4Network | None  # None: no IPv4 (dockerd 28+ with --ipv4=false)
     gateway: ipaddress.IPv4Address | None  # None: IPAM gave none (or 0.0.0.0)
     options: NetworkOptions
     internal: bool
@@ -170,6 +171,9 @@ class Driver:
             txn.put(NETWORK_KIND, network.network_id, network.to_record())
         self.networks[network.network_id] = network
         try:
+            # Newer dockerd leaves forwarding alone when no bridge network needs it.
+            if network.subnet is not None:
+                self._datapath.ensure_ip_forward()
             if network.subnet6 is not None:
                 self._datapath.ensure_ip6_forward()
             self._apply_firewall()
@@ -205,7 +209,9 @@ class Driver:
         endpoint_id: str,
         address: ipaddress.IPv4Interface | None,
         address6: ipaddress.IPv6Interface | None = None,
+        mac: str | None = None,
     ) -> None:
+        """`mac`: the container end's MAC if dockerd gave one (--mac-address); else ours."""
         network = self._network(network_id)
         existing = self.endpoints.get(endpoint_id)
         if existing is not None:
@@ -229,7 +235,7 @@ class Driver:
         self.endpoints[endpoint_id] = endpoint
         self._outbox.wake()
         try:
-            self._create_host_side(network, endpoint)
+            self._create_host_side(network, endpoint, mac)
         except PluginError:
             self._remove_endpoint(endpoint)  # dockerd releases the address; leave nothing behind
             raise
@@ -407,7 +413,9 @@ class Driver:
                 return candidate
         raise PluginError(f"no free link-local gateway left in {LINK_LOCAL6_GATEWAYS}")
 
-    def _create_host_side(self, network: Network, endpoint: Endpoint) -> None:
+    def _create_host_side(
+        self, network: Network, endpoint: Endpoint, mac: str | None = None
+    ) -> None:
         self._datapath.create_endpoint(
             endpoint.host_veth,
             endpoint.peer,
@@ -416,6 +424,7 @@ class Driver:
             endpoint.ip,
             network.gateway6,
             endpoint.ip6,
+            mac,
         )
 
     def _remove_endpoint(self, endpoint: Endpoint) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,9 @@ from netdriver import options
 from netdriver.driver import Driver, JoinInfo, NetworkRequest
 
 PORTMAP = "com.docker.network.portmap"
-CAPABILITIES = {"Scope": "local", "ConnectivityScope": "local"}  # "global" needs swarm on 20.10
+# "global" scope needs swarm on 20.10. GwAllocChecker (dockerd 28+): see gw_alloc_check.
+CAPABILITIES = {"Scope": "local", "ConnectivityScope": "local", "GwAllocChecker": True}
+MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 log = logging.getLogger("routed.net.handlers")
 
 
@@ -36,6 +39,7 @@ def build_plugin(driver: Driver) -> PluginApp:
 
     handlers: dict[str, Handler] = {
         "NetworkDriver.GetCapabilities": lambda _body: dict(CAPABILITIES),
+        "NetworkDriver.GwAllocCheck": gw_alloc_check,
         "NetworkDriver.CreateNetwork": locked(create_network),
         "NetworkDriver.DeleteNetwork": locked(delete_network),
         "NetworkDriver.CreateEndpoint": locked(create_endpoint),
@@ -53,9 +57,21 @@ def build_plugin(driver: Driver) -> PluginApp:
     return PluginApp(name=NET_PLUGIN, implements=["NetworkDriver"], handlers=handlers)
 
 
+def gw_alloc_check(body: wire.Body) -> wire.Body:
+    """Sent before the IPAM is asked for a gateway. A routed network needs none from the pool:
+    each host veth carries a gateway of routed-net's own (link-local) when the IPAM gave none,
+    so no pool address is spent on it. A --gateway the user gave is still allocated."""
+    options.parse_create(wire.obj(body, "Options"))
+    return {"SkipIPv4": True, "SkipIPv6": True}
+
+
 def create_network(driver: Driver, body: wire.Body) -> wire.Body:
     network_id = wire.docker_id(body, "NetworkID")
-    parsed = options.parse_create(wire.obj(body, "Options"))
+    create_options = wire.obj(body, "Options")
+    parsed = options.parse_create(create_options)
+    ignored = options.foreign_keys(wire.obj(create_options, options.GENERIC))
+    if ignored:
+        log.info("network %s: ignoring options of other namespaces: %s", network_id[:12], ignored)
     ipv4 = _array(body, "IPv4Data")
     ipv6 = _array(body, "IPv6Data")
     if ipv6 and not parsed.ipv6:
@@ -64,7 +80,7 @@ def create_network(driver: Driver, body: wire.Body) -> wire.Body:
         raise BadRequest("IPv6 is enabled (--ipv6) but IPv6Data is empty: no IPv6 pool")
     if not ipv4 and not ipv6:
         raise BadRequest("missing IPv4 pool: IPv4Data is empty (and IPv6 is not enabled)")
-    # An empty IPv4Data is an IPv6-only network: dockerd 26+ with --ipv4=false sends that;
+    # An empty IPv4Data is an IPv6-only network: dockerd 28+ with --ipv4=false sends that;
     # 20.10 always sends IPv4 data, so there every routed network is IPv4 or dual stack.
     pool, gateway = _pool_data(ipv4, 4) if ipv4 else (None, None)
     pool6, gateway6 = _pool_data(ipv6, 6) if ipv6 else (None, None)
@@ -122,8 +138,11 @@ def create_endpoint(driver: Driver, body: wire.Body) -> wire.Body:
     address6 = wire.interface(text6, "Interface AddressIPv6") if text6 else None
     if address6 is not None and not isinstance(address6, ipaddress.IPv6Interface):
         raise BadRequest(f"Interface AddressIPv6 {address6} is not an IPv6 address")
+    mac = wire.text(interface, "MacAddress", required=False)
+    if mac and (not MAC.fullmatch(mac) or int(mac[:2], 16) & 1):
+        raise BadRequest(f"Interface MacAddress {mac[:32]!r} is not a unicast MAC address")
     _note_ports(wire.obj(body, "Options"), endpoint_id)
-    driver.create_endpoint(network_id, endpoint_id, address, address6)
+    driver.create_endpoint(network_id, endpoint_id, address, address6, mac or None)
     # Only fields dockerd left empty may be filled; we fill none, and never echo Address,
     # AddressIPv6 or MacAddress back (protocol.md §3.4).
     return {}

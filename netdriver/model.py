@@ -43,7 +43,7 @@ def _opt(kind: Any, value: Any) -> Any:
 @dataclass(frozen=True)
 class Network:
     """A routed network: an IPv4 subnet, an IPv6 subnet, or both (dual stack). IPv6-only
-    (subnet None) needs a dockerd that can create networks without IPv4 (26+: --ipv4=false)."""
+    (subnet None) needs a dockerd that can create networks without IPv4 (28+: --ipv4=false)."""
 
     network_id: str
     subnet: ipaddress.IPv4Network | None

@@ -2,8 +2,11 @@
 
 Every option has a short name and, where Docker's bridge driver has an equivalent, that
 name as an alias, so `-o com.docker.network.driver.mtu=1450` works as users expect.
-Anything unknown is refused: a silently ignored typo would give a network that is not
-what the user asked for (Calico's plugin does the same).
+Anything unknown in routed's own namespace (bare names, `routed.*`) is refused: a silently
+ignored typo would give a network that is not what the user asked for (Calico's plugin does
+the same). Dotted keys of other namespaces (`com.docker.*` beyond our aliases, other
+vendors' reverse-DNS keys) are not ours to judge: newer engines and tools add some, and
+refusing them would break `docker network create` for no fault of the user's.
 """
 
 from __future__ import annotations
@@ -92,11 +95,26 @@ def accepted() -> str:
     return "; ".join(parts)
 
 
+OWN_PREFIX = "routed."
+
+
+def is_own_key(key: str) -> bool:
+    """Whether an option key is in routed's namespace (so an unknown one is an error)."""
+    return key in _BY_KEY or "." not in key or key.startswith(OWN_PREFIX)
+
+
+def foreign_keys(generic: Mapping[str, Any]) -> list[str]:
+    """The keys of the `-o` map that belong to other namespaces and are ignored."""
+    return [key for key in generic if not is_own_key(key)]
+
+
 def parse_generic(generic: Mapping[str, Any]) -> NetworkOptions:
     """The `-o k=v` map (dockerd sends it as Options["com.docker.network.generic"])."""
     values: dict[str, Any] = {}
     given_as: dict[str, str] = {}
     for key, raw in generic.items():
+        if not is_own_key(key):
+            continue
         option = _BY_KEY.get(key)
         if option is None:
             raise BadRequest(f"unknown network option {key[:64]!r}; accepted options: {accepted()}")
@@ -126,7 +144,7 @@ class CreateOptions:
     options: NetworkOptions
     internal: bool
     ipv6: bool = False  # --ipv6: IPv6Data carries the network's IPv6 pool
-    ipv4: bool = True  # False only from dockerd 26+ with --ipv4=false: IPv4Data is empty
+    ipv4: bool = True  # False only from dockerd 28+ with --ipv4=false: IPv4Data is empty
 
 
 def parse_create(options: wire.Body) -> CreateOptions:

@@ -6,6 +6,8 @@ import time
 import uuid
 from typing import Any
 
+import pytest
+
 from common.channel import ChannelClient, request
 from tests.e2e.harness import Docker, PluginProcess, plugin_call
 
@@ -31,6 +33,7 @@ def holder_of(plugins: dict[str, PluginProcess], address: str, timeout: float = 
         time.sleep(0.2)
 
 
+@pytest.mark.smoke
 def test_status_shows_the_endpoint_holding_each_address(
     dock: Docker, plugins: dict[str, PluginProcess]
 ) -> None:

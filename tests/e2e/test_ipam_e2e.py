@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from tests.e2e.harness import Docker, PluginProcess, docker
 
 PREFIX_MODE = ("--ipam-driver", "routed-ipam", "--ipam-opt", "mode=prefix")
 
 
+@pytest.mark.smoke
 def test_bridge_network_gets_subnet_range_gateway_and_static_ip(dock: Docker) -> None:
     net = dock.network(
         "-d",
@@ -39,6 +42,7 @@ def test_bridge_network_gets_subnet_range_gateway_and_static_ip(dock: Docker) ->
     assert dock.pings(static, "198.18.0.1")  # the bridge's gateway address came from routed-ipam
 
 
+@pytest.mark.smoke
 def test_static_ip_already_taken_is_refused_clearly(dock: Docker) -> None:
     net = dock.network("-d", "bridge", *PREFIX_MODE, "--subnet", "198.18.64.0/24")
     dock.run(net, "--ip", "198.18.64.20")

@@ -10,6 +10,8 @@ import ipaddress
 import re
 import subprocess
 
+import pytest
+
 from tests.e2e.harness import Docker, docker, host_links, iptables_rules, wait_until
 
 ROUTED6 = ("-d", "routed-net", "--ipam-driver", "routed-ipam", "--ipv6")
@@ -52,6 +54,7 @@ def ip6tables_rules(table: str) -> str:
     ).stdout
 
 
+@pytest.mark.smoke
 def test_dual_stack_container_gets_both_addresses_and_a_v6_default_route(dock: Docker) -> None:
     net = dock.network(*ROUTED6)
     ctr = dock.run(net)
@@ -62,6 +65,7 @@ def test_dual_stack_container_gets_both_addresses_and_a_v6_default_route(dock: D
     assert gateway6(dock, ctr)
 
 
+@pytest.mark.smoke
 def test_host_and_container_reach_each_other_over_v6(dock: Docker) -> None:
     net = dock.network(*ROUTED6)
     ctr = dock.run(net)

@@ -1,8 +1,9 @@
 """A namespace that plays the upstream router: "the outside world" built on this machine.
 
-Host <-> upstream over a veth on 203.0.113.0/30 (TEST-NET-3); the upstream owns 198.51.100.1
-(TEST-NET-2) on its loopback and runs a TCP service there that answers each connection with
-the source address it saw. No traffic ever leaves this machine.
+Host <-> upstream over a veth on 203.0.113.0/30 (TEST-NET-3) and 2001:db8:ffff::/64; the
+upstream owns 198.51.100.1 (TEST-NET-2) and 2001:db8:eeee::1 (documentation prefix) on its
+loopback and runs a TCP service on both that answers each connection with the source address
+it saw. No traffic ever leaves this machine.
 """
 
 from __future__ import annotations
@@ -16,18 +17,25 @@ from dataclasses import dataclass
 HOST_SIDE = "203.0.113.1"
 UPSTREAM_SIDE = "203.0.113.2"
 OUTSIDE = "198.51.100.1"
+HOST_SIDE6 = "2001:db8:ffff::1"
+UPSTREAM_SIDE6 = "2001:db8:ffff::2"
+OUTSIDE6 = "2001:db8:eeee::1"
 ECHO_PORT = 7777
 
 _ECHO_SERVER = f"""
-import socket
-server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(("{OUTSIDE}", {ECHO_PORT}))
-server.listen(16)
+import selectors, socket
+listeners = selectors.DefaultSelector()
+for family, address in ((socket.AF_INET, "{OUTSIDE}"), (socket.AF_INET6, "{OUTSIDE6}")):
+    server = socket.socket(family)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((address, {ECHO_PORT}))
+    server.listen(16)
+    listeners.register(server, selectors.EVENT_READ)
 while True:
-    conn, peer = server.accept()
-    conn.sendall(peer[0].encode() + b"\\n")
-    conn.close()
+    for key, _ in listeners.select():
+        conn, peer = key.fileobj.accept()
+        conn.sendall(peer[0].encode() + b"\\n")
+        conn.close()
 """
 
 
@@ -57,21 +65,26 @@ class Upstream:
         sh("ip", "link", "set", upstream.host_veth, "up")
         sh(*ns, "addr", "add", f"{UPSTREAM_SIDE}/30", "dev", "eth0")
         sh(*ns, "addr", "add", f"{OUTSIDE}/32", "dev", "lo")
+        sh("ip", "addr", "add", f"{HOST_SIDE6}/64", "dev", upstream.host_veth, "nodad")
+        sh(*ns, "addr", "add", f"{UPSTREAM_SIDE6}/64", "dev", "eth0", "nodad")
+        sh(*ns, "addr", "add", f"{OUTSIDE6}/128", "dev", "lo")
         sh(*ns, "link", "set", "lo", "up")
         sh(*ns, "link", "set", "eth0", "up")
         sh("ip", "route", "replace", f"{OUTSIDE}/32", "via", UPSTREAM_SIDE)
+        sh("ip", "-6", "route", "replace", f"{OUTSIDE6}/128", "via", UPSTREAM_SIDE6)
         upstream.echo = subprocess.Popen(
             ["ip", "netns", "exec", upstream.name, sys.executable, "-c", _ECHO_SERVER]
         )
         for _ in range(50):
-            if f":{ECHO_PORT}" in sh("ip", "netns", "exec", upstream.name, "ss", "-ltn"):
+            if sh("ip", "netns", "exec", upstream.name, "ss", "-ltn").count(f":{ECHO_PORT}") == 2:
                 break
             time.sleep(0.1)
         return upstream
 
     def route_back(self, subnet: str) -> None:
         """Tell the upstream that `subnet` lives behind the host (inbound routing)."""
-        sh("ip", "-n", self.name, "route", "replace", subnet, "via", HOST_SIDE)
+        via = HOST_SIDE6 if ":" in subnet else HOST_SIDE
+        sh("ip", "-n", self.name, "route", "replace", subnet, "via", via)
 
     def ping(self, address: str) -> str:
         return sh(
@@ -80,7 +93,7 @@ class Upstream:
             "exec",
             self.name,
             "busybox",
-            "ping",
+            "ping6" if ":" in address else "ping",
             "-c",
             "1",
             "-W",
@@ -92,7 +105,7 @@ class Upstream:
     def connect(self, address: str, port: int) -> str:
         probe = (
             "import socket; "
-            f"print(socket.create_connection(('{address}', {port}), 3).recv(64).decode())"
+            f"print(socket.create_connection(({address!r}, {port}), 3).recv(64).decode())"
         )
         return sh("ip", "netns", "exec", self.name, sys.executable, "-c", probe, check=False)
 
@@ -101,5 +114,6 @@ class Upstream:
             self.echo.kill()
             self.echo.wait(timeout=5)
         sh("ip", "route", "del", f"{OUTSIDE}/32", check=False)
+        sh("ip", "-6", "route", "del", f"{OUTSIDE6}/128", check=False)
         sh("ip", "link", "del", self.host_veth, check=False)
         sh("ip", "netns", "del", self.name, check=False)

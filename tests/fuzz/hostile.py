@@ -324,6 +324,8 @@ def validate_success(method: str, body: dict[str, Any]) -> None:
         assert isinstance(body.get("Data", {}), dict), body
     elif method == "NetworkDriver.GetCapabilities":
         assert body.get("Scope") in ("local", "global"), body
+    elif name == "GwAllocCheck":
+        assert body == {"SkipIPv4": True, "SkipIPv6": True}, body
     elif name == "Join":
         iface = body["InterfaceName"]
         assert iface is None or (

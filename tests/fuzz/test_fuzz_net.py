@@ -37,6 +37,7 @@ EXAMPLES = int(os.environ.get("ROUTED_FUZZ_EXAMPLES", "200"))
 METHODS = [
     "Plugin.Activate",
     "NetworkDriver.GetCapabilities",
+    "NetworkDriver.GwAllocCheck",
     "NetworkDriver.CreateNetwork",
     "NetworkDriver.DeleteNetwork",
     "NetworkDriver.CreateEndpoint",

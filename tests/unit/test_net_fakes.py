@@ -42,6 +42,7 @@ class FakeDatapath:
     ip6_forward: bool = False
     fail_create: bool = False
     calls: list[str] = field(default_factory=list)
+    peer_macs: dict[str, str | None] = field(default_factory=dict)  # veth -> MAC asked for
 
     def ensure_ip_forward(self) -> None:
         self.ip_forward = True
@@ -58,8 +59,10 @@ class FakeDatapath:
         container_ip: ipaddress.IPv4Address | None,
         gateway6: ipaddress.IPv6Address | None = None,
         container_ip6: ipaddress.IPv6Address | None = None,
+        peer_mac: str | None = None,
     ) -> None:
         self.calls.append(f"create {host_veth}")
+        self.peer_macs[host_veth] = peer_mac
         link = FakeLink(mtu, peer, str(gateway or ""), gateway6=str(gateway6 or ""))
         if self.fail_create:
             # like the real one: the pair may exist already when a later step fails

@@ -62,7 +62,36 @@ def test_activate_and_capabilities(client):
     assert reply.status_code == 200 and reply.json() == {"Implements": ["NetworkDriver"]}
     reply = post(client, "NetworkDriver.GetCapabilities")
     assert reply.status_code == 200
-    assert reply.json() == {"Scope": "local", "ConnectivityScope": "local"}
+    assert reply.json() == {"Scope": "local", "ConnectivityScope": "local", "GwAllocChecker": True}
+
+
+def test_gw_alloc_check_skips_the_pool_gateway_and_validates_its_options(client, rig):
+    body = {"Options": CREATE_NETWORK["Options"] | {"com.docker.network.enable_ipv4": True}}
+    reply = post(client, "NetworkDriver.GwAllocCheck", body)
+    assert (reply.status_code, reply.json()) == (200, {"SkipIPv4": True, "SkipIPv6": True})
+    before = state(rig)
+    bad_option = {"Options": {"com.docker.network.generic": {"mtu": "9"}}}
+    reply = post(client, "NetworkDriver.GwAllocCheck", bad_option)
+    assert reply.status_code == 400 and "'mtu'" in reply.json()["Err"]
+    assert state(rig) == before
+
+
+def test_create_network_without_a_pool_gateway_uses_a_link_local_one(client, rig):
+    no_gateway = {**CREATE_NETWORK, "IPv4Data": [{"AddressSpace": "l", "Pool": "198.51.100.0/24"}]}
+    assert post(client, "NetworkDriver.CreateNetwork", no_gateway).status_code == 200
+    post(client, "NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
+    reply = post(client, "NetworkDriver.Join", IDS).json()
+    assert ipaddress.ip_address(reply["Gateway"]) in ipaddress.ip_network("169.254.1.0/24")
+
+
+def test_mac_address_from_dockerd_is_the_container_end_s(client, rig):
+    post(client, "NetworkDriver.CreateNetwork", CREATE_NETWORK)
+    interface = CREATE_ENDPOINT["Interface"] | {"MacAddress": "02:42:c6:33:64:05"}
+    reply = post(
+        client, "NetworkDriver.CreateEndpoint", {**CREATE_ENDPOINT, "Interface": interface}
+    )
+    assert (reply.status_code, reply.json()) == (200, {})  # never echoed back
+    assert list(rig.datapath.peer_macs.values()) == ["02:42:c6:33:64:05"]
 
 
 def test_every_networkdriver_method_answers(client):
@@ -83,7 +112,7 @@ def test_every_networkdriver_method_answers(client):
 
 
 def test_unknown_method_is_404(client):
-    assert post(client, "NetworkDriver.GwAllocCheck", {}).status_code == 404
+    assert post(client, "NetworkDriver.NoSuchCall", {}).status_code == 404
 
 
 def test_replay_of_dockerd_trace(client, rig):
@@ -213,6 +242,17 @@ BAD_CREATE_ENDPOINT = {
     "outside subnet": (bad(CREATE_ENDPOINT, Interface__Address="203.0.113.5/32"), "outside"),
     "bad endpoint id": (bad(CREATE_ENDPOINT, EndpointID="z" * 64), "EndpointID"),
     "unknown network": (bad(CREATE_ENDPOINT, NetworkID="c" * 64), "unknown network"),
+    "multicast MAC": (
+        bad(
+            CREATE_ENDPOINT,
+            Interface={"Address": "198.51.100.5/32", "MacAddress": "01:00:5e:0:0:1"},
+        ),
+        "MacAddress",
+    ),
+    "garbage MAC": (
+        bad(CREATE_ENDPOINT, Interface={"Address": "198.51.100.5/32", "MacAddress": "x; rm -rf"}),
+        "MacAddress",
+    ),
     "options wrong type": (bad(CREATE_ENDPOINT, Options="x"), "Options"),
 }
 

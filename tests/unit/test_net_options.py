@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import BadRequest
-from netdriver.options import NetworkOptions, parse_create, parse_generic
+from netdriver.options import NetworkOptions, foreign_keys, parse_create, parse_generic
 
 
 def test_defaults():
@@ -121,3 +121,19 @@ def test_mtu_text_is_either_valid_or_refused(text):
     else:
         with pytest.raises(BadRequest):
             parse_generic({"mtu": text})
+
+
+def test_only_keys_in_routed_namespace_are_judged():
+    parsed = parse_generic(
+        {
+            "mtu": "1400",
+            "com.docker.network.driver.private.no_proxy_6to4": "true",  # dockerd 28's own
+            "com.docker.network.endpoint.name": "web",
+            "org.example.tool": "whatever",
+        }
+    )
+    assert parsed.mtu == 1400
+    for own in ({"bogus": "1"}, {"routed.bogus": "1"}, {"com.docker.network.driver.mtu": "x"}):
+        with pytest.raises(BadRequest):
+            parse_generic(own)
+    assert foreign_keys({"mtu": "1", "routed.x": "1", "com.docker.y": "1"}) == ["com.docker.y"]
