@@ -1,7 +1,8 @@
 """`make bench`: run every benchmark side by side with its baseline; write bench/results/.
 
-Order: IPAM allocator (in-process), then with both plugins running on the real
-/run/docker/plugins sockets: container start, burst, data path, plugin API, scale.
+Order: IPAM allocator (in-process), then with both plugins serving the real
+/run/docker/plugins sockets (the ones already running, else a pair started here; see
+bench/services.py): container start, burst, data path, plugin API, scale.
 Timings are ratios and distributions; nothing here asserts a target.
 """
 
@@ -17,8 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import burst, datapath, docker_start, ipam_alloc, plugin_api, scale
-from bench.stats import machine
+from bench import burst, datapath, docker_start, ipam_alloc, plugin_api, scale, services
+from bench.stats import engine_text, machine
+from common.config import NET_PLUGIN, Paths
+from common.server import server_pid
 from tests.e2e.harness import LABEL, Docker, PluginProcess, docker, host_links
 
 RESULTS = Path(__file__).parent / "results"
@@ -36,12 +39,29 @@ def _step(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
 
 
 def _with_plugins(results: dict[str, Any]) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="rtbench-", dir="/tmp"))
-    ipam = PluginProcess("ipam", "routed-ipam", workdir)
-    net = PluginProcess("netdriver", "routed-net", workdir)
     try:
-        ipam.start()
-        net.start()
+        _measure(results)
+    except services.InTheWay as err:  # said in the results instead of a traceback
+        results["services"] = {"error": str(err)}
+        print(f"bench: {err}", file=sys.stderr)
+
+
+def _measure(results: dict[str, Any]) -> None:
+    sockets = {name: Paths.from_env().plugin_socket(name) for name in services.PLUGINS}
+    started: list[PluginProcess] = []
+    workdir = Path(tempfile.mkdtemp(prefix="rtbench-", dir="/tmp"))
+    if not services.use_running(sockets):
+        started = [
+            PluginProcess("ipam", "routed-ipam", workdir),
+            PluginProcess("netdriver", "routed-net", workdir),
+        ]
+    try:
+        for plugin in started:
+            plugin.start()
+            assert plugin.proc is not None
+            services.expect_served_by(sockets[plugin.name], plugin.name, plugin.proc.pid)
+        pids = {name: server_pid(sock) for name, sock in sockets.items()}
+        results["services"] = {"used": "started" if started else "running", "pids": pids}
         dock = Docker()
         routed = dock.network("-d", "routed-net", "--ipam-driver", "routed-ipam")
         networks = {"routed": routed, "bridge": "bridge", "user_bridge": dock.network()}
@@ -50,15 +70,16 @@ def _with_plugins(results: dict[str, Any]) -> None:
         _step(results, "datapath", lambda: datapath.run(routed))
         docker("network", "rm", routed, check=False)
         _step(results, "plugin_api", plugin_api.run)
-        assert net.proc is not None
-        pid = net.proc.pid
-        _step(results, "scale", lambda: scale.run(pid))
+        net_pid = pids[NET_PLUGIN]
+        assert net_pid is not None
+        _step(results, "scale", lambda: scale.run(net_pid))
     finally:
         Docker().cleanup()
-        for plugin in (net, ipam):
+        for plugin in reversed(started):
             plugin.stop()
-        for link in host_links("rt-"):  # normally none: the driver deletes its veths
-            subprocess.run(["ip", "link", "del", link], check=False, capture_output=True)
+        if started:  # only this benchmark's routed-net made `rt-` links; normally none is left
+            for link in host_links("rt-"):
+                subprocess.run(["ip", "link", "del", link], check=False, capture_output=True)
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
 
 
@@ -212,11 +233,15 @@ def markdown(r: dict[str, Any]) -> str:
     for name, message in err.items():
         rows.append(_row([name, f"failed: {message}", "—", "—", "—", "**no**"]))
     m = r["machine"]
+    used = r.get("services", {}).get("used")
+    plugins = {"running": "the services already running", "started": "a pair started for it"}
     rows += [
         "",
         f"Run {r['when']} on {m['cpus']} CPUs ({m['cpu_model']}), {m['memory']}, "
-        f"kernel {m['kernel']}, Python {m['python']}, dockerd {m['dockerd']}; "
-        f"whole run {r['duration_s']:.0f} s. Ratios are routed / baseline of interleaved pairs.",
+        f"kernel {m['kernel']}, Python {m['python']}, dockerd {engine_text(m['dockerd'])}"
+        + (f", plugins: {plugins[used]}" if used in plugins else "")
+        + f"; whole run {r['duration_s']:.0f} s. Ratios are routed / baseline of interleaved "
+        "pairs.",
         "",
     ]
     return "\n".join(rows)

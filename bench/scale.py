@@ -2,7 +2,8 @@
 
 CreateNetwork, then CreateEndpoint+Join for 500 kept endpoints; at 1, 100 and 500 of them, a
 few probe endpoints go through CreateEndpoint+Join+Leave+DeleteEndpoint (per-operation median)
-and routed-net's VmRSS is read. Everything is deleted afterwards and no `rt-` link may remain.
+and routed-net's VmRSS is read. Everything is deleted afterwards and none of the benchmark's
+`rt-` links may remain (a routed-net that was already serving may have containers of its own).
 """
 
 from __future__ import annotations
@@ -13,19 +14,13 @@ from typing import Any
 
 from bench.client import KeepAlive
 from bench.plugin_api import NET_SOCK, call, create_network_body, endpoint_bodies
+from bench.services import rss_kib
+from netdriver.model import host_veth_name
 from tests.e2e.harness import host_links, wait_until
 
 POOL = "198.19.0.0/20"
 LEVELS = (1, 100, 500)
 PROBES = 7
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def _address(n: int) -> str:
@@ -43,17 +38,27 @@ def run(net_pid: int) -> dict[str, Any]:
     kept: list[list[tuple[str, dict[str, Any]]]] = []
     levels: list[dict[str, Any]] = []
     rss_empty = rss_kib(net_pid)
+    ours: set[str] = set()  # host veths of every endpoint made here
+
+    def endpoint(address: str) -> list[tuple[str, dict[str, Any]]]:
+        bodies = endpoint_bodies(network_id, address)
+        ours.add(host_veth_name(bodies[0][1]["EndpointID"]))
+        return bodies
+
+    def left() -> list[str]:
+        return [name for name in host_links("rt-") if name in ours]
+
     leftovers: list[str] = []
     try:
         for level in LEVELS:
             while len(kept) < level:
-                bodies = endpoint_bodies(network_id, _address(len(kept)))
+                bodies = endpoint(_address(len(kept)))
                 for method, body in bodies[:2]:  # CreateEndpoint + Join, kept
                     client.call(method, body)
                 kept.append(bodies)
             per_op: dict[str, list[float]] = {}
             for probe in range(PROBES):
-                for method, body in endpoint_bodies(network_id, _address(3000 + probe)):
+                for method, body in endpoint(_address(3000 + probe)):
                     per_op.setdefault(method.split(".")[1], []).append(client.timed(method, body))
             levels.append(
                 {
@@ -70,8 +75,8 @@ def run(net_pid: int) -> dict[str, Any]:
         client.close()
         call("routed-net", "NetworkDriver.DeleteNetwork", {"NetworkID": network_id})
         # Veths are deleted by routed-net's reaper thread, after DeleteEndpoint has answered.
-        wait_until(lambda: not host_links("rt-"), 60)
-        leftovers = host_links("rt-")
+        wait_until(lambda: not left(), 60)
+        leftovers = left()
     first, last = levels[0], levels[-1]
     growth = (last["rss_kib"] - first["rss_kib"]) / (last["endpoints"] - first["endpoints"])
     return {

@@ -6,6 +6,7 @@ import os
 import platform
 import statistics
 import subprocess
+from pathlib import Path
 from typing import Any
 
 
@@ -53,13 +54,51 @@ def _first_line(path: str, key: str) -> str | None:
     return None
 
 
+ENGINE_CURRENT = Path("/run/routed-engines/current")
+
+
+def docker_version() -> str | None:
+    try:
+        done = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
+def engine(current: Path = ENGINE_CURRENT, version: str | None = None) -> dict[str, Any]:
+    """The Docker engine the benchmarks ran against: its version and, where deploy/engine.sh
+    started it, the Debian suite it came from and its extra flags (that script writes one line
+    `SUITE VERSION FLAGS` to `current`). `version` is what `docker version` answers."""
+    try:
+        suite, recorded, *flags = current.read_text().split()
+    except (OSError, ValueError):  # absent, or not a line of that shape
+        return {"version": version, "suite": None, "flags": None, "source": "docker version"}
+    if version is not None and version != recorded:
+        # A dockerd engine.sh did not start answers: the file outlived its engine.
+        return {
+            "version": version,
+            "suite": None,
+            "flags": None,
+            "source": f"docker version ({current} is stale: it names {suite} {recorded})",
+        }
+    return {"version": recorded, "suite": suite, "flags": " ".join(flags), "source": str(current)}
+
+
+def engine_text(record: dict[str, Any]) -> str:
+    """`28.5.2 (Debian forky, flags --ipv6)` for the results' footnote."""
+    origin = [f"Debian {record['suite']}"] if record.get("suite") else []
+    origin += [f"flags {record['flags']}"] if record.get("flags") else []
+    version = record.get("version") or "unknown"
+    return f"{version} ({', '.join(origin)})" if origin else version
+
+
 def machine() -> dict[str, Any]:
-    docker = subprocess.run(
-        ["docker", "version", "--format", "{{.Server.Version}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     return {
         "cpus": os.cpu_count(),
         "cpu_model": _first_line("/proc/cpuinfo", "model name"),
@@ -69,5 +108,5 @@ def machine() -> dict[str, Any]:
         if hasattr(platform, "freedesktop_os_release")
         else None,
         "python": platform.python_version(),
-        "dockerd": docker or None,
+        "dockerd": engine(version=docker_version()),
     }

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -151,19 +152,29 @@ def claim_instance(paths: Paths, name: str) -> IO[str]:
         raise SystemExit(
             f"{name}: another instance is running (lock {lock.name} is held)"
         ) from None
-    if _socket_answers(paths.plugin_socket(name)):
+    if server_pid(paths.plugin_socket(name)) is not None:
         raise SystemExit(f"{name}: {paths.plugin_socket(name)} is served by another process")
     return lock
 
 
-def _socket_answers(path: Path) -> bool:
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def server_pid(path: Path) -> int | None:
+    """The pid of the process serving the unix socket at `path`; None if nobody answers.
+
+    The kernel reports the listener's credentials to whoever connects (SO_PEERCRED), so this
+    names the real server, whatever it is called and from whichever pid namespace it runs.
+    """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(1)
         try:
             probe.connect(str(path))
         except OSError:
-            return False
-        return True
+            return None
+        creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, _uid, _gid = _UCRED.unpack(creds)
+    return int(pid)
 
 
 def serve(plugin: PluginApp, paths: Paths, on_stop: Iterable[Callable[[], None]] = ()) -> None:

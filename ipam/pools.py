@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from common.errors import BadRequest, PluginError
 from ipam.bitmap import Bitmap
+from ipam.status import LeaseStatus, PoolStatus, Status
 
 log = logging.getLogger("routed.ipam")
 
@@ -447,32 +448,32 @@ class Ipam:
         return found
 
     def status(self) -> dict[str, Any]:
+        """The channel's `status` answer (ipam/status.py)."""
         pools, leases = [], []
         for pool in sorted(self.pools.values(), key=lambda p: p.pool_id):
             pools.append(
-                {
-                    "pool_id": pool.pool_id,
-                    "address_space": pool.address_space,
-                    "pool": str(pool.network),
-                    "sub_pool": str(pool.sub_pool) if pool.sub_pool is not None else None,
-                    "mode": pool.mode,
-                    "v6": pool.v6,
-                    "size": pool.network.num_addresses,
-                    "allocated": len(pool.leases),
-                }
-            )
-            for offset in sorted(pool.leases):
-                lease = pool.leases[offset]
-                leases.append(
-                    {
-                        "pool_id": pool.pool_id,
-                        "address": str(lease.address),
-                        "kind": lease.kind,
-                        "endpoint_id": lease.endpoint_id or None,
-                        "network_id": lease.network_id or None,
-                    }
+                PoolStatus(
+                    pool_id=pool.pool_id,
+                    address_space=pool.address_space,
+                    pool=str(pool.network),
+                    sub_pool=str(pool.sub_pool) if pool.sub_pool is not None else None,
+                    mode=pool.mode,
+                    v6=pool.v6,
+                    size=pool.network.num_addresses,
+                    allocated=len(pool.leases),
                 )
-        return {"pools": pools, "leases": leases}
+            )
+            leases += [
+                LeaseStatus(
+                    pool_id=pool.pool_id,
+                    address=str(lease.address),
+                    kind=lease.kind,
+                    endpoint_id=lease.endpoint_id or None,
+                    network_id=lease.network_id or None,
+                )
+                for lease in (pool.leases[offset] for offset in sorted(pool.leases))
+            ]
+        return Status(tuple(pools), tuple(leases)).to_message()
 
 
 def _inside(inner: Network, outer: Network) -> bool:

@@ -2,36 +2,44 @@
 
 Read only, always: plugin sockets get one Plugin.Activate, routed-ipam one channel `status`,
 routed-net's SQLite store is opened with mode=ro, netlink is only dumped, /proc/sys only read,
-and iptables only runs `-S` listings with a fixed argv. Every probe has a short timeout and
-turns failure into data, so a down service shows up in the report instead of a traceback.
+and iptables and ip6tables only run `-S` listings with a fixed argv. Every probe has a short
+timeout and turns failure into data, so a down service shows up in the report instead of a
+traceback. routed-net's records are read by netdriver's own model, routed-ipam's answer by
+ipam's own status classes: no second copy of either schema lives here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import http.client
 import json
 import os
 import socket
 import sqlite3
-import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from common.channel import ChannelClient, request
 from common.config import IPAM_PLUGIN, NET_PLUGIN, Paths
-from netdriver.model import ENDPOINT_KIND, HOST_VETH, NETWORK_KIND
+from ipam.status import Status
+from netdriver.firewall import FAMILIES, Family, FirewallError
+from netdriver.model import ENDPOINT_KIND, HOST_VETH, NETWORK_KIND, Endpoint, Network
 from netdriver.outbox import KIND as OUTBOX_KIND
 from netdriver.rules import FORWARD_CHAIN, NAT_CHAIN
 from routedctl import state
+from routedctl.logic import EXPECTED_SYSCTLS, IN_FLIGHT_S
 from routedctl.state import NeedsRoot
 
 TIMEOUT_S = 2.0
-SYSCTL = Path("/proc/sys/net/ipv4")
+SYSCTL = Path("/proc/sys/net")
 DOCKER_API = "/v1.41"
 MAIN_TABLE = 254
 # (table, built-in chain that must jump to ours, our chain): fixed words, never user input.
 CHAINS = (("filter", "FORWARD", FORWARD_CHAIN), ("nat", "POSTROUTING", NAT_CHAIN))
+OUTBOX_POLL_S = 0.25
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -79,7 +87,7 @@ def probe_plugin(name: str, path: Path) -> state.Probe:
     return state.Probe(name, str(path), True, ", ".join(str(i) for i in implements))
 
 
-def probe_channel(endpoint: str) -> tuple[state.Probe, state.IpamView | None]:
+def probe_channel(endpoint: str) -> tuple[state.Probe, Status | None]:
     ipc = endpoint.removeprefix("ipc://")
     if endpoint.startswith("ipc://") and not os.path.exists(ipc):
         return state.Probe(
@@ -94,36 +102,13 @@ def probe_channel(endpoint: str) -> tuple[state.Probe, state.IpamView | None]:
         return state.Probe("channel", endpoint, False, f"no answer within {TIMEOUT_S:g} s"), None
     if not reply.get("ok"):
         return state.Probe("channel", endpoint, False, f"refused: {reply.get('error')}"), None
-    view = parse_ipam_status(reply)
+    try:
+        view = Status.from_message(reply)
+    except (KeyError, TypeError, ValueError) as err:
+        detail = f"unexpected status answer ({type(err).__name__}: {err})"
+        return state.Probe("channel", endpoint, False, detail), None
     detail = f"{len(view.pools)} pools, {len(view.leases)} leases"
     return state.Probe("channel", endpoint, True, detail), view
-
-
-def parse_ipam_status(reply: dict[str, Any]) -> state.IpamView:
-    pools = tuple(
-        state.Pool(
-            pool_id=str(p["pool_id"]),
-            address_space=str(p.get("address_space", "")),
-            pool=str(p["pool"]),
-            sub_pool=str(p["sub_pool"]) if p.get("sub_pool") else None,
-            mode=str(p.get("mode", "")),
-            v6=bool(p.get("v6", False)),
-            size=int(p.get("size", 0)),
-            allocated=int(p.get("allocated", 0)),
-        )
-        for p in reply.get("pools", [])
-    )
-    leases = tuple(
-        state.Lease(
-            pool_id=str(lease["pool_id"]),
-            address=str(lease["address"]),
-            kind=str(lease.get("kind", "")),
-            endpoint_id=str(lease["endpoint_id"]) if lease.get("endpoint_id") else None,
-            network_id=str(lease["network_id"]) if lease.get("network_id") else None,
-        )
-        for lease in reply.get("leases", [])
-    )
-    return state.IpamView(pools, leases)
 
 
 # -- routed-net's store ----------------------------------------------------------------------
@@ -135,64 +120,107 @@ def read_net_store(path: Path) -> state.NetStore:
     if not os.access(path, os.R_OK):
         raise NeedsRoot(f"cannot read {path}")
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=TIMEOUT_S)
-        try:
-            rows = db.execute(
-                "SELECT kind, key, value FROM records WHERE kind IN (?, ?, ?) ORDER BY kind, key",
-                (NETWORK_KIND, ENDPOINT_KIND, OUTBOX_KIND),
-            ).fetchall()
-        finally:
-            db.close()
+        rows = _records(path, (NETWORK_KIND, ENDPOINT_KIND, OUTBOX_KIND))
         return parse_net_records(str(path), rows)
     except (sqlite3.Error, ValueError, KeyError, TypeError) as err:
         return state.NetStore(str(path), exists=True, error=f"{type(err).__name__}: {err}")
 
 
+def _records(path: Path, kinds: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=TIMEOUT_S)
+    try:
+        marks = ", ".join("?" * len(kinds))
+        return db.execute(
+            f"SELECT kind, key, value FROM records WHERE kind IN ({marks}) ORDER BY kind, key",
+            kinds,
+        ).fetchall()
+    finally:
+        db.close()
+
+
 def parse_net_records(path: str, rows: list[tuple[str, str, str]]) -> state.NetStore:
-    networks: list[state.StoredNetwork] = []
-    endpoints: list[state.StoredEndpoint] = []
-    outbox: list[state.PendingBinding] = []
-    for kind, key, raw in rows:
-        rec = json.loads(raw)
+    """routed-net's records, read by routed-net's own model (netdriver/model.py)."""
+    networks: list[Network] = []
+    endpoints: list[Endpoint] = []
+    for kind, _key, raw in rows:
         if kind == NETWORK_KIND:
-            networks.append(
-                state.StoredNetwork(
-                    str(rec.get("network_id", key)), str(rec["subnet"]), str(rec["gateway"])
-                )
-            )
+            networks.append(Network.from_record(json.loads(raw)))
         elif kind == ENDPOINT_KIND:
-            endpoints.append(
-                state.StoredEndpoint(
-                    endpoint_id=str(rec.get("endpoint_id", key)),
-                    network_id=str(rec["network_id"]),
-                    address=str(rec["address"]),
-                    host_veth=str(rec["host_veth"]),
-                    joined=bool(rec.get("joined", False)),
-                )
+            endpoints.append(Endpoint.from_record(json.loads(raw)))
+    outbox = _pending(rows)
+    return state.NetStore(path, True, tuple(networks), tuple(endpoints), outbox)
+
+
+def _pending(rows: list[tuple[str, str, str]]) -> tuple[state.PendingBinding, ...]:
+    found = []
+    for kind, key, raw in rows:
+        if kind != OUTBOX_KIND:
+            continue
+        message = json.loads(raw)  # a channel message as netdriver/outbox.py stored it
+        found.append(
+            state.PendingBinding(
+                key=key,
+                id=str(message.get("id", "")),
+                type=str(message.get("type", "?")),
+                endpoint_id=str(message.get("endpoint_id", "")),
+                address=str(message.get("address", "")),
             )
-        elif kind == OUTBOX_KIND:
-            outbox.append(
-                state.PendingBinding(
-                    key=key,
-                    type=str(rec.get("type", "?")),
-                    endpoint_id=str(rec.get("endpoint_id", "")),
-                    address=str(rec.get("address", "")),
-                )
-            )
-    return state.NetStore(path, True, tuple(networks), tuple(endpoints), tuple(outbox))
+        )
+    return tuple(found)
+
+
+def watch_outbox(
+    path: Path,
+    store: state.NetStore,
+    wait_s: float = IN_FLIGHT_S,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> state.NetStore:
+    """`store` with the bindings still waiting after `wait_s`, each with how long it was seen
+    waiting; sooner if the outbox empties (a binding on its way is gone within a moment).
+
+    The outbox stores no time, so age can only be watched: a binding present from the first
+    read to the last has waited at least that long. Bindings are told apart by message id.
+    """
+    if store.error is not None or not store.outbox:
+        return store
+    started = now = clock()
+    first_seen = {pending.id: started for pending in store.outbox}
+    current = store.outbox
+    while current and now - started < wait_s:
+        sleep(OUTBOX_POLL_S)
+        try:
+            current = _pending(_records(path, (OUTBOX_KIND,)))
+        except (sqlite3.Error, ValueError, TypeError):
+            break  # read once already: report what was seen until now
+        now = clock()
+        for pending in current:
+            first_seen.setdefault(pending.id, now)
+    outbox = tuple(
+        dataclasses.replace(pending, pending_s=now - first_seen[pending.id]) for pending in current
+    )
+    return dataclasses.replace(store, outbox=outbox)
 
 
 # -- host ------------------------------------------------------------------------------------
 
 
 def read_host(sysctl_root: Path = SYSCTL) -> state.HostState:
-    chains = tuple(read_chain(table, builtin, chain) for table, builtin, chain in CHAINS)
-    ip_forward = _read(sysctl_root / "ip_forward")
+    chains = tuple(
+        read_chain(family, table, builtin, chain)
+        for family in FAMILIES
+        for table, builtin, chain in CHAINS
+    )
+    host = state.HostState(
+        chains=chains,
+        ip_forward=_read(sysctl_root / "ipv4" / "ip_forward"),
+        ip6_forward=_read(sysctl_root / "ipv6" / "conf" / "all" / "forwarding"),
+    )
     try:
         links, routes = _read_netlink(sysctl_root)
     except Exception as err:  # pyroute2 raises a variety; any of them means "cannot tell"
-        return state.HostState(chains=chains, ip_forward=ip_forward, error=_describe(err))
-    return state.HostState(links, routes, chains, ip_forward)
+        return dataclasses.replace(host, error=_describe(err))
+    return dataclasses.replace(host, links=links, routes=routes)
 
 
 def _read_netlink(
@@ -209,73 +237,62 @@ def _read_netlink(
                 ours[int(link["index"])] = name
                 up[int(link["index"])] = bool(int(link["flags"]) & 1)  # IFF_UP
         addresses: dict[int, list[str]] = {index: [] for index in ours}
-        for addr in ipr.get_addr(family=socket.AF_INET):
-            index = int(addr["index"])
-            if index in ours:
-                addresses[index].append(str(addr.get_attr("IFA_ADDRESS")))
         routes: list[state.HostRoute] = []
-        for route in ipr.get_routes(family=socket.AF_INET):
-            table = route.get_attr("RTA_TABLE") or route["table"]
-            oif = route.get_attr("RTA_OIF")
-            if int(table) != MAIN_TABLE or route["dst_len"] != 32 or oif not in ours:
-                continue
-            routes.append(state.HostRoute(str(route.get_attr("RTA_DST")), ours[int(oif)]))
+        for family, host_len in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
+            for addr in ipr.get_addr(family=family):
+                index = int(addr["index"])
+                if index in ours:
+                    addresses[index].append(str(addr.get_attr("IFA_ADDRESS")))
+            for route in ipr.get_routes(family=family):
+                table = route.get_attr("RTA_TABLE") or route["table"]
+                oif = route.get_attr("RTA_OIF")
+                if int(table) != MAIN_TABLE or route["dst_len"] != host_len or oif not in ours:
+                    continue
+                routes.append(state.HostRoute(str(route.get_attr("RTA_DST")), ours[int(oif)]))
     links = tuple(
         state.HostLink(
             ifname=name,
             up=up[index],
             addresses=tuple(sorted(addresses[index])),
-            sysctls={key: _read(_sysctl_path(sysctl_root, key, name)) for key in _SYSCTL_KEYS},
+            sysctls={key: _read(_sysctl_path(sysctl_root, key, name)) for key in SYSCTL_KEYS},
         )
         for index, name in sorted(ours.items(), key=lambda item: item[1])
     )
     return links, tuple(sorted(routes, key=lambda r: (r.ifname, r.dst)))
 
 
-_SYSCTL_KEYS = ("conf/proxy_arp", "neigh/proxy_delay", "conf/forwarding")
+SYSCTL_KEYS = tuple(key for wanted in EXPECTED_SYSCTLS.values() for key in wanted)
 
 
 def _sysctl_path(root: Path, key: str, ifname: str) -> Path:
-    section, name = key.split("/", 1)
-    return root / section / ifname / name
+    """ "ipv6/conf/accept_ra" of rt-x: /proc/sys/net/ipv6/conf/rt-x/accept_ra."""
+    family, section, name = key.split("/")
+    return root / family / section / ifname / name
 
 
-def read_chain(table: str, builtin: str, chain: str) -> state.Chain:
-    """Whether our chain exists and is jumped to, from one `iptables -t <table> -S` listing.
+def read_chain(family: Family, table: str, builtin: str, chain: str) -> state.Chain:
+    """Whether our chain exists and is jumped to, from one `(ip6)tables -t <table> -S` listing.
 
     The whole table is listed rather than `-S <chain>`: for a missing chain iptables-nft 1.8.9
     answers "chain ... is incompatible, use 'nft' tool", which cannot be told from a real error.
     """
-    listing = _iptables(table)
-    if listing is None:
-        return state.Chain(table, chain, None, None, "iptables not found or timed out")
-    code, out, err = listing
-    if code != 0:
-        if "Permission denied" in err or "you must be root" in err:
-            raise NeedsRoot(f"iptables -t {table} -S: {err.strip()}")
-        return state.Chain(table, chain, None, None, err.strip() or f"exit {code}")
-    return parse_chain(table, builtin, chain, out)
+    try:
+        done = family.run(table, "-S")
+    except FirewallError as err:  # not installed, or timed out
+        return state.Chain(family.version, table, chain, None, None, str(err))
+    if done.returncode != 0:
+        if "Permission denied" in done.stderr or "you must be root" in done.stderr:
+            raise NeedsRoot(f"{family.tool} -t {table} -S: {done.stderr.strip()}")
+        detail = done.stderr.strip() or f"exit {done.returncode}"
+        return state.Chain(family.version, table, chain, None, None, detail)
+    return parse_chain(family.version, table, builtin, chain, done.stdout)
 
 
-def parse_chain(table: str, builtin: str, chain: str, listing: str) -> state.Chain:
+def parse_chain(version: int, table: str, builtin: str, chain: str, listing: str) -> state.Chain:
     lines = listing.splitlines()
     present = f"-N {chain}" in lines
     jumped = f"-A {builtin} -j {chain}" in lines
-    return state.Chain(table, chain, present, jumped if present else None)
-
-
-def _iptables(table: str) -> tuple[int, str, str] | None:
-    try:
-        done = subprocess.run(
-            ["iptables", "-w", "5", "-t", table, "-S"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.returncode, done.stdout, done.stderr
+    return state.Chain(version, table, chain, present, jumped if present else None)
 
 
 def _read(path: Path) -> str | None:
@@ -319,7 +336,8 @@ def snapshot(paths: Paths) -> state.Snapshot:
     ipam = probe_plugin(IPAM_PLUGIN, paths.plugin_socket(IPAM_PLUGIN))
     net = probe_plugin(NET_PLUGIN, paths.plugin_socket(NET_PLUGIN))
     channel, view = probe_channel(paths.channel_endpoint)
-    store = read_net_store(paths.store_file(NET_PLUGIN))
+    store_path = paths.store_file(NET_PLUGIN)
+    store = watch_outbox(store_path, read_net_store(store_path))
     host = read_host()
     containers, docker_detail = container_names([n.network_id for n in store.networks])
     return state.Snapshot((ipam, net, channel), view, store, host, containers, docker_detail)

@@ -10,18 +10,35 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
-from routedctl.state import HostLink, Lease, Probe, Snapshot, StoredEndpoint, StoredNetwork
+from ipam.status import LeaseStatus, PoolStatus
+from netdriver.model import Endpoint, Network
+from netdriver.rules import has_family
+from routedctl.state import HostLink, Probe, Snapshot
 
 Severity = Literal["problem", "note"]
 
-# What routed-net's data path sets on each host veth (netdriver/datapath.py), relative to
-# /proc/sys/net/ipv4. proxy_delay=0: otherwise the first packet waits up to 0.8 s.
-EXPECTED_SYSCTLS: dict[str, str] = {
-    "conf/proxy_arp": "1",
-    "neigh/proxy_delay": "0",
-    "conf/forwarding": "1",
+# What routed-net's data path sets on a host veth for each address family its endpoint has
+# (netdriver/datapath.py, _set_sysctls), relative to /proc/sys/net, the interface left out.
+# proxy_delay=0: otherwise the first packet waits up to 0.8 s; accept_dad=0: otherwise the
+# veth's link-local address stays tentative and no neighbour solicitation goes out.
+EXPECTED_SYSCTLS: dict[int, dict[str, str]] = {
+    4: {
+        "ipv4/conf/proxy_arp": "1",
+        "ipv4/neigh/proxy_delay": "0",
+        "ipv4/conf/forwarding": "1",
+    },
+    6: {
+        "ipv6/conf/accept_dad": "0",
+        "ipv6/conf/disable_ipv6": "0",
+        "ipv6/conf/accept_ra": "0",
+        "ipv6/conf/forwarding": "1",
+    },
 }
 HELD_KINDS = ("dynamic", "static")  # leases that an endpoint must hold
+# routed-net delivers a binding as soon as routed-ipam answers, and retries every second while
+# it does not: only a binding still waiting after this long is a problem.
+IN_FLIGHT_S = 3.0
+TOOLS = {4: "iptables", 6: "ip6tables"}
 
 
 def short(docker_id: str | None) -> str:
@@ -61,11 +78,12 @@ class LeaseRow:
 class EndpointRow:
     endpoint_id: str
     network_id: str
-    address: str
+    address: str  # IPv4 CIDR as dockerd sent it, "" for an IPv6-only endpoint
+    address6: str  # IPv6 CIDR, "" for an IPv4-only endpoint
     container: str | None
     veth: str
     link: str  # "up", "down" or "missing"
-    route: bool
+    route: bool  # every address has its host route
 
 
 @dataclass(frozen=True)
@@ -91,30 +109,20 @@ def status_view(snap: Snapshot) -> StatusView:
     pools: tuple[PoolRow, ...] | None = None
     leases: tuple[LeaseRow, ...] | None = None
     if snap.ipam is not None:
-        pools = tuple(
-            PoolRow(
-                pool_id=p.pool_id,
-                pool=p.pool,
-                sub_pool=p.sub_pool,
-                mode=p.mode,
-                allocated=p.allocated,
-                size=p.size,
-                percent=round(100.0 * p.allocated / p.size, 2) if p.size else 0.0,
-            )
-            for p in snap.ipam.pools
-        )
+        pools = tuple(_pool_row(pool) for pool in snap.ipam.pools)
         leases = tuple(_lease_row(lease, names) for lease in snap.ipam.leases)
     links = {link.ifname: link for link in snap.host.links}
-    routes = {(route.dst, route.ifname) for route in snap.host.routes}
+    routes = _routes(snap)
     endpoints = tuple(
         EndpointRow(
             endpoint_id=ep.endpoint_id,
             network_id=ep.network_id,
-            address=ep.address,
+            address=ep.address.with_prefixlen if ep.address is not None else "",
+            address6=ep.address6.with_prefixlen if ep.address6 is not None else "",
             container=names.get(ep.endpoint_id),
             veth=ep.host_veth,
             link=_link_state(links.get(ep.host_veth)),
-            route=(ep.ip, ep.host_veth) in routes,
+            route=all((str(ip), ep.host_veth) in routes for ip in ep.ips),
         )
         for ep in snap.net.endpoints
     )
@@ -129,7 +137,19 @@ def status_view(snap: Snapshot) -> StatusView:
     )
 
 
-def _lease_row(lease: Lease, names: dict[str, str]) -> LeaseRow:
+def _pool_row(pool: PoolStatus) -> PoolRow:
+    return PoolRow(
+        pool_id=pool.pool_id,
+        pool=pool.pool,
+        sub_pool=pool.sub_pool,
+        mode=pool.mode,
+        allocated=pool.allocated,
+        size=pool.size,
+        percent=round(100.0 * pool.allocated / pool.size, 2) if pool.size else 0.0,
+    )
+
+
+def _lease_row(lease: LeaseStatus, names: dict[str, str]) -> LeaseRow:
     if lease.kind == "gateway":
         holder = "(gateway)"
     elif lease.kind == "aux":
@@ -239,7 +259,7 @@ def _store(snap: Snapshot) -> list[Finding]:
 def _endpoints(snap: Snapshot) -> list[Finding]:
     found: list[Finding] = []
     links = {link.ifname: link for link in snap.host.links}
-    routes = {(route.dst, route.ifname) for route in snap.host.routes}
+    routes = _routes(snap)
     networks = {net.network_id: net for net in snap.net.networks}
     names = snap.containers or {}
     for ep in snap.net.endpoints:
@@ -265,7 +285,7 @@ def _endpoints(snap: Snapshot) -> list[Finding]:
                     f"{who}: host veth {ep.host_veth} is missing",
                 )
             )
-            continue  # the route, address and sysctls went with it
+            continue  # the routes, addresses and sysctls went with it
         if not link.up:
             found.append(
                 Finding(
@@ -275,28 +295,44 @@ def _endpoints(snap: Snapshot) -> list[Finding]:
                     f"{who}: host veth {ep.host_veth} is down",
                 )
             )
-        if (ep.ip, ep.host_veth) not in routes:
+        found += _families(ep, network, link, routes, who)
+    return found
+
+
+def _families(
+    ep: Endpoint,
+    network: Network | None,
+    link: HostLink,
+    routes: set[tuple[str, str]],
+    who: str,
+) -> list[Finding]:
+    """The route, gateway address and sysctls of each address family the endpoint has."""
+    found: list[Finding] = []
+    on_link = set(link.addresses)
+    for ip in ep.ips:
+        if (str(ip), ep.host_veth) not in routes:
             found.append(
                 Finding(
                     "problem",
                     "route-missing",
                     ep.endpoint_id,
-                    f"{who}: route {ep.ip}/32 dev {ep.host_veth} is missing",
+                    f"{who}: route {ip}/{ip.max_prefixlen} dev {ep.host_veth} is missing",
                 )
             )
-        if network is not None and _bare(network.gateway) not in link.addresses:
+        gateway = network.gateway_of(ip.version) if network is not None else None
+        if gateway is not None and str(gateway) not in on_link:
             found.append(
                 Finding(
                     "problem",
                     "gateway-address-missing",
                     ep.endpoint_id,
-                    f"{who}: gateway {_bare(network.gateway)}/32 is not on {ep.host_veth}",
+                    f"{who}: gateway {gateway}/{gateway.max_prefixlen} is not on {ep.host_veth}",
                 )
             )
         wrong = [
             f"{key}={link.sysctls.get(key) if link.sysctls.get(key) is not None else 'unset'} "
             f"(want {want})"
-            for key, want in EXPECTED_SYSCTLS.items()
+            for key, want in EXPECTED_SYSCTLS[ip.version].items()
             if link.sysctls.get(key) != want
         ]
         if wrong:
@@ -331,42 +367,50 @@ def _stale(snap: Snapshot) -> list[Finding]:
             )
     for route in snap.host.routes:
         ep = expected.get(route.ifname)
-        if ep is not None and route.dst != ep.ip:
+        if ep is not None and route.dst not in {str(ip) for ip in ep.ips}:
+            length = ipaddress.ip_address(route.dst).max_prefixlen
             found.append(
                 Finding(
                     "problem",
                     "stale-route",
                     f"{route.dst} dev {route.ifname}",
-                    f"route {route.dst}/32 dev {route.ifname} matches no stored "
+                    f"route {route.dst}/{length} dev {route.ifname} matches no stored "
                     f"endpoint ({route.ifname} is endpoint {short(ep.endpoint_id)}, "
-                    f"address {ep.ip})",
+                    f"address {_addresses(ep)})",
                 )
             )
     return found
 
 
 def _chains(snap: Snapshot) -> list[Finding]:
+    """Each family's chains exist exactly while some network has a subnet of that family
+    (netdriver/firewall.py): IPv6-only networks need no iptables chains, and IPv4-only
+    hosts no ip6tables ones."""
     found: list[Finding] = []
-    have_networks = bool(snap.net.networks)
     for chain in snap.host.chains:
-        subject = f"{chain.table}/{chain.name}"
+        subject = f"{TOOLS[chain.version]} {chain.table}/{chain.name}"
+        users = sum(net.subnet_of(chain.version) is not None for net in snap.net.networks)
         if chain.present is None:
-            found.append(
-                Finding(
-                    "note", "chain-unknown", subject, f"could not list {subject}: {chain.detail}"
+            if users:
+                found.append(
+                    Finding(
+                        "note",
+                        "chain-unknown",
+                        subject,
+                        f"could not list {subject}: {chain.detail}",
+                    )
                 )
-            )
-        elif have_networks and not chain.present:
+        elif users and not chain.present:
             found.append(
                 Finding(
                     "problem",
                     "chain-missing",
                     subject,
-                    f"chain {subject} is missing but {len(snap.net.networks)} "
-                    "routed networks exist",
+                    f"chain {subject} is missing but {users} routed networks have an "
+                    f"IPv{chain.version} subnet",
                 )
             )
-        elif have_networks and chain.jumped is False:
+        elif users and chain.jumped is False:
             found.append(
                 Finding(
                     "problem",
@@ -375,29 +419,42 @@ def _chains(snap: Snapshot) -> list[Finding]:
                     f"chain {subject} exists but nothing jumps to it",
                 )
             )
-        elif not have_networks and chain.present:
+        elif not users and chain.present:
             found.append(
                 Finding(
                     "problem",
                     "chain-orphaned",
                     subject,
-                    f"chain {subject} exists but routed-net stores no network",
+                    f"chain {subject} exists but routed-net stores no network with an "
+                    f"IPv{chain.version} subnet",
                 )
             )
     return found
 
 
 def _forwarding(snap: Snapshot) -> list[Finding]:
-    if snap.net.endpoints and snap.host.ip_forward not in (None, "1"):
-        return [
+    found: list[Finding] = []
+    ipv4_endpoints = any(ep.ip is not None for ep in snap.net.endpoints)
+    if ipv4_endpoints and snap.host.ip_forward not in (None, "1"):
+        found.append(
             Finding(
                 "problem",
                 "ip-forward-off",
                 "net.ipv4.ip_forward",
                 f"net.ipv4.ip_forward is {snap.host.ip_forward}: containers are unreachable",
             )
-        ]
-    return []
+        )
+    if has_family(snap.net.networks, 6) and snap.host.ip6_forward not in (None, "1"):
+        found.append(
+            Finding(
+                "problem",
+                "ip6-forward-off",
+                "net.ipv6.conf.all.forwarding",
+                f"net.ipv6.conf.all.forwarding is {snap.host.ip6_forward}: containers are "
+                "unreachable over IPv6",
+            )
+        )
+    return found
 
 
 def _leases(snap: Snapshot) -> list[Finding]:
@@ -405,7 +462,7 @@ def _leases(snap: Snapshot) -> list[Finding]:
         return []  # nothing to compare (the down service is reported already)
     found: list[Finding] = []
     known = {ep.endpoint_id for ep in snap.net.endpoints}
-    addresses = {(ep.network_id, ep.ip) for ep in snap.net.endpoints}
+    addresses = {(ep.network_id, str(ip)) for ep in snap.net.endpoints for ip in ep.ips}
     ours = _pools_of_networks(snap.net.networks, snap)  # pool_id -> network_id
     foreign: dict[str, int] = {}
     for lease in snap.ipam.leases:
@@ -440,13 +497,14 @@ def _leases(snap: Snapshot) -> list[Finding]:
     return found
 
 
-def _pools_of_networks(networks: tuple[StoredNetwork, ...], snap: Snapshot) -> dict[str, str]:
-    by_subnet: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, str] = {}
-    for net in networks:
-        try:
-            by_subnet[ipaddress.ip_network(net.subnet, strict=False)] = net.network_id
-        except ValueError:
-            continue
+def _pools_of_networks(networks: tuple[Network, ...], snap: Snapshot) -> dict[str, str]:
+    """pool_id -> network_id, for the pools that are a stored network's IPv4 or IPv6 subnet."""
+    by_subnet = {
+        subnet: net.network_id
+        for net in networks
+        for subnet in (net.subnet, net.subnet6)
+        if subnet is not None
+    }
     result: dict[str, str] = {}
     for pool in snap.ipam.pools if snap.ipam else ():
         try:
@@ -461,22 +519,41 @@ def _pools_of_networks(networks: tuple[StoredNetwork, ...], snap: Snapshot) -> d
 def _outbox(snap: Snapshot) -> list[Finding]:
     ipam_up = snap.ipam is not None
     why = "routed-net retries every second" if ipam_up else "routed-ipam is not answering"
-    return [
-        Finding(
-            "problem",
-            "binding-pending",
-            pending.key,
-            f"{pending.type} of {pending.address or '?'} for endpoint "
-            f"{short(pending.endpoint_id)} not yet delivered to routed-ipam ({why})",
+    found: list[Finding] = []
+    for pending in snap.net.outbox:
+        what = (
+            f"{pending.type} of {pending.address or '?'} for endpoint {short(pending.endpoint_id)}"
         )
-        for pending in snap.net.outbox
-    ]
+        if pending.pending_s >= IN_FLIGHT_S:
+            found.append(
+                Finding(
+                    "problem",
+                    "binding-pending",
+                    pending.key,
+                    f"{what} not delivered to routed-ipam after at least {pending.pending_s:.0f} s"
+                    f" ({why})",
+                )
+            )
+        else:
+            found.append(
+                Finding(
+                    "note",
+                    "binding-in-flight",
+                    pending.key,
+                    f"{what} is on its way to routed-ipam",
+                )
+            )
+    return found
 
 
-def _who(ep: StoredEndpoint, names: dict[str, str]) -> str:
+def _routes(snap: Snapshot) -> set[tuple[str, str]]:
+    return {(route.dst, route.ifname) for route in snap.host.routes}
+
+
+def _addresses(ep: Endpoint) -> str:
+    return ", ".join(map(str, ep.ips))
+
+
+def _who(ep: Endpoint, names: dict[str, str]) -> str:
     name = names.get(ep.endpoint_id)
-    return f"endpoint {short(ep.endpoint_id)} ({ep.ip}{', ' + name if name else ''})"
-
-
-def _bare(address: str) -> str:
-    return address.split("/", 1)[0]
+    return f"endpoint {short(ep.endpoint_id)} ({_addresses(ep)}{', ' + name if name else ''})"

@@ -86,7 +86,7 @@ def status_text(view: StatusView) -> str:
                     (
                         short(e.endpoint_id),
                         short(e.network_id),
-                        e.address,
+                        " ".join(a for a in (e.address, e.address6) if a),
                         e.container or "-",
                         e.veth,
                         e.link,

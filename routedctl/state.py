@@ -1,8 +1,16 @@
-"""Plain data that `collect` gathers and `logic` reads: no behaviour, no I/O."""
+"""Plain data that `collect` gathers and `logic` reads: no behaviour, no I/O.
+
+The services' own records come as their own classes: routed-net's networks and endpoints as
+netdriver.model's, routed-ipam's status answer as ipam.status's. Only what routedctl itself
+observes (probes, the host, the outbox over time) is defined here.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from ipam.status import Status
+from netdriver.model import Endpoint, Network
 
 
 class NeedsRoot(Exception):
@@ -20,62 +28,15 @@ class Probe:
 
 
 @dataclass(frozen=True)
-class Pool:
-    pool_id: str
-    address_space: str
-    pool: str
-    sub_pool: str | None
-    mode: str
-    v6: bool
-    size: int
-    allocated: int
-
-
-@dataclass(frozen=True)
-class Lease:
-    pool_id: str
-    address: str
-    kind: str  # dynamic | static | gateway | aux
-    endpoint_id: str | None
-    network_id: str | None
-
-
-@dataclass(frozen=True)
-class IpamView:
-    """routed-ipam's answer to a channel `status` request."""
-
-    pools: tuple[Pool, ...] = ()
-    leases: tuple[Lease, ...] = ()
-
-
-@dataclass(frozen=True)
-class StoredNetwork:
-    network_id: str
-    subnet: str
-    gateway: str
-
-
-@dataclass(frozen=True)
-class StoredEndpoint:
-    endpoint_id: str
-    network_id: str
-    address: str  # CIDR as dockerd sent it, e.g. "100.64.0.2/32"
-    host_veth: str
-    joined: bool
-
-    @property
-    def ip(self) -> str:
-        return self.address.split("/", 1)[0]
-
-
-@dataclass(frozen=True)
 class PendingBinding:
     """An outbox message routed-net has not yet had acknowledged by routed-ipam."""
 
     key: str
+    id: str  # the message's id: keys restart from 1 once the outbox was empty
     type: str  # bind | unbind
     endpoint_id: str
     address: str
+    pending_s: float = 0.0  # how long routedctl saw it waiting (a lower bound of its age)
 
 
 @dataclass(frozen=True)
@@ -84,8 +45,8 @@ class NetStore:
 
     path: str
     exists: bool
-    networks: tuple[StoredNetwork, ...] = ()
-    endpoints: tuple[StoredEndpoint, ...] = ()
+    networks: tuple[Network, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
     outbox: tuple[PendingBinding, ...] = ()
     error: str | None = None
 
@@ -96,20 +57,22 @@ class HostLink:
 
     ifname: str
     up: bool
-    addresses: tuple[str, ...]  # IPv4 addresses on it, bare ("169.254.1.1")
-    sysctls: dict[str, str | None] = field(default_factory=dict)  # "conf/proxy_arp" -> "1"
+    addresses: tuple[str, ...]  # IPv4 and IPv6 addresses on it, bare ("169.254.1.1", "fe80::1")
+    # relative to /proc/sys/net, without the interface: "ipv4/conf/proxy_arp" -> "1"
+    sysctls: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class HostRoute:
-    """A /32 route in the main table whose device is one of our veths."""
+    """A /32 or /128 route in the main table whose device is one of our veths."""
 
-    dst: str  # bare IP
+    dst: str  # bare IP, either family
     ifname: str
 
 
 @dataclass(frozen=True)
 class Chain:
+    version: int  # 4: iptables, 6: ip6tables
     table: str
     name: str
     present: bool | None  # None: could not tell (iptables missing or failed)
@@ -122,14 +85,15 @@ class HostState:
     links: tuple[HostLink, ...] = ()
     routes: tuple[HostRoute, ...] = ()
     chains: tuple[Chain, ...] = ()
-    ip_forward: str | None = None
+    ip_forward: str | None = None  # net.ipv4.ip_forward
+    ip6_forward: str | None = None  # net.ipv6.conf.all.forwarding
     error: str | None = None  # netlink could not be read at all
 
 
 @dataclass(frozen=True)
 class Snapshot:
     services: tuple[Probe, ...]
-    ipam: IpamView | None  # None: the channel did not answer
+    ipam: Status | None  # None: the channel did not answer
     net: NetStore
     host: HostState
     containers: dict[str, str] | None  # endpoint_id -> container name; None: dockerd unreachable

@@ -10,7 +10,16 @@ import pytest
 from routedctl import logic, render
 from routedctl.__main__ import main
 from routedctl.state import NeedsRoot, Probe, Snapshot
-from tests.unit.test_routedctl_logic import EP1, VETH1, healthy_snapshot, with_host
+from tests.unit.test_routedctl_logic import (
+    EP1,
+    EP3,
+    EP4,
+    VETH1,
+    VETH4,
+    healthy_snapshot,
+    v6_snapshot,
+    with_host,
+)
 
 ROOT = lambda: 0  # noqa: E731
 USER = lambda: 1000  # noqa: E731
@@ -174,3 +183,17 @@ def test_table_alignment() -> None:
     lines = text.splitlines()
     assert lines[0] == "  A     LONGER"
     assert lines[1] == "  xxxx  y"
+
+
+def test_ipv6_endpoints_in_status_and_doctor(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, ["doctor"], v6_snapshot())
+    assert code == 0 and out.startswith("healthy")
+    code, out, _ = run(capsys, ["status"], v6_snapshot())
+    assert code == 0
+    dual = next(line for line in out.splitlines() if line.strip().startswith(EP3[:12]))
+    assert "100.65.0.2/32 fd00:100::2/128" in dual and dual.split()[-1] == "yes"
+    six = next(line for line in out.splitlines() if line.strip().startswith(EP4[:12]))
+    assert "fd00:200::2/128" in six and VETH4 in six and "six" in six
+    code, out, _ = run(capsys, ["status", "--json"], v6_snapshot())
+    row = json.loads(out)["endpoints"][1]
+    assert (row["address"], row["address6"], row["route"]) == ("", "fd00:200::2/128", True)

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 
 import pytest
 
+from ipam.status import LeaseStatus as Lease
+from ipam.status import PoolStatus as Pool
+from ipam.status import Status as IpamView
+from netdriver.model import Endpoint, Network
+from netdriver.options import NetworkOptions
 from routedctl import logic
 from routedctl.state import (
     Chain,
     HostLink,
     HostRoute,
     HostState,
-    IpamView,
-    Lease,
     NetStore,
     PendingBinding,
-    Pool,
     Probe,
     Snapshot,
-    StoredEndpoint,
-    StoredNetwork,
 )
 
 NET = "a1" * 32
@@ -29,10 +30,65 @@ EP2 = "e2" + "0" * 62
 VETH1 = "rt-" + EP1[:11]
 VETH2 = "rt-" + EP2[:11]
 GOOD_SYSCTLS: dict[str, str | None] = {
-    "conf/proxy_arp": "1",
-    "neigh/proxy_delay": "0",
-    "conf/forwarding": "1",
+    "ipv4/conf/proxy_arp": "1",
+    "ipv4/neigh/proxy_delay": "0",
+    "ipv4/conf/forwarding": "1",
 }
+# What a host veth of an IPv4-only endpoint shows for IPv6: the kernel's defaults.
+DEFAULT_SYSCTLS6: dict[str, str | None] = {
+    "ipv6/conf/accept_dad": "1",
+    "ipv6/conf/disable_ipv6": "0",
+    "ipv6/conf/accept_ra": "1",
+    "ipv6/conf/forwarding": "0",
+}
+GOOD_SYSCTLS6: dict[str, str | None] = {
+    "ipv6/conf/accept_dad": "0",
+    "ipv6/conf/disable_ipv6": "0",
+    "ipv6/conf/accept_ra": "0",
+    "ipv6/conf/forwarding": "1",
+}
+# An IPv6-only endpoint's veth: routed-net sets nothing for IPv4 on it.
+DEFAULT_SYSCTLS4: dict[str, str | None] = {
+    "ipv4/conf/proxy_arp": "0",
+    "ipv4/neigh/proxy_delay": "80",
+    "ipv4/conf/forwarding": "0",
+}
+
+
+def network(
+    network_id: str,
+    subnet: str | None,
+    gateway: str | None,
+    subnet6: str | None = None,
+    gateway6: str | None = None,
+) -> Network:
+    return Network(
+        network_id=network_id,
+        subnet=ipaddress.IPv4Network(subnet) if subnet else None,
+        gateway=ipaddress.IPv4Address(gateway) if gateway else None,
+        options=NetworkOptions(),
+        internal=False,
+        subnet6=ipaddress.IPv6Network(subnet6) if subnet6 else None,
+        gateway6=ipaddress.IPv6Address(gateway6) if gateway6 else None,
+    )
+
+
+def endpoint(
+    endpoint_id: str, network_id: str, address: str | None, address6: str | None = None
+) -> Endpoint:
+    return Endpoint.new(
+        endpoint_id,
+        network_id,
+        ipaddress.IPv4Interface(address) if address else None,
+        ipaddress.IPv6Interface(address6) if address6 else None,
+    ).with_joined(True)
+
+
+def chains(version: int, present: bool | None, jumped: bool | None) -> tuple[Chain, ...]:
+    return (
+        Chain(version, "filter", "ROUTED-FORWARD", present, jumped),
+        Chain(version, "nat", "ROUTED-POSTROUTING", present, jumped),
+    )
 
 
 def healthy_snapshot() -> Snapshot:
@@ -52,23 +108,23 @@ def healthy_snapshot() -> Snapshot:
     net = NetStore(
         path="/s/routed-net.db",
         exists=True,
-        networks=(StoredNetwork(NET, "100.64.0.0/16", "100.64.0.1"),),
+        networks=(network(NET, "100.64.0.0/16", "100.64.0.1"),),
         endpoints=(
-            StoredEndpoint(EP1, NET, "100.64.0.2/32", VETH1, True),
-            StoredEndpoint(EP2, NET, "100.64.0.3/32", VETH2, True),
+            endpoint(EP1, NET, "100.64.0.2/32"),
+            endpoint(EP2, NET, "100.64.0.3/32"),
         ),
     )
+    sysctls = {**GOOD_SYSCTLS, **DEFAULT_SYSCTLS6}
     host = HostState(
         links=(
-            HostLink(VETH1, True, ("100.64.0.1",), dict(GOOD_SYSCTLS)),
-            HostLink(VETH2, True, ("100.64.0.1",), dict(GOOD_SYSCTLS)),
+            HostLink(VETH1, True, ("100.64.0.1", "fe80::e1"), dict(sysctls)),
+            HostLink(VETH2, True, ("100.64.0.1", "fe80::e2"), dict(sysctls)),
         ),
         routes=(HostRoute("100.64.0.2", VETH1), HostRoute("100.64.0.3", VETH2)),
-        chains=(
-            Chain("filter", "ROUTED-FORWARD", True, True),
-            Chain("nat", "ROUTED-POSTROUTING", True, True),
-        ),
+        # ip6tables has none of ours: no network has an IPv6 subnet
+        chains=(*chains(4, True, True), *chains(6, False, None)),
         ip_forward="1",
+        ip6_forward="0",
     )
     return Snapshot(services, ipam, net, host, {EP1: "web", EP2: "db"}, "dockerd: 2")
 
@@ -96,13 +152,7 @@ def test_empty_system_is_healthy() -> None:
         snap,
         ipam=IpamView(),
         net=NetStore("/s/routed-net.db", True),
-        host=HostState(
-            chains=(
-                Chain("filter", "ROUTED-FORWARD", False, None),
-                Chain("nat", "ROUTED-POSTROUTING", False, None),
-            ),
-            ip_forward="0",
-        ),
+        host=HostState(chains=(*chains(4, False, None), *chains(6, False, None)), ip_forward="0"),
     )
     assert logic.diagnose(snap) == []
 
@@ -149,7 +199,7 @@ def test_gateway_address_missing() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("conf/proxy_arp", "0"), ("neigh/proxy_delay", "80"), ("conf/proxy_arp", None)],
+    [("ipv4/conf/proxy_arp", "0"), ("ipv4/neigh/proxy_delay", "80"), ("ipv4/conf/proxy_arp", None)],
 )
 def test_sysctl_wrong(key: str, value: str | None) -> None:
     snap = healthy_snapshot()
@@ -185,7 +235,7 @@ def test_chain_missing_while_networks_exist() -> None:
     snap = healthy_snapshot()
     snap = with_host(
         snap,
-        chains=(Chain("filter", "ROUTED-FORWARD", False, None), snap.host.chains[1]),
+        chains=(Chain(4, "filter", "ROUTED-FORWARD", False, None), *snap.host.chains[1:]),
     )
     assert codes(snap) == ["chain-missing"]
 
@@ -193,7 +243,12 @@ def test_chain_missing_while_networks_exist() -> None:
 def test_jump_missing() -> None:
     snap = healthy_snapshot()
     snap = with_host(
-        snap, chains=(snap.host.chains[0], Chain("nat", "ROUTED-POSTROUTING", True, False))
+        snap,
+        chains=(
+            snap.host.chains[0],
+            Chain(4, "nat", "ROUTED-POSTROUTING", True, False),
+            *snap.host.chains[2:],
+        ),
     )
     assert codes(snap) == ["jump-missing"]
 
@@ -206,7 +261,11 @@ def test_chain_present_without_networks() -> None:
         net=NetStore("/s/routed-net.db", True),
         host=HostState(chains=snap.host.chains, ip_forward="1"),
     )
-    assert codes(snap) == ["chain-orphaned", "chain-orphaned"]
+    findings = [f for f in logic.diagnose(snap) if f.severity == "problem"]
+    assert [(f.code, f.subject) for f in findings] == [
+        ("chain-orphaned", "iptables filter/ROUTED-FORWARD"),
+        ("chain-orphaned", "iptables nat/ROUTED-POSTROUTING"),
+    ]
 
 
 def test_unknown_chain_is_only_a_note() -> None:
@@ -214,8 +273,8 @@ def test_unknown_chain_is_only_a_note() -> None:
     snap = with_host(
         snap,
         chains=(
-            Chain("filter", "ROUTED-FORWARD", None, None, "iptables not found"),
-            snap.host.chains[1],
+            Chain(4, "filter", "ROUTED-FORWARD", None, None, "iptables not found"),
+            *snap.host.chains[1:],
         ),
     )
     findings = logic.diagnose(snap)
@@ -266,14 +325,22 @@ def test_leases_of_a_foreign_pool_are_a_note() -> None:
     assert [(f.severity, f.code) for f in findings] == [("note", "pool-foreign")]
 
 
-def test_pending_bindings() -> None:
-    snap = with_net(
-        healthy_snapshot(),
-        outbox=(PendingBinding("00000000000000000001", "bind", EP1, "100.64.0.2"),),
-    )
+def pending(seconds: float) -> PendingBinding:
+    return PendingBinding("00000000000000000001", "m1", "bind", EP1, "100.64.0.2", seconds)
+
+
+def test_binding_waiting_for_long_is_a_problem() -> None:
+    snap = with_net(healthy_snapshot(), outbox=(pending(logic.IN_FLIGHT_S),))
     findings = logic.diagnose(snap)
     assert [f.code for f in findings] == ["binding-pending"]
-    assert "100.64.0.2" in findings[0].message
+    assert "100.64.0.2" in findings[0].message and "retries" in findings[0].message
+
+
+def test_binding_in_flight_is_only_a_note() -> None:
+    snap = with_net(healthy_snapshot(), outbox=(pending(logic.IN_FLIGHT_S - 0.5),))
+    findings = logic.diagnose(snap)
+    assert [(f.severity, f.code) for f in findings] == [("note", "binding-in-flight")]
+    assert logic.healthy(findings)
 
 
 def test_store_unreadable_and_missing() -> None:
@@ -334,3 +401,245 @@ def test_percent() -> None:
     pools = (Pool("p", "s", "10.0.0.0/30", None, "routed", False, 4, 3),)
     view = logic.status_view(dataclasses.replace(snap, ipam=IpamView(pools, ())))
     assert view.pools is not None and view.pools[0].percent == 75.0
+
+
+# -- IPv6 ------------------------------------------------------------------------------------
+
+NET6 = "b2" * 32  # dual stack
+NET7 = "c3" * 32  # IPv6-only (dockerd 28: --ipv4=false)
+EP3 = "e3" + "0" * 62
+EP4 = "e4" + "0" * 62
+VETH3 = "rt-" + EP3[:11]
+VETH4 = "rt-" + EP4[:11]
+
+
+def v6_snapshot() -> Snapshot:
+    """A dual-stack endpoint and an IPv6-only one, everything in place."""
+    ipam = IpamView(
+        pools=(
+            Pool("p4", "LocalDefault", "100.65.0.0/16", None, "routed", False, 65536, 2),
+            Pool("p6", "LocalDefault", "fd00:100::/64", None, "routed", True, 1 << 64, 2),
+            Pool("p7", "LocalDefault", "fd00:200::/64", None, "routed", True, 1 << 64, 2),
+        ),
+        leases=(
+            Lease("p4", "100.65.0.1", "gateway", None, None),
+            Lease("p4", "100.65.0.2", "dynamic", EP3, NET6),
+            Lease("p6", "fd00:100::1", "gateway", None, None),
+            Lease("p6", "fd00:100::2", "dynamic", EP3, NET6),
+            Lease("p7", "fd00:200::1", "gateway", None, None),
+            Lease("p7", "fd00:200::2", "dynamic", EP4, NET7),
+        ),
+    )
+    net = NetStore(
+        path="/s/routed-net.db",
+        exists=True,
+        networks=(
+            network(NET6, "100.65.0.0/16", "100.65.0.1", "fd00:100::/64", "fd00:100::1"),
+            network(NET7, None, None, "fd00:200::/64", "fd00:200::1"),
+        ),
+        endpoints=(
+            endpoint(EP3, NET6, "100.65.0.2/32", "fd00:100::2/128"),
+            endpoint(EP4, NET7, None, "fd00:200::2/128"),
+        ),
+    )
+    host = HostState(
+        links=(
+            HostLink(
+                VETH3,
+                True,
+                ("100.65.0.1", "fd00:100::1", "fe80::e3"),
+                {**GOOD_SYSCTLS, **GOOD_SYSCTLS6},
+            ),
+            HostLink(
+                VETH4, True, ("fd00:200::1", "fe80::e4"), {**DEFAULT_SYSCTLS4, **GOOD_SYSCTLS6}
+            ),
+        ),
+        routes=(
+            HostRoute("100.65.0.2", VETH3),
+            HostRoute("fd00:100::2", VETH3),
+            HostRoute("fd00:200::2", VETH4),
+        ),
+        chains=(*chains(4, True, True), *chains(6, True, True)),
+        ip_forward="1",
+        ip6_forward="1",
+    )
+    return dataclasses.replace(
+        healthy_snapshot(), ipam=ipam, net=net, host=host, containers={EP3: "dual", EP4: "six"}
+    )
+
+
+def with_link(snap: Snapshot, index: int, **changes: object) -> Snapshot:
+    links = list(snap.host.links)
+    links[index] = dataclasses.replace(links[index], **changes)  # type: ignore[arg-type]
+    return with_host(snap, links=tuple(links))
+
+
+def test_dual_stack_and_ipv6_only_endpoints_are_healthy() -> None:
+    # No IPv4 route, gateway or sysctl is expected of the IPv6-only endpoint, and neither of
+    # the IPv6 pools is "foreign": each is a stored network's IPv6 subnet.
+    assert logic.diagnose(v6_snapshot()) == []
+
+
+def test_host_with_only_ipv6_networks_needs_no_ipv4_chains_or_forwarding() -> None:
+    snap = v6_snapshot()
+    assert snap.ipam is not None
+    snap = dataclasses.replace(
+        snap,
+        ipam=IpamView(snap.ipam.pools[2:], snap.ipam.leases[4:]),
+        net=dataclasses.replace(
+            snap.net, networks=snap.net.networks[1:], endpoints=snap.net.endpoints[1:]
+        ),
+    )
+    snap = with_host(
+        snap,
+        links=snap.host.links[1:],
+        routes=snap.host.routes[2:],
+        chains=(*chains(4, False, None), *chains(6, True, True)),
+        ip_forward="0",
+    )
+    assert logic.diagnose(snap) == []
+
+
+def test_ipv6_route_missing() -> None:
+    snap = v6_snapshot()
+    snap = with_host(snap, routes=snap.host.routes[:2])
+    findings = logic.diagnose(snap)
+    assert [(f.code, f.subject) for f in findings] == [("route-missing", EP4)]
+    assert f"fd00:200::2/128 dev {VETH4}" in findings[0].message
+    assert "six" in findings[0].message
+
+
+def test_ipv6_route_missing_on_a_dual_stack_endpoint() -> None:
+    snap = v6_snapshot()
+    snap = with_host(snap, routes=(snap.host.routes[0], snap.host.routes[2]))
+    findings = logic.diagnose(snap)
+    assert [(f.code, f.subject) for f in findings] == [("route-missing", EP3)]
+    assert f"route fd00:100::2/128 dev {VETH3}" in findings[0].message
+    assert not logic.status_view(snap).endpoints[0].route
+
+
+def test_ipv6_gateway_address_missing() -> None:
+    snap = with_link(v6_snapshot(), 0, addresses=("100.65.0.1", "fe80::e3"))
+    findings = logic.diagnose(snap)
+    assert [(f.code, f.subject) for f in findings] == [("gateway-address-missing", EP3)]
+    assert f"gateway fd00:100::1/128 is not on {VETH3}" in findings[0].message
+
+
+def test_link_local_ipv6_gateway() -> None:
+    # Docker's default IPAM gave no IPv6 gateway: routed-net chose fe80::1:<n>.
+    snap = v6_snapshot()
+    net7 = dataclasses.replace(snap.net.networks[1], gateway6=ipaddress.IPv6Address("fe80::1:1"))
+    snap = with_net(snap, networks=(snap.net.networks[0], net7))
+    assert codes(snap) == ["gateway-address-missing"]
+    assert codes(with_link(snap, 1, addresses=("fe80::1:1", "fe80::e4"))) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ipv6/conf/accept_dad", "1"),
+        ("ipv6/conf/disable_ipv6", "1"),
+        ("ipv6/conf/accept_ra", "1"),
+        ("ipv6/conf/forwarding", "0"),
+        ("ipv6/conf/accept_ra", None),
+    ],
+)
+def test_ipv6_sysctl_wrong(key: str, value: str | None) -> None:
+    snap = v6_snapshot()
+    snap = with_link(snap, 1, sysctls={**DEFAULT_SYSCTLS4, **GOOD_SYSCTLS6, key: value})
+    findings = logic.diagnose(snap)
+    assert [(f.code, f.subject) for f in findings] == [("sysctl-wrong", EP4)]
+    assert key in findings[0].message
+
+
+def test_ipv4_sysctl_still_checked_on_a_dual_stack_endpoint() -> None:
+    snap = v6_snapshot()
+    sysctls = {**GOOD_SYSCTLS, **GOOD_SYSCTLS6, "ipv4/conf/proxy_arp": "0"}
+    assert codes(with_link(snap, 0, sysctls=sysctls)) == ["sysctl-wrong"]
+
+
+def test_ipv6_forwarding_off() -> None:
+    findings = logic.diagnose(with_host(v6_snapshot(), ip6_forward="0"))
+    assert [(f.code, f.subject) for f in findings] == [
+        ("ip6-forward-off", "net.ipv6.conf.all.forwarding")
+    ]
+
+
+def test_ipv6_forwarding_is_not_needed_without_ipv6_networks() -> None:
+    assert logic.diagnose(with_host(healthy_snapshot(), ip6_forward="0")) == []
+
+
+@pytest.mark.parametrize(
+    ("present", "jumped", "code"),
+    [(False, None, "chain-missing"), (True, False, "jump-missing")],
+)
+def test_ip6tables_chains(present: bool, jumped: bool | None, code: str) -> None:
+    snap = v6_snapshot()
+    snap = with_host(snap, chains=(*chains(4, True, True), *chains(6, present, jumped)))
+    findings = [f for f in logic.diagnose(snap) if f.severity == "problem"]
+    assert [(f.code, f.subject) for f in findings] == [
+        (code, "ip6tables filter/ROUTED-FORWARD"),
+        (code, "ip6tables nat/ROUTED-POSTROUTING"),
+    ]
+
+
+def test_ip6tables_chains_orphaned() -> None:
+    snap = with_host(healthy_snapshot(), chains=(*chains(4, True, True), *chains(6, True, True)))
+    findings = logic.diagnose(snap)
+    assert [(f.code, f.subject) for f in findings] == [
+        ("chain-orphaned", "ip6tables filter/ROUTED-FORWARD"),
+        ("chain-orphaned", "ip6tables nat/ROUTED-POSTROUTING"),
+    ]
+    assert "IPv6 subnet" in findings[0].message
+
+
+def test_ip6tables_missing_matters_only_with_ipv6_networks() -> None:
+    unknown = tuple(
+        dataclasses.replace(c, present=None, detail="ip6tables failed")
+        for c in chains(6, None, None)
+    )
+    assert (
+        logic.diagnose(with_host(healthy_snapshot(), chains=(*chains(4, True, True), *unknown)))
+        == []
+    )
+    findings = logic.diagnose(with_host(v6_snapshot(), chains=(*chains(4, True, True), *unknown)))
+    assert [(f.severity, f.code) for f in findings] == [("note", "chain-unknown")] * 2
+
+
+def test_stale_ipv6_route() -> None:
+    snap = v6_snapshot()
+    snap = with_host(snap, routes=(*snap.host.routes, HostRoute("fd00:100::99", VETH3)))
+    findings = logic.diagnose(snap)
+    assert [(f.code, f.subject) for f in findings] == [("stale-route", f"fd00:100::99 dev {VETH3}")]
+    assert "fd00:100::99/128" in findings[0].message
+    assert "100.65.0.2, fd00:100::2" in findings[0].message
+
+
+def test_ipv6_lease_held_by_no_known_endpoint() -> None:
+    snap = v6_snapshot()
+    assert snap.ipam is not None
+    leases = (*snap.ipam.leases, Lease("p7", "fd00:200::77", "dynamic", "f" * 64, NET7))
+    findings = logic.diagnose(dataclasses.replace(snap, ipam=IpamView(snap.ipam.pools, leases)))
+    assert [(f.code, f.subject) for f in findings] == [("lease-orphaned", "fd00:200::77")]
+
+
+def test_unbound_ipv6_lease_of_a_stored_endpoint_is_fine() -> None:
+    snap = v6_snapshot()
+    assert snap.ipam is not None
+    leases = tuple(dataclasses.replace(lease, endpoint_id=None) for lease in snap.ipam.leases)
+    assert logic.diagnose(dataclasses.replace(snap, ipam=IpamView(snap.ipam.pools, leases))) == []
+
+
+def test_status_view_with_ipv6() -> None:
+    dual, six = logic.status_view(v6_snapshot()).endpoints
+    assert (dual.address, dual.address6, dual.route) == (
+        "100.65.0.2/32",
+        "fd00:100::2/128",
+        True,
+    )
+    assert (six.address, six.address6, six.route, six.container) == (
+        "",
+        "fd00:200::2/128",
+        True,
+        "six",
+    )

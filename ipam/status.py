@@ -1,0 +1,76 @@
+"""routed-ipam's answer to a channel `status` request: its one definition (pure).
+
+routed-ipam builds it (`Ipam.status`) and routedctl reads it, both through these classes, so
+the shape of the message is written down only here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    pool_id: str
+    address_space: str
+    pool: str  # CIDR
+    sub_pool: str | None  # --ip-range, CIDR
+    mode: str  # routed | prefix
+    v6: bool
+    size: int  # addresses in the pool
+    allocated: int  # leases of every kind
+
+    @classmethod
+    def from_message(cls, item: Message) -> PoolStatus:
+        return cls(
+            pool_id=str(item["pool_id"]),
+            address_space=str(item["address_space"]),
+            pool=str(item["pool"]),
+            sub_pool=str(item["sub_pool"]) if item["sub_pool"] else None,
+            mode=str(item["mode"]),
+            v6=bool(item["v6"]),
+            size=int(item["size"]),
+            allocated=int(item["allocated"]),
+        )
+
+
+@dataclass(frozen=True)
+class LeaseStatus:
+    pool_id: str
+    address: str  # bare IP
+    kind: str  # dynamic | static | gateway | aux
+    endpoint_id: str | None  # the holder routed-net reported over the channel, if any
+    network_id: str | None
+
+    @classmethod
+    def from_message(cls, item: Message) -> LeaseStatus:
+        return cls(
+            pool_id=str(item["pool_id"]),
+            address=str(item["address"]),
+            kind=str(item["kind"]),
+            endpoint_id=str(item["endpoint_id"]) if item["endpoint_id"] else None,
+            network_id=str(item["network_id"]) if item["network_id"] else None,
+        )
+
+
+@dataclass(frozen=True)
+class Status:
+    pools: tuple[PoolStatus, ...] = ()
+    leases: tuple[LeaseStatus, ...] = ()
+
+    def to_message(self) -> Message:
+        return {
+            "pools": [asdict(pool) for pool in self.pools],
+            "leases": [asdict(lease) for lease in self.leases],
+        }
+
+    @classmethod
+    def from_message(cls, reply: Message) -> Status:
+        """Raises KeyError, TypeError or ValueError for a reply of another shape."""
+        return cls(
+            pools=tuple(PoolStatus.from_message(item) for item in reply["pools"]),
+            leases=tuple(LeaseStatus.from_message(item) for item in reply["leases"]),
+        )
