@@ -335,9 +335,10 @@ def container_names(network_ids: list[str]) -> tuple[dict[str, str] | None, str]
 def snapshot(paths: Paths) -> state.Snapshot:
     ipam = probe_plugin(IPAM_PLUGIN, paths.plugin_socket(IPAM_PLUGIN))
     net = probe_plugin(NET_PLUGIN, paths.plugin_socket(NET_PLUGIN))
-    channel, view = probe_channel(paths.channel_endpoint)
     store_path = paths.store_file(NET_PLUGIN)
+    # Bindings on their way first: once they have arrived, routed-ipam's leases name them.
     store = watch_outbox(store_path, read_net_store(store_path))
+    channel, view = probe_channel(paths.channel_endpoint)
     host = read_host()
     containers, docker_detail = container_names([n.network_id for n in store.networks])
     return state.Snapshot((ipam, net, channel), view, store, host, containers, docker_detail)
