@@ -13,6 +13,17 @@ import pytest
 
 from tests.e2e import engine
 from tests.e2e.harness import Docker, PluginProcess
+from tests.e2e.upstream import Upstream
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    """An upstream router namespace: "the outside world" for egress and inbound tests."""
+    router = Upstream.create()
+    try:
+        yield router
+    finally:
+        router.destroy()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -43,15 +54,10 @@ def _docker_ready() -> str | None:
         return "end-to-end tests need root"
     if shutil.which("docker") is None:
         return "no docker client (run `make host`)"
-    probe = subprocess.run(
-        ["docker", "version", "--format", "{{.Server.Version}}"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-    if probe.returncode != 0:
-        return f"dockerd is not reachable (run `make host`): {probe.stderr.strip()}"
+    try:
+        engine.server_version()
+    except subprocess.CalledProcessError as err:
+        return f"dockerd is not reachable (run `make host`): {err.stderr.strip()}"
     return None
 
 

@@ -39,14 +39,18 @@ def current() -> Engine:
     if CURRENT.exists():
         suite, version, *flags = CURRENT.read_text().split()
         return Engine(suite, version, tuple(flags))
-    version = subprocess.run(
+    return Engine("", server_version())
+
+
+def server_version() -> str:
+    """dockerd's version, as it reports it; CalledProcessError when it does not answer."""
+    return subprocess.run(
         ["docker", "version", "--format", "{{.Server.Version}}"],
         capture_output=True,
         text=True,
         timeout=20,
         check=True,
     ).stdout.strip()
-    return Engine("", version)
 
 
 def start(engine: Engine, *flags: str) -> Engine:

@@ -42,15 +42,6 @@ LINK_LOCAL_GATEWAYS = ipaddress.ip_network("169.254.1.0/24")
 
 
 @pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    router = Upstream.create()
-    try:
-        yield router
-    finally:
-        router.destroy()
-
-
-@pytest.fixture
 def same_engine_after() -> Iterator[engine.Engine]:
     """For tests that restart dockerd: the engine comes back as the suite started it."""
     before = engine.current()

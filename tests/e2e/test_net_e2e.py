@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,15 +38,6 @@ def gateway(dock: Docker, container: str) -> str:
     match = re.search(r"default via (\S+) dev eth0", routes)
     assert match, routes
     return match.group(1)
-
-
-@pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    router = Upstream.create()
-    try:
-        yield router
-    finally:
-        router.destroy()
 
 
 @pytest.mark.smoke
