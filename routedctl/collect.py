@@ -123,7 +123,16 @@ def parse_ipam_status(reply: dict[str, Any]) -> state.IpamView:
         )
         for lease in reply.get("leases", [])
     )
-    return state.IpamView(pools, leases)
+    threads = tuple(
+        state.ThreadState(
+            name=str(thread["name"]),
+            alive=bool(thread.get("alive", False)),
+            restarts=int(thread.get("restarts", 0)),
+            last_error=str(thread.get("last_error", "")),
+        )
+        for thread in reply.get("threads", [])
+    )
+    return state.IpamView(pools, leases, threads)
 
 
 # -- routed-net's store ----------------------------------------------------------------------

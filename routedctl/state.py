@@ -41,11 +41,22 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class ThreadState:
+    """One background thread of routed-ipam (common.threads): a dead one is a problem."""
+
+    name: str
+    alive: bool
+    restarts: int
+    last_error: str
+
+
+@dataclass(frozen=True)
 class IpamView:
     """routed-ipam's answer to a channel `status` request."""
 
     pools: tuple[Pool, ...] = ()
     leases: tuple[Lease, ...] = ()
+    threads: tuple[ThreadState, ...] = ()
 
 
 @dataclass(frozen=True)
