@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from common.store import Store
 from netdriver.driver import Driver
-from netdriver.firewall import IptablesFirewall
+from netdriver.firewall import IptablesFirewall, RuleSync
 from netdriver.handlers import build_plugin
 from netdriver.outbox import Outbox
 from tests.fuzz import hostile
@@ -209,7 +209,9 @@ class NetRig:
         self.store = Store(root / "state" / "routed-net.db")
         self.datapath = FakeDatapath()
         self.outbox = Outbox(self.store, FakeClient)  # never started: messages stay stored
-        self.driver = Driver(self.datapath, IptablesFirewall(), self.store, self.outbox)
+        self.rules = RuleSync(IptablesFirewall())
+        self.rules.start()
+        self.driver = Driver(self.datapath, self.rules, self.store, self.outbox)
         self.client = httpx.Client(
             transport=httpx.WSGITransport(app=build_plugin(self.driver).wsgi()),
             base_url="http://plugin.moby.localhost",
@@ -255,6 +257,7 @@ class NetRig:
         return stored, effects, memory
 
     def close(self) -> None:
+        self.rules.stop(10)
         self.client.close()
         self.store.close()
 
