@@ -18,7 +18,7 @@ from netdriver.handlers import build_plugin
 from netdriver.outbox import Outbox
 
 # A rewrite still running is cut: the next start applies the rules from the store anyway.
-STOP_RULES_S = 0.5
+STOP_RULES_S = 0.3
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ log = logging.getLogger("routed.net.datapath")
 NETLINK_TIMEOUT_S = 3.0
 REAP_WAIT_S = 2.0  # less than NETLINK_TIMEOUT_S: it runs inside a netlink call
 FLUSH_TIMEOUT_S = 10.0
-CLOSE_TIMEOUT_S = 1.0
+CLOSE_TIMEOUT_S = 0.5  # each for the reaper and the session: see supervisord.conf
 REAP_POLL_S = 0.2  # how soon the reaper sees a stop
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -93,7 +93,8 @@ def _on_netlink_thread(
         try:
             return future.result(timeout=NETLINK_TIMEOUT_S)
         except FutureTimeout:
-            future.cancel()  # if it has not started yet: the caller has had its answer
+            # Not cancelled: what is queued runs once the worker is free, in order, so the
+            # roll-back that follows a timed-out create still removes what it makes.
             raise DatapathError(
                 f"the netlink worker is stuck: {method.__name__} did not finish within "
                 f"{NETLINK_TIMEOUT_S:g} s"

@@ -23,8 +23,10 @@ from common.threads import Worker
 from netdriver import rules
 from netdriver.model import Network
 
-TIMEOUT_S = 10
-WAIT_S = "5"  # seconds to wait for the xtables lock held by dockerd or another tool
+# Under RuleSync's caller deadline (RULES_WAIT_S), so that a held xtables lock reaches the
+# caller as iptables' own message; the rules thread retries anyway.
+TIMEOUT_S = 6
+WAIT_S = "3"  # seconds to wait for the xtables lock held by dockerd or another tool
 RETRY_S = 1.0  # first pause after a failed rewrite; doubled up to RETRY_MAX_S
 RETRY_MAX_S = 30.0
 IDLE_WAKE_S = 0.5

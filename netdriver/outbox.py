@@ -22,7 +22,7 @@ from common.threads import Worker
 KIND = "outbox"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address  # one message per address
 KEY_DIGITS = 20
-STOP_TIMEOUT_S = 1.5  # one channel call's timeout and a little: fits supervisord's stopwaitsecs
+STOP_TIMEOUT_S = 1.2  # one channel call (1 s) and a little: see supervisord.conf stopwaitsecs
 log = logging.getLogger("routed.net.outbox")
 
 
