@@ -187,10 +187,11 @@ class RuleSync:
                 generation, networks = self._wanted, self._networks
             try:
                 self._firewall.apply(networks)
-            except PluginError as err:
-                log.warning("rule rewrite failed (retrying in %g s): %s", pause, err)
+            except Exception as err:  # a bug too: the callers hear of it, the retries go on
+                error = str(err) if isinstance(err, PluginError) else f"internal error: {err!r}"
+                log.warning("rule rewrite failed (retrying in %g s): %s", pause, error)
                 with self._changed:
-                    self._failed, self._error = generation, str(err)
+                    self._failed, self._error = generation, error
                     self._changed.notify_all()
                 stop.wait(pause)
                 pause = min(2 * pause, RETRY_MAX_S)

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from common.store import Store
 from netdriver.driver import Driver
-from netdriver.firewall import IptablesFirewall, RuleSync
+from netdriver.firewall import WAIT_S, IptablesFirewall, RuleSync
 from netdriver.handlers import build_plugin
 from netdriver.outbox import Outbox
 from tests.fuzz import hostile
@@ -86,9 +86,9 @@ EXTRA_BASES: dict[str, list[dict[str, Any]]] = {
 _JUMPS = [("filter", "FORWARD", "ROUTED-FORWARD"), ("nat", "POSTROUTING", "ROUTED-POSTROUTING")]
 ALLOWED_ARGV: set[tuple[str, ...]] = set()
 for _tool in ("iptables", "ip6tables"):
-    ALLOWED_ARGV.add((f"{_tool}-restore", "-w", "5", "--noflush"))
+    ALLOWED_ARGV.add((f"{_tool}-restore", "-w", WAIT_S, "--noflush"))
     for _table, _builtin, _chain in _JUMPS:
-        _base = (_tool, "-w", "5", "-t", _table)
+        _base = (_tool, "-w", WAIT_S, "-t", _table)
         ALLOWED_ARGV |= {
             (*_base, "-C", _builtin, "-j", _chain),
             (*_base, "-D", _builtin, "-j", _chain),

@@ -11,7 +11,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from pyroute2 import IPRoute
 
 from common import threads
 from common.errors import PluginError
+from common.sdnotify import wait_until as poll_until
 from netdriver import datapath as datapath_module
 from netdriver.firewall import FirewallError
 from tests.integration.conftest import Host
@@ -38,13 +39,8 @@ def our_links() -> list[str]:
         return [str(link.get("ifname")) for link in ipr.get_links()]
 
 
-def wait_until(condition: Any, timeout_s: float = BOUND_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+def wait_until(condition: Callable[[], bool], timeout_s: float = BOUND_S) -> bool:
+    return poll_until(condition, timeout_s, interval_s=0.05)
 
 
 def reaper_status() -> dict[str, Any]:

@@ -21,13 +21,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pyroute2 import IPRoute
 
+from common.sdnotify import wait_until as poll_until
 from tests.security.services import (
     IPAM,
     NET,
@@ -115,13 +116,8 @@ def links() -> set[str]:
         return {str(link.get("ifname")) for link in ipr.get_links()}
 
 
-def wait_until(condition: Any, timeout_s: float = BOUND_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+def wait_until(condition: Callable[[], bool], timeout_s: float = BOUND_S) -> bool:
+    return poll_until(condition, timeout_s, interval_s=0.1)
 
 
 def holder(layout: Layout, address: str) -> str | None:

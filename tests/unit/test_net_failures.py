@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from common import threads
 from common.errors import PluginError
 from netdriver import driver as driver_module
 from netdriver.driver import STALE_AFTER_S, NetworkRequest
@@ -211,3 +212,21 @@ def test_a_failed_rewrite_is_reported_and_retried(slow: SlowFirewall, sync: Rule
     later = sync.want([a_network("a")])
     sync.wait(later, BOUND_S)
     assert slow.applied[-1] == ["a" * 64]
+
+
+class BuggyFirewall:
+    def apply(self, networks: Sequence[Network]) -> None:
+        raise KeyError("a bug in the rules")
+
+
+def test_a_bug_in_a_rewrite_reaches_the_caller_and_the_thread_lives_on() -> None:
+    rules = RuleSync(BuggyFirewall(), retry_s=0.01)
+    rules.start()
+    try:
+        generation = rules.want([a_network("a")])
+        with pytest.raises(FirewallError, match="internal error: KeyError"):
+            rules.wait(generation, BOUND_S)
+        [status] = [s for s in threads.snapshot() if s["name"] == "rules"]
+        assert status["alive"] and status["restarts"] == 0
+    finally:
+        rules.stop(BOUND_S)
