@@ -162,8 +162,7 @@ class Driver:
             self._firewall.wait(rules, RULES_WAIT_S)
         except PluginError:
             if created is not None:
-                with self._serial("CreateNetwork (undo)"):
-                    self._undo_network(created)
+                self._undo_network(created)
             raise
         if created is not None:
             log.info(
@@ -223,9 +222,15 @@ class Driver:
     def _undo_network(self, network: Network) -> None:
         """The rules for a new network failed: dockerd will not know it, so neither do we.
         The rules thread goes on until the packet filter matches the networks left."""
-        if network.network_id in self.networks and not self._endpoints_of(network.network_id):
-            self._forget_network(network.network_id)
-            self._want_rules()
+        try:
+            with self._serial("CreateNetwork (undo)"):
+                if network.network_id in self.networks and not self._endpoints_of(
+                    network.network_id
+                ):
+                    self._forget_network(network.network_id)
+                    self._want_rules()
+        except Exception as err:  # the caller's error is the one dockerd must see
+            log.error("network %s: cannot undo its creation: %s", network.network_id, err)
 
     def delete_network(self, network_id: str) -> None:
         with self._serial("DeleteNetwork"):
