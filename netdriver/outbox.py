@@ -58,6 +58,7 @@ class Outbox:
         self._next = int(max(pending)) + 1 if pending else 1
         self._wake = threading.Event()
         self._worker = Worker("outbox", self._run)
+        self._retrying = ""  # the key of the message ipam last could not take
 
     def enqueue(self, txn: Transaction, message: channel.Message) -> None:
         """Add `message` inside the caller's transaction; it commits with the caller's change."""
@@ -84,7 +85,12 @@ class Outbox:
                 if not channel.is_final(reply):
                     # e.g. ipam's store write failed: the binding must not be lost, and the
                     # ones behind it wait, so that ipam sees them in order.
-                    log.warning("ipam could not take %s %s yet: %s (will retry)", kind, key, error)
+                    # once per message at warning level: the retries come every second
+                    level = logging.DEBUG if key == self._retrying else logging.WARNING
+                    log.log(
+                        level, "ipam could not take %s %s yet: %s (will retry)", kind, key, error
+                    )
+                    self._retrying = key
                     return False
                 log.warning("ipam refused %s %s for good: %s", kind, key, error)
             with self._store.transaction() as txn:
