@@ -46,7 +46,6 @@ NETLINK_TIMEOUT_S = 3.0
 REAP_WAIT_S = 2.0  # less than NETLINK_TIMEOUT_S: it runs inside a netlink call
 FLUSH_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 0.5  # each for the reaper and the session: see supervisord.conf
-REAP_POLL_S = 0.2  # how soon the reaper sees a stop
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 P = ParamSpec("P")
@@ -127,7 +126,7 @@ class LinuxDatapath:
     def __init__(self) -> None:
         self._netlink = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self._ipr = self._netlink.submit(IPRoute).result(timeout=NETLINK_TIMEOUT_S)
-        self._doomed: queue.Queue[str] = queue.Queue()
+        self._doomed: queue.Queue[str | None] = queue.Queue()  # None: stop
         self._pending: set[str] = set()  # handed to the reaper, maybe not deleted yet
         self._reaped = threading.Condition()  # guards _pending; notified as each one goes
         self._reaper = Worker("veth-reaper", self._reap)
@@ -140,6 +139,7 @@ class LinuxDatapath:
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Stop the reaper and the session within `timeout_s`. Veths it had no time for
         stay, routes already gone; reconcile removes them at the next start."""
+        self._doomed.put(None)
         self._reaper.stop(timeout_s)
         with contextlib.suppress(FutureTimeout):
             self._netlink.submit(self._ipr.close).result(timeout=timeout_s)
@@ -156,11 +156,7 @@ class LinuxDatapath:
 
     def _reap(self, stop: threading.Event) -> None:
         with IPRoute() as ipr:  # a session of its own: the reaper runs beside the handlers
-            while not stop.is_set():
-                try:
-                    ifname = self._doomed.get(timeout=REAP_POLL_S)
-                except queue.Empty:
-                    continue
+            while not stop.is_set() and (ifname := self._doomed.get()) is not None:
                 try:
                     index = _index(ifname)
                     if index is not None:

@@ -29,7 +29,6 @@ TIMEOUT_S = 6
 WAIT_S = "3"  # seconds to wait for the xtables lock held by dockerd or another tool
 RETRY_S = 1.0  # first pause after a failed rewrite; doubled up to RETRY_MAX_S
 RETRY_MAX_S = 30.0
-IDLE_WAKE_S = 0.5
 log = logging.getLogger("routed.net.firewall")
 
 # (table, built-in chain, our chain)
@@ -182,7 +181,9 @@ class RuleSync:
         while not stop.is_set():
             with self._changed:
                 if self._done >= self._wanted:
-                    self._changed.wait(IDLE_WAKE_S)  # bounded: a stop() may slip in unseen
+                    # stop() notifies under this lock, so checking here cannot miss it
+                    if not stop.is_set():
+                        self._changed.wait()
                     continue
                 generation, networks = self._wanted, self._networks
             try:
