@@ -189,6 +189,9 @@ def serve(plugin: PluginApp, paths: Paths, on_stop: Iterable[Callable[[], None]]
             "server.thread_pool": 16,
             "server.socket_queue_size": 64,
             "server.max_request_body_size": MAX_BODY,
+            # A call still running at stop is cut after this: stores commit atomically and
+            # dockerd retries or reconciles, while supervisord kills us after stopwaitsecs.
+            "server.shutdown_timeout": 1,
             "engine.autoreload.on": False,
             "checker.on": False,
         }

@@ -24,6 +24,11 @@ rm -f "$ROUTED_FATAL_MARKER"
 
 "$supervisord" -n -c "$conf" &
 child=$!
+# Under systemd (Type=notify): READY=1 once both plugin sockets answer, from a helper that
+# then exits. It needs NotifyAccess=all, as it is not the unit's main process.
+if [ -n "${NOTIFY_SOCKET:-}" ]; then
+    PYTHONPATH="$here" "$here/.venv/bin/python" "$here/deploy/notify_ready.py" &
+fi
 # shellcheck disable=SC2317  # called from the traps below
 forward() { kill -s "$1" "$child" 2>/dev/null || true; }
 trap 'forward TERM' TERM

@@ -2,7 +2,8 @@
 
   bind    {"endpoint_id", "network_id", "address"} -> {"known": bool}
   unbind  {"endpoint_id", "address"}               -> {"known": bool}
-  status  {}                                       -> {"pools": [...], "leases": [...]}
+  status  {}                                       -> {"pools": [...], "leases": [...],
+                                                        "threads": [...]}
 
 All idempotent. "known": false is still a success (the address belongs to no pool here, e.g.
 the network uses another IPAM), so the sender stops retrying. The holder is information only:
@@ -11,7 +12,7 @@ it never changes what is allocated.
 
 from __future__ import annotations
 
-from common import wire
+from common import threads, wire
 from common.channel import ChannelServer, Message, MessageHandler
 from common.errors import BadRequest
 from ipam.service import IpamService
@@ -31,7 +32,8 @@ def handlers(service: IpamService) -> dict[str, MessageHandler]:
         return {"known": service.run(lambda ipam: ipam.unbind(endpoint_id, address))}
 
     def status(_message: Message) -> Message:
-        return service.run(lambda ipam: ipam.status())
+        # "threads": each background thread alive or not, and how often it was restarted
+        return {**service.run(lambda ipam: ipam.status()), "threads": threads.snapshot()}
 
     return {"bind": bind, "unbind": unbind, "status": status}
 

@@ -57,9 +57,29 @@ class LeaseStatus:
 
 
 @dataclass(frozen=True)
+class ThreadStatus:
+    """One background thread of routed-ipam (common.threads): a dead one is a problem."""
+
+    name: str
+    alive: bool
+    restarts: int
+    last_error: str
+
+    @classmethod
+    def from_message(cls, item: Message) -> ThreadStatus:
+        return cls(
+            name=str(item["name"]),
+            alive=bool(item.get("alive", False)),
+            restarts=int(item.get("restarts", 0)),
+            last_error=str(item.get("last_error", "")),
+        )
+
+
+@dataclass(frozen=True)
 class Status:
     pools: tuple[PoolStatus, ...] = ()
     leases: tuple[LeaseStatus, ...] = ()
+    threads: tuple[ThreadStatus, ...] = ()  # added by the channel (common.threads.snapshot)
 
     def to_message(self) -> Message:
         return {
@@ -73,4 +93,5 @@ class Status:
         return cls(
             pools=tuple(PoolStatus.from_message(item) for item in reply["pools"]),
             leases=tuple(LeaseStatus.from_message(item) for item in reply["leases"]),
+            threads=tuple(ThreadStatus.from_message(item) for item in reply.get("threads", [])),
         )

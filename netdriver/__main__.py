@@ -13,9 +13,12 @@ from common.server import claim_instance, serve
 from common.store import Store
 from netdriver.datapath import LinuxDatapath
 from netdriver.driver import Driver
-from netdriver.firewall import IptablesFirewall
+from netdriver.firewall import IptablesFirewall, RuleSync
 from netdriver.handlers import build_plugin
 from netdriver.outbox import Outbox
+
+# A rewrite still running is cut: the next start applies the rules from the store anyway.
+STOP_RULES_S = 0.3
 
 
 def main() -> None:
@@ -25,7 +28,9 @@ def main() -> None:
     store = Store(paths.store_file(NET_PLUGIN))
     outbox = Outbox(store, lambda: ChannelClient(paths.channel_endpoint, timeout_ms=1000))
     datapath = LinuxDatapath()
-    driver = Driver(datapath, IptablesFirewall(), store, outbox)
+    rules = RuleSync(IptablesFirewall())
+    rules.start()
+    driver = Driver(datapath, rules, store, outbox)
     driver.reconcile()
     log.info(
         "reconciled: %d networks, %d endpoints, %d bindings to deliver",
@@ -37,8 +42,11 @@ def main() -> None:
 
     def shutdown() -> None:
         # One hook, so the order is certain: the sender must stop before the store closes.
+        # Each stop is bounded and loses nothing when cut short (see their docstrings), so
+        # the whole fits in supervisord's stopwaitsecs.
         outbox.stop()
-        datapath.close()  # deletes the veths still waiting for the reaper
+        rules.stop(STOP_RULES_S)
+        datapath.close()
         store.close()
 
     serve(build_plugin(driver), paths, on_stop=[shutdown])

@@ -16,6 +16,7 @@ itself, at once: no proxy_ndp entry (and no proxy delay) is needed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -26,6 +27,7 @@ import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from socket import AF_INET, AF_INET6
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -35,10 +37,17 @@ from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE
 from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
 
 from common.errors import PluginError
+from common.threads import Worker
 
 SYSCTL = Path("/proc/sys/net/ipv4")
 SYSCTL6 = Path("/proc/sys/net/ipv6")
 log = logging.getLogger("routed.net.datapath")
+# Deadlines of the waits on a Docker call's path; together with the driver's lock wait they
+# keep every call's answer within about 10 s.
+NETLINK_TIMEOUT_S = 3.0
+REAP_WAIT_S = 2.0  # less than NETLINK_TIMEOUT_S: it runs inside a netlink call
+FLUSH_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 0.5  # each for the reaper and the session: see supervisord.conf
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 P = ParamSpec("P")
@@ -81,7 +90,16 @@ def _on_netlink_thread(
 
     @functools.wraps(method)
     def run(self: LinuxDatapath, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._netlink.submit(method, self, *args, **kwargs).result()
+        future = self._netlink.submit(method, self, *args, **kwargs)
+        try:
+            return future.result(timeout=NETLINK_TIMEOUT_S)
+        except FutureTimeout:
+            # Not cancelled: what is queued runs once the worker is free, in order, so the
+            # roll-back that follows a timed-out create still removes what it makes.
+            raise DatapathError(
+                f"the netlink worker is stuck: {method.__name__} did not finish within "
+                f"{NETLINK_TIMEOUT_S:g} s"
+            ) from None
 
     return run
 
@@ -91,51 +109,70 @@ class LinuxDatapath:
 
     One netlink session for the process: the driver serialises every call (one lock), and
     opening a session per call cost more than the call itself. Deleting a veth waits for the
-    kernel (an RCU grace period, ~20 ms here), so delete_endpoint (Leave, DeleteEndpoint)
-    removes the routes at once and hands the link to a reaper thread with a session of its
-    own: dockerd need not wait for it. A crash before the reaper ran leaves an `rt-` veth
-    that reconcile removes (no endpoint owns it) or re-creates (its endpoint is still
+    kernel (an RCU grace period), so delete_endpoint (Leave, DeleteEndpoint) removes the
+    routes at once and hands the link to a reaper thread with a session of its own: dockerd
+    need not wait for it. A crash (or a stop cut short) before the reaper ran leaves an `rt-`
+    veth that reconcile removes (no endpoint owns it) or re-creates (its endpoint is still
     stored; DeleteEndpoint follows).
 
     The session is opened and used on a thread of its own, whichever thread calls: pyroute2
     0.9 keeps a session's asyncio loop only on the thread that opened it. Called from any
     other thread (CherryPy's), each request makes and closes a loop, and the closing leaves
     a connection-reset marker in that thread's default queue (and the loop's id in a set),
-    never read nor dropped: RSS grew ~0.3 KiB per request, without end.
+    never read nor dropped: RSS grew per request, without end.
+
+    Every wait has a deadline (NETLINK_TIMEOUT_S, REAP_WAIT_S): a stuck kernel call or reaper
+    fails the Docker call with an error naming it, instead of hanging dockerd.
     """
 
     def __init__(self) -> None:
         self._netlink = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
-        self._ipr = self._netlink.submit(IPRoute).result()
-        self._doomed: queue.Queue[str | None] = queue.Queue()
+        self._ipr = self._netlink.submit(IPRoute).result(timeout=NETLINK_TIMEOUT_S)
+        self._doomed: queue.Queue[str | None] = queue.Queue()  # None: stop
         self._pending: set[str] = set()  # handed to the reaper, maybe not deleted yet
-        self._pending_lock = threading.Lock()
-        self._reaper = threading.Thread(target=self._reap, name="veth-reaper", daemon=True)
+        self._reaped = threading.Condition()  # guards _pending; notified as each one goes
+        self._reaper = Worker("veth-reaper", self._reap)
         self._reaper.start()
 
-    def flush(self) -> None:
+    def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
         """Wait until every veth handed to the reaper is gone."""
-        self._doomed.join()
+        self._wait_reaped(lambda: not self._pending, timeout_s, "all handed-over veths")
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop the reaper and the session within `timeout_s`. Veths it had no time for
+        stay, routes already gone; reconcile removes them at the next start."""
         self._doomed.put(None)
-        self._reaper.join(timeout=10)
-        self._netlink.submit(self._ipr.close).result()
-        self._netlink.shutdown()
+        self._reaper.stop(timeout_s)
+        with contextlib.suppress(FutureTimeout):
+            self._netlink.submit(self._ipr.close).result(timeout=timeout_s)
+        self._netlink.shutdown(wait=False)
 
-    def _reap(self) -> None:
+    def _wait_reaped(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
+        with self._reaped:
+            if not self._reaped.wait_for(done, timeout=timeout_s):
+                alive = "alive" if self._reaper.alive else "dead"
+                raise DatapathError(
+                    f"the veth reaper is stuck ({alive}, {len(self._pending)} veths waiting): "
+                    f"{what} not deleted within {timeout_s:g} s"
+                )
+
+    def _reap(self, stop: threading.Event) -> None:
         with IPRoute() as ipr:  # a session of its own: the reaper runs beside the handlers
-            while (ifname := self._doomed.get()) is not None:
+            while not stop.is_set() and (ifname := self._doomed.get()) is not None:
                 try:
                     index = _index(ifname)
                     if index is not None:
                         _delete_link(ipr, index)
                 except NetlinkError as err:
                     log.warning("cannot remove %s: %s (reconcile will retry)", ifname, err)
-                finally:
-                    with self._pending_lock:
-                        self._pending.discard(ifname)
-                    self._doomed.task_done()
+                except Exception:
+                    # Anything else may be a broken session: the Worker starts a fresh one,
+                    # and this veth is tried again on it.
+                    self._doomed.put(ifname)
+                    raise
+                with self._reaped:
+                    self._pending.discard(ifname)
+                    self._reaped.notify_all()
 
     def ensure_ip_forward(self) -> None:
         _write_sysctl(SYSCTL / "ip_forward", "1")
@@ -166,10 +203,8 @@ class LinuxDatapath:
         families = [
             (gw, ip) for gw, ip in ((gateway, container_ip), (gateway6, container_ip6)) if ip
         ]
-        with self._pending_lock:
-            doomed = host_veth in self._pending
-        if doomed:  # the same endpoint again (a replayed call): let the reaper finish first
-            self.flush()
+        # The same endpoint again (a replayed call) while the reaper still has it: let it finish.
+        self._wait_reaped(lambda: host_veth not in self._pending, REAP_WAIT_S, host_veth)
         ipr = self._ipr
         try:
             host = _index(host_veth)
@@ -225,7 +260,7 @@ class LinuxDatapath:
         container_ip6: ipaddress.IPv6Address | None = None,
     ) -> None:
         """Remove the routes now, and the pair on the reaper thread."""
-        with self._pending_lock:
+        with self._reaped:
             if host_veth in self._pending:
                 return  # Leave handed it over already, and removed its routes then
         ipr = self._ipr
@@ -246,7 +281,7 @@ class LinuxDatapath:
                         raise
             # The reaper deletes the pair. Not even "down" here: that too waits for an RCU
             # grace period, and with the routes gone no traffic is left.
-            with self._pending_lock:
+            with self._reaped:
                 self._pending.add(host_veth)
             self._doomed.put(host_veth)
         except NetlinkError as err:

@@ -1,18 +1,22 @@
 """What routed-net does for each Docker call (logic: no I/O of its own).
 
 The effects (data path, firewall, store, outbox) come in through small interfaces, so each
-method reads as the sequence of decisions it makes. Callers serialise calls (one lock).
-Order rules: state is stored before the host is changed on create, and the host is
-cleaned before state is dropped on delete, so after a crash at any point reconcile()
-finds a record for everything we made and can finish the job.
+method reads as the sequence of decisions it makes. The driver serialises the calls itself:
+one lock, waited for with a deadline (a call behind a stuck one fails instead of queueing
+for ever), and never held while the packet filter is rewritten (see RuleSync).
+Order rules: state is stored before the host is changed on create, and the host is cleaned
+before state is dropped on delete, so after a crash at any point reconcile() finds a record
+for everything we made and can finish the job.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -43,6 +47,12 @@ LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
 # synthetic link-local fe80::1:<n>, unique per network for the same reason as above.
 LINK_LOCAL6_GATEWAYS = ipaddress.IPv6Network("fe80::1:0/112")
 LINK_LOCAL6 = ipaddress.IPv6Network("fe80::/10")
+# Deadlines on a call's path (with the datapath's, about 10 s at most in all).
+LOCK_WAIT_S = 3.0  # for the call ahead of this one
+RULES_WAIT_S = 4.0  # for the packet filter rewrite a network change needs
+# dockerd joins an endpoint right after creating it: one never joined for this long is one
+# dockerd gave up on (an error or a crash between our commit and our reply) and forgot.
+STALE_AFTER_S = 60.0
 
 
 class Datapath(Protocol):
@@ -71,7 +81,10 @@ class Datapath(Protocol):
 
 
 class Firewall(Protocol):
-    def apply(self, networks: Sequence[Network]) -> None: ...
+    """Rules for `networks`, asked for at once (`want`), then waited for (`wait`)."""
+
+    def want(self, networks: Sequence[Network]) -> int: ...
+    def wait(self, generation: int, timeout_s: float) -> None: ...
 
 
 class Persistence(Protocol):
@@ -119,12 +132,20 @@ class JoinInfo:
 
 class Driver:
     def __init__(
-        self, datapath: Datapath, firewall: Firewall, store: Persistence, outbox: Outbox
+        self,
+        datapath: Datapath,
+        firewall: Firewall,
+        store: Persistence,
+        outbox: Outbox,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._datapath = datapath
         self._firewall = firewall
         self._store = store
         self._outbox = outbox
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._holder = ("", 0.0)  # which call holds the lock, since when (monotonic)
         self.networks = {
             key: Network.from_record(rec) for key, rec in store.load(NETWORK_KIND).items()
         }
@@ -135,14 +156,35 @@ class Driver:
     # -- networks -------------------------------------------------------------------------
 
     def create_network(self, request: NetworkRequest) -> None:
+        with self._serial("CreateNetwork"):
+            created = self._add_network(request)
+            rules = self._want_rules()
+        try:
+            self._firewall.wait(rules, RULES_WAIT_S)
+        except PluginError:
+            if created is not None:
+                self._undo_network(created)
+            raise
+        if created is not None:
+            log.info(
+                "network %s: %s gateway %s, %s gateway %s",
+                created.network_id[:12],
+                created.subnet,
+                created.gateway,
+                created.subnet6,
+                created.gateway6,
+            )
+
+    def _add_network(self, request: NetworkRequest) -> Network | None:
+        """Store the network; None when it exists already (a repeat, which is harmless and
+        also heals flushed rules)."""
         existing = self.networks.get(request.network_id)
         if existing is not None:
             if not _same_network(existing, request):
                 raise PluginError(
                     f"network {request.network_id[:12]} already exists with other settings"
                 )
-            self._apply_firewall()  # a repeat is harmless; it also heals flushed rules
-            return
+            return None
         if request.pool is None and request.pool6 is None:
             raise BadRequest("a routed network needs an IPv4 or an IPv6 subnet; it got neither")
         for version in (4, 6):
@@ -176,30 +218,43 @@ class Driver:
                 self._datapath.ensure_ip_forward()
             if network.subnet6 is not None:
                 self._datapath.ensure_ip6_forward()
-            self._apply_firewall()
-        except PluginError:
+        except Exception:
             self._forget_network(network.network_id)
-            self._try_apply_firewall()
             raise
-        log.info(
-            "network %s: %s gateway %s, %s gateway %s",
-            network.network_id[:12],
-            network.subnet,
-            network.gateway,
-            network.subnet6,
-            network.gateway6,
-        )
+        return network
+
+    def _undo_network(self, network: Network) -> None:
+        """The rules for a new network failed: dockerd will not know it, so neither do we.
+        The rules thread goes on until the packet filter matches the networks left."""
+        try:
+            with self._serial("CreateNetwork (undo)"):
+                if network.network_id in self.networks and not self._endpoints_of(
+                    network.network_id
+                ):
+                    self._forget_network(network.network_id)
+                    self._want_rules()
+        except Exception as err:  # the caller's error is the one dockerd must see
+            log.error("network %s: cannot undo its creation: %s", network.network_id, err)
 
     def delete_network(self, network_id: str) -> None:
-        if network_id not in self.networks:
-            return
-        for endpoint in self._endpoints_of(network_id):
-            log.warning(
-                "network %s deleted with endpoint %s", network_id[:12], endpoint.endpoint_id[:12]
-            )
-            self._remove_endpoint(endpoint)
-        self._forget_network(network_id)
-        self._apply_firewall()
+        with self._serial("DeleteNetwork"):
+            if network_id not in self.networks:
+                return
+            for endpoint in self._endpoints_of(network_id):
+                log.warning(
+                    "network %s deleted with endpoint %s",
+                    network_id[:12],
+                    endpoint.endpoint_id[:12],
+                )
+                self._remove_endpoint(endpoint)
+            self._forget_network(network_id)
+            rules = self._want_rules()
+        try:
+            self._firewall.wait(rules, RULES_WAIT_S)
+        except PluginError as err:
+            # Not an error for dockerd: it would keep a network we have already forgotten.
+            # Rules for a network that is gone only linger until the rules thread succeeds.
+            log.warning("network %s deleted; its rules are not removed yet: %s", network_id, err)
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -212,6 +267,17 @@ class Driver:
         mac: str | None = None,
     ) -> None:
         """`mac`: the container end's MAC if dockerd gave one (--mac-address); else ours."""
+        with self._serial("CreateEndpoint"):
+            self._create_endpoint(network_id, endpoint_id, address, address6, mac)
+
+    def _create_endpoint(
+        self,
+        network_id: str,
+        endpoint_id: str,
+        address: ipaddress.IPv4Interface | None,
+        address6: ipaddress.IPv6Interface | None,
+        mac: str | None,
+    ) -> None:
         network = self._network(network_id)
         existing = self.endpoints.get(endpoint_id)
         if existing is not None:
@@ -227,7 +293,7 @@ class Driver:
             raise BadRequest("the endpoint has no address: Address and AddressIPv6 are empty")
         self._check_address(network, endpoint_id, address)
         self._check_address(network, endpoint_id, address6)
-        endpoint = Endpoint.new(endpoint_id, network_id, address, address6)
+        endpoint = Endpoint.new(endpoint_id, network_id, address, address6, self._clock())
         with self._store.transaction() as txn:
             txn.put(ENDPOINT_KIND, endpoint_id, endpoint.to_record())
             for ip in endpoint.ips:
@@ -236,13 +302,30 @@ class Driver:
         self._outbox.wake()
         try:
             self._create_host_side(network, endpoint, mac)
-        except PluginError:
-            self._remove_endpoint(endpoint)  # dockerd releases the address; leave nothing behind
+        except Exception:
+            self._roll_back_endpoint(endpoint)
             raise
+
+    def _roll_back_endpoint(self, endpoint: Endpoint) -> None:
+        """dockerd releases the address after an error: leave nothing behind. The record goes
+        even when its host side cannot (a veth nobody owns goes at the next reconcile); if
+        the record cannot go either, it is a never-joined one, which goes once stale."""
+        try:
+            self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ip, endpoint.ip6)
+        except Exception as err:
+            log.error("endpoint %s: cannot remove its host side: %s", endpoint.endpoint_id, err)
+        try:
+            self._drop_endpoint(endpoint)
+        except Exception as err:
+            log.error("endpoint %s: cannot drop its record: %s", endpoint.endpoint_id, err)
 
     def join(self, network_id: str, endpoint_id: str) -> JoinInfo:
         """The container gets its gateway as an on-link /32, so a default route via it is valid
         whatever the container's prefix length; libnetwork then moves the peer and configures it."""
+        with self._serial("Join"):
+            return self._join(network_id, endpoint_id)
+
+    def _join(self, network_id: str, endpoint_id: str) -> JoinInfo:
         network = self._network(network_id)
         endpoint = self._endpoint(network_id, endpoint_id)
         if not self._datapath.link_exists(endpoint.host_veth):
@@ -278,6 +361,10 @@ class Driver:
         deletion, on the reaper's time), so a stop waits for neither. DeleteEndpoint then
         only forgets the endpoint.
         """
+        with self._serial("Leave"):
+            self._leave(network_id, endpoint_id)
+
+    def _leave(self, network_id: str, endpoint_id: str) -> None:
         endpoint = self.endpoints.get(endpoint_id)
         if endpoint is None or endpoint.network_id != network_id or not endpoint.joined:
             return
@@ -288,28 +375,36 @@ class Driver:
         self._save_endpoint(endpoint.with_joined(False))
 
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
-        endpoint = self.endpoints.get(endpoint_id)
-        if endpoint is None:
-            return
-        if endpoint.network_id != network_id:
-            raise BadRequest(
-                f"endpoint {endpoint_id[:12]} belongs to network {endpoint.network_id[:12]}, "
-                f"not {network_id[:12]}"
-            )
-        self._remove_endpoint(endpoint)
+        with self._serial("DeleteEndpoint"):
+            endpoint = self.endpoints.get(endpoint_id)
+            if endpoint is None:
+                return
+            if endpoint.network_id != network_id:
+                raise BadRequest(
+                    f"endpoint {endpoint_id[:12]} belongs to network "
+                    f"{endpoint.network_id[:12]}, not {network_id[:12]}"
+                )
+            self._remove_endpoint(endpoint)
 
     # -- start-up ---------------------------------------------------------------------------
 
     def reconcile(self) -> None:
         """Make the host match the store: rules, and the host side of every stored endpoint;
-        drop endpoints whose veth died with their container, and veths nobody owns."""
+        drop endpoints whose veth died with their container, endpoints dockerd forgot (never
+        joined, stale), and veths nobody owns."""
+        with self._serial("reconcile"):
+            rules = self._reconcile()
+        _logged(partial(self._firewall.wait, rules, RULES_WAIT_S))
+
+    def _reconcile(self) -> int:
         # Each step on its own: one broken endpoint must not keep the others (or the
         # plugin's socket) from coming back.
-        steps = [self._datapath.ensure_ip_forward, self._apply_firewall]
+        steps = [self._datapath.ensure_ip_forward]
         if any(network.subnet6 is not None for network in self.networks.values()):
-            steps.insert(1, self._datapath.ensure_ip6_forward)
+            steps.append(self._datapath.ensure_ip6_forward)
         for step in steps:
             _logged(step)
+        rules = self._want_rules()
         for endpoint in list(self.endpoints.values()):
             _logged(partial(self._reconcile_endpoint, endpoint))
         owned = {endpoint.host_veth for endpoint in self.endpoints.values()}
@@ -317,14 +412,21 @@ class Driver:
             if HOST_VETH.fullmatch(ifname) and ifname not in owned:
                 log.info("removing %s: it belongs to no endpoint", ifname)
                 _logged(partial(self._datapath.delete_link, ifname))
+        return rules
 
     def _reconcile_endpoint(self, endpoint: Endpoint) -> None:
         network = self.networks.get(endpoint.network_id)
         if network is None or self._vanished(endpoint):
             log.info("endpoint %s vanished; removing its state", endpoint.endpoint_id[:12])
             self._remove_endpoint(endpoint)
+        elif self._stale(endpoint):
+            log.info("endpoint %s was never joined; dockerd forgot it", endpoint.endpoint_id[:12])
+            self._remove_endpoint(endpoint)
         else:
             self._create_host_side(network, endpoint)
+
+    def _stale(self, endpoint: Endpoint) -> bool:
+        return not endpoint.joined and self._clock() - endpoint.created > STALE_AFTER_S
 
     def _vanished(self, endpoint: Endpoint) -> bool:
         """True when the endpoint's container is gone although Docker never told us.
@@ -339,6 +441,22 @@ class Driver:
         return endpoint.joined and self._datapath.link_exists(endpoint.peer)
 
     # -- helpers --------------------------------------------------------------------------
+
+    @contextmanager
+    def _serial(self, call: str) -> Iterator[None]:
+        """One call at a time; a call that waits longer than LOCK_WAIT_S fails, naming the
+        call it waited for."""
+        if not self._lock.acquire(timeout=LOCK_WAIT_S):
+            holder, since = self._holder
+            raise PluginError(
+                f"routed-net is busy: {holder} has been running for "
+                f"{time.monotonic() - since:.1f} s; try again"
+            )
+        try:
+            self._holder = (call, time.monotonic())
+            yield
+        finally:
+            self._lock.release()
 
     def _network(self, network_id: str) -> Network:
         network = self.networks.get(network_id)
@@ -377,7 +495,16 @@ class Driver:
             raise BadRequest(f"address {address} is outside the network's subnet {subnet}")
         if address.ip == network.gateway_of(address.version):
             raise BadRequest(f"address {address} is the network's gateway")
-        for other in self.endpoints.values():
+        for other in list(self.endpoints.values()):
+            if address.ip in other.ips and self._stale(other):
+                log.warning(
+                    "endpoint %s takes %s from endpoint %s, never joined (dockerd forgot it)",
+                    endpoint_id[:12],
+                    address.ip,
+                    other.endpoint_id[:12],
+                )
+                self._remove_endpoint(other)
+                continue
             if address.ip in other.ips:
                 raise PluginError(
                     f"address {address.ip} is already used by endpoint {other.endpoint_id[:12]}"
@@ -429,6 +556,9 @@ class Driver:
 
     def _remove_endpoint(self, endpoint: Endpoint) -> None:
         self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ip, endpoint.ip6)
+        self._drop_endpoint(endpoint)
+
+    def _drop_endpoint(self, endpoint: Endpoint) -> None:
         with self._store.transaction() as txn:
             txn.delete(ENDPOINT_KIND, endpoint.endpoint_id)
             for ip in endpoint.ips:
@@ -446,14 +576,8 @@ class Driver:
             txn.delete(NETWORK_KIND, network_id)
         del self.networks[network_id]
 
-    def _apply_firewall(self) -> None:
-        self._firewall.apply(list(self.networks.values()))
-
-    def _try_apply_firewall(self) -> None:
-        try:
-            self._apply_firewall()
-        except PluginError as err:
-            log.error("cannot restore the firewall rules: %s", err)
+    def _want_rules(self) -> int:
+        return self._firewall.want(list(self.networks.values()))
 
 
 def _logged(step: Callable[[], object]) -> None:
@@ -461,6 +585,8 @@ def _logged(step: Callable[[], object]) -> None:
         step()
     except PluginError as err:
         log.error("reconcile: %s", err)
+    except Exception:  # a bug in one step must not keep the others from running
+        log.exception("reconcile step failed")
 
 
 def _join_routes(

@@ -12,15 +12,23 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from common.errors import PluginError
+from common.threads import Worker
 from netdriver import rules
 from netdriver.model import Network
 
-TIMEOUT_S = 10
-WAIT_S = "5"  # seconds to wait for the xtables lock held by dockerd or another tool
+# Under RuleSync's caller deadline (RULES_WAIT_S), so that a held xtables lock reaches the
+# caller as iptables' own message; the rules thread retries anyway.
+TIMEOUT_S = 6
+WAIT_S = "3"  # seconds to wait for the xtables lock held by dockerd or another tool
+RETRY_S = 1.0  # first pause after a failed rewrite; doubled up to RETRY_MAX_S
+RETRY_MAX_S = 30.0
 log = logging.getLogger("routed.net.firewall")
 
 # (table, built-in chain, our chain)
@@ -107,3 +115,89 @@ class IptablesFirewall:
                     f"cannot add the {family.tool} {builtin} jump: {added.stderr.strip()}"
                 )
             log.info("added jump %s %s %s -> %s", family.tool, table, builtin, chain)
+
+
+class Applier(Protocol):
+    def apply(self, networks: Sequence[Network]) -> None: ...
+
+
+class RuleSync:
+    """Rule rewrites off the Docker call path, coalesced.
+
+    A call says which networks the rules must cover (`want`, at once, under the driver's
+    lock) and then, outside that lock, waits for it with a deadline (`wait`). One thread
+    rewrites the rules for the newest wish only, so calls that come while a rewrite runs
+    share the next one. A rewrite that fails (the xtables lock held by another program,
+    iptables hanging) is retried with a growing pause until the rules match the networks
+    again: whatever a caller was told, the packet filter ends up as the store says.
+    """
+
+    def __init__(self, firewall: Applier, retry_s: float = RETRY_S) -> None:
+        self._firewall = firewall
+        self._retry_s = retry_s
+        self._changed = threading.Condition()
+        self._networks: list[Network] = []
+        self._wanted = 0  # generation of the newest wish
+        self._done = 0  # newest generation in force
+        self._failed = 0  # newest generation whose rewrite failed, with why
+        self._error = ""
+        self._worker = Worker("rules", self._run)
+
+    def start(self) -> None:
+        self._worker.start()
+
+    def stop(self, timeout_s: float) -> None:
+        self._worker.stopping.set()
+        with self._changed:
+            self._changed.notify_all()
+        self._worker.stop(timeout_s)
+
+    def want(self, networks: Sequence[Network]) -> int:
+        with self._changed:
+            self._wanted += 1
+            self._networks = list(networks)
+            self._changed.notify_all()
+            return self._wanted
+
+    def wait(self, generation: int, timeout_s: float) -> None:
+        """Return once the rules for `generation` (or newer) are in force; FirewallError if
+        its rewrite failed, or if none finished within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while self._done < generation:
+                if self._failed >= generation:
+                    raise FirewallError(self._error)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise FirewallError(
+                        f"the packet filter rules were not rewritten within {timeout_s:g} s: "
+                        "iptables is still running (is another program holding the xtables "
+                        "lock?); routed-net keeps retrying"
+                    )
+                self._changed.wait(remaining)
+
+    def _run(self, stop: threading.Event) -> None:
+        pause = self._retry_s
+        while not stop.is_set():
+            with self._changed:
+                if self._done >= self._wanted:
+                    # stop() notifies under this lock, so checking here cannot miss it
+                    if not stop.is_set():
+                        self._changed.wait()
+                    continue
+                generation, networks = self._wanted, self._networks
+            try:
+                self._firewall.apply(networks)
+            except Exception as err:  # a bug too: the callers hear of it, the retries go on
+                error = str(err) if isinstance(err, PluginError) else f"internal error: {err!r}"
+                log.warning("rule rewrite failed (retrying in %g s): %s", pause, error)
+                with self._changed:
+                    self._failed, self._error = generation, error
+                    self._changed.notify_all()
+                stop.wait(pause)
+                pause = min(2 * pause, RETRY_MAX_S)
+                continue
+            pause = self._retry_s
+            with self._changed:
+                self._done = generation
+                self._changed.notify_all()

@@ -6,10 +6,10 @@ carry only what protocol.md §3 allows (e.g. CreateEndpoint never echoes what do
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -28,25 +28,20 @@ log = logging.getLogger("routed.net.handlers")
 
 
 def build_plugin(driver: Driver) -> PluginApp:
-    lock = threading.Lock()  # CherryPy runs handlers on many threads; the Driver is not reentrant
-
-    def locked(handler: Callable[[Driver, wire.Body], wire.Body]) -> Handler:
-        def run(body: wire.Body) -> wire.Body:
-            with lock:
-                return handler(driver, body)
-
-        return run
+    # CherryPy runs handlers on many threads; the Driver serialises them itself.
+    def bound(handler: Callable[[Driver, wire.Body], wire.Body]) -> Handler:
+        return functools.partial(handler, driver)
 
     handlers: dict[str, Handler] = {
         "NetworkDriver.GetCapabilities": lambda _body: dict(CAPABILITIES),
         "NetworkDriver.GwAllocCheck": gw_alloc_check,
-        "NetworkDriver.CreateNetwork": locked(create_network),
-        "NetworkDriver.DeleteNetwork": locked(delete_network),
-        "NetworkDriver.CreateEndpoint": locked(create_endpoint),
+        "NetworkDriver.CreateNetwork": bound(create_network),
+        "NetworkDriver.DeleteNetwork": bound(delete_network),
+        "NetworkDriver.CreateEndpoint": bound(create_endpoint),
         "NetworkDriver.EndpointOperInfo": lambda _body: {"Value": {}},  # fatal on 20.10 if absent
-        "NetworkDriver.DeleteEndpoint": locked(delete_endpoint),
-        "NetworkDriver.Join": locked(join),
-        "NetworkDriver.Leave": locked(leave),
+        "NetworkDriver.DeleteEndpoint": bound(delete_endpoint),
+        "NetworkDriver.Join": bound(join),
+        "NetworkDriver.Leave": bound(leave),
         "NetworkDriver.ProgramExternalConnectivity": program_external_connectivity,
         "NetworkDriver.RevokeExternalConnectivity": revoke_external_connectivity,
         "NetworkDriver.DiscoverNew": lambda _body: {},

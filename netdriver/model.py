@@ -98,6 +98,9 @@ class Endpoint:
     peer: str
     joined: bool = False
     address6: ipaddress.IPv6Interface | None = None  # Interface.AddressIPv6, same rule
+    # When CreateEndpoint stored it (seconds since the epoch: it must survive restarts);
+    # 0 for records from before it was kept, which counts as long ago.
+    created: float = 0.0
 
     @classmethod
     def new(
@@ -106,6 +109,7 @@ class Endpoint:
         network_id: str,
         address: ipaddress.IPv4Interface | None,
         address6: ipaddress.IPv6Interface | None = None,
+        created: float = 0.0,
     ) -> Endpoint:
         return cls(
             endpoint_id=endpoint_id,
@@ -114,6 +118,7 @@ class Endpoint:
             host_veth=host_veth_name(endpoint_id),
             peer=peer_name(endpoint_id),
             address6=address6,
+            created=created,
         )
 
     @property
@@ -141,6 +146,7 @@ class Endpoint:
             "host_veth": self.host_veth,
             "peer": self.peer,
             "joined": self.joined,
+            "created": self.created,
         }
 
     @classmethod
@@ -153,4 +159,5 @@ class Endpoint:
             peer=record["peer"],
             joined=bool(record["joined"]),
             address6=_opt(ipaddress.IPv6Interface, record.get("address6")),
+            created=float(record.get("created", 0.0)),
         )

@@ -17,10 +17,12 @@ from typing import Protocol
 
 from common import channel
 from common.store import Store, Transaction
+from common.threads import Worker
 
 KIND = "outbox"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address  # one message per address
 KEY_DIGITS = 20
+STOP_TIMEOUT_S = 1.2  # one channel call (1 s) and a little: see supervisord.conf stopwaitsecs
 log = logging.getLogger("routed.net.outbox")
 
 
@@ -55,8 +57,8 @@ class Outbox:
         pending = store.load(KIND)
         self._next = int(max(pending)) + 1 if pending else 1
         self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker("outbox", self._run)
+        self._retrying = ""  # the key of the message ipam last could not take
 
     def enqueue(self, txn: Transaction, message: channel.Message) -> None:
         """Add `message` inside the caller's transaction; it commits with the caller's change."""
@@ -79,26 +81,37 @@ class Outbox:
             if reply is None:
                 return False
             if not reply.get("ok"):
-                # A refusal is final (e.g. ipam does not know the address): retrying cannot help.
-                log.warning("ipam refused %s %s: %s", message.get("type"), key, reply.get("error"))
+                kind, error = message.get("type"), reply.get("error")
+                if not channel.is_final(reply):
+                    # e.g. ipam's store write failed: the binding must not be lost, and the
+                    # ones behind it wait, so that ipam sees them in order.
+                    # once per message at warning level: the retries come every second
+                    level = logging.DEBUG if key == self._retrying else logging.WARNING
+                    log.log(
+                        level, "ipam could not take %s %s yet: %s (will retry)", kind, key, error
+                    )
+                    self._retrying = key
+                    return False
+                log.warning("ipam refused %s %s for good: %s", kind, key, error)
             with self._store.transaction() as txn:
                 txn.delete(KIND, key)
         return True
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop sending. Whatever is not acknowledged yet stays stored and goes after the
+        next start (same ids: ipam's handlers are idempotent), so a cut-short stop loses
+        nothing."""
+        self._worker.stopping.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._worker.stop(timeout_s)
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         client = self._connect()  # a REQ socket belongs to the thread that uses it
         try:
-            while not self._stop.is_set():
+            while not stop.is_set():
                 self._wake.clear()
                 try:
                     delivered = self.deliver_pending(client)
@@ -114,6 +127,6 @@ class Outbox:
                     # Let the Docker call that woke us (and the ones right behind it, e.g.
                     # Join after CreateEndpoint) finish first: delivery is never urgent,
                     # and the handler's netlink work should not share the CPU with it.
-                    self._stop.wait(self._settle_s)
+                    stop.wait(self._settle_s)
         finally:
             client.close()

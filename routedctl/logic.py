@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
-from ipam.status import LeaseStatus, PoolStatus
+from ipam.status import LeaseStatus, PoolStatus, ThreadStatus
 from netdriver.model import Endpoint, Network
 from netdriver.rules import has_family
 from routedctl.state import HostLink, Probe, Snapshot
@@ -95,10 +95,11 @@ class StatusView:
     networks: int
     store: str  # one line about routed-net's store
     docker: str  # one line about dockerd (container names)
+    threads: tuple[ThreadStatus, ...] = ()  # routed-ipam's background threads
 
     @property
     def healthy(self) -> bool:
-        return all(probe.up for probe in self.services)
+        return all(probe.up for probe in self.services) and all(t.alive for t in self.threads)
 
 
 # -- status ----------------------------------------------------------------------------------
@@ -134,6 +135,7 @@ def status_view(snap: Snapshot) -> StatusView:
         networks=len(snap.net.networks),
         store=_store_line(snap),
         docker=snap.docker_detail,
+        threads=snap.ipam.threads if snap.ipam is not None else (),
     )
 
 

@@ -29,6 +29,18 @@ def status_text(view: StatusView) -> str:
             [(p.name, "up" if p.up else "DOWN", p.address, p.detail) for p in view.services],
         )
     )
+    if view.threads:
+        out.append("")
+        out.append("THREADS (routed-ipam)")
+        out.append(
+            table(
+                ("THREAD", "STATE", "RESTARTS", "LAST ERROR"),
+                [
+                    (t.name, "alive" if t.alive else "DEAD", str(t.restarts), t.last_error or "-")
+                    for t in view.threads
+                ],
+            )
+        )
     out.append("")
     if view.pools is None or view.leases is None:
         out.append("POOLS / LEASES")

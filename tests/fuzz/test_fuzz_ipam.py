@@ -234,7 +234,8 @@ def check_message_reply(message_id: Any, kind: Any, reply: Any) -> str:
     json.dumps(reply)  # it goes back on the wire as JSON
     assert isinstance(reply.get("ok"), bool), reply
     if not reply["ok"]:
-        assert set(reply) == {"id", "ok", "error"}, reply
+        assert set(reply) == {"id", "ok", "final", "error"}, reply
+        assert reply["final"] is True, reply  # hostile input is refused for good, never retried
         hostile.check_err(reply["error"])
         return "refused"
     assert reply["id"] == message_id

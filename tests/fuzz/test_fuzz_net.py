@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from common.store import Store
 from netdriver.driver import Driver
-from netdriver.firewall import IptablesFirewall
+from netdriver.firewall import WAIT_S, IptablesFirewall, RuleSync
 from netdriver.handlers import build_plugin
 from netdriver.outbox import Outbox
 from tests.fuzz import hostile
@@ -87,9 +87,9 @@ EXTRA_BASES: dict[str, list[dict[str, Any]]] = {
 _JUMPS = [("filter", "FORWARD", "ROUTED-FORWARD"), ("nat", "POSTROUTING", "ROUTED-POSTROUTING")]
 ALLOWED_ARGV: set[tuple[str, ...]] = set()
 for _tool in ("iptables", "ip6tables"):
-    ALLOWED_ARGV.add((f"{_tool}-restore", "-w", "5", "--noflush"))
+    ALLOWED_ARGV.add((f"{_tool}-restore", "-w", WAIT_S, "--noflush"))
     for _table, _builtin, _chain in _JUMPS:
-        _base = (_tool, "-w", "5", "-t", _table)
+        _base = (_tool, "-w", WAIT_S, "-t", _table)
         ALLOWED_ARGV |= {
             (*_base, "-C", _builtin, "-j", _chain),
             (*_base, "-D", _builtin, "-j", _chain),
@@ -210,7 +210,9 @@ class NetRig:
         self.store = Store(root / "state" / "routed-net.db")
         self.datapath = FakeDatapath()
         self.outbox = Outbox(self.store, FakeClient)  # never started: messages stay stored
-        self.driver = Driver(self.datapath, IptablesFirewall(), self.store, self.outbox)
+        self.rules = RuleSync(IptablesFirewall())
+        self.rules.start()
+        self.driver = Driver(self.datapath, self.rules, self.store, self.outbox)
         self.client = httpx.Client(
             transport=httpx.WSGITransport(app=build_plugin(self.driver).wsgi()),
             base_url="http://plugin.moby.localhost",
@@ -256,6 +258,7 @@ class NetRig:
         return stored, effects, memory
 
     def close(self) -> None:
+        self.rules.stop(10)
         self.client.close()
         self.store.close()
 

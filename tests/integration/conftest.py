@@ -14,7 +14,7 @@ from pyroute2 import IPRoute
 from common.store import Store
 from netdriver.datapath import LinuxDatapath
 from netdriver.driver import Driver, NetworkRequest
-from netdriver.firewall import IptablesFirewall
+from netdriver.firewall import IptablesFirewall, RuleSync
 from netdriver.handlers import join_reply
 from netdriver.options import NetworkOptions
 from netdriver.outbox import Outbox
@@ -40,6 +40,7 @@ class Host:
     outbox: Outbox = field(init=False)
     driver: Driver = field(init=False)
     datapath: LinuxDatapath = field(init=False)
+    rules: RuleSync | None = None
     containers: list[Container] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -48,9 +49,13 @@ class Host:
 
     def restart(self) -> Driver:
         """A new plugin process on the same store and host."""
+        if self.rules is not None:
+            self.rules.stop(10)
         self.outbox = Outbox(self.store, NoChannel)
         self.datapath = LinuxDatapath()
-        self.driver = Driver(self.datapath, IptablesFirewall(), self.store, self.outbox)
+        self.rules = RuleSync(IptablesFirewall())
+        self.rules.start()
+        self.driver = Driver(self.datapath, self.rules, self.store, self.outbox)
         return self.driver
 
     def network(
@@ -110,6 +115,8 @@ class Host:
         for network_id in list(self.driver.networks):
             self.driver.delete_network(network_id)
         self.datapath.flush()
+        if self.rules is not None:
+            self.rules.stop(10)
         IptablesFirewall().remove()
         with IPRoute() as ipr:
             for link in ipr.get_links():

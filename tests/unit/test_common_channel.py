@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from common.channel import VERSION, ChannelClient, ChannelServer, request
+from common import threads
+from common.channel import VERSION, ChannelClient, ChannelServer, is_final, request
 from common.errors import PluginError
 
 
@@ -72,3 +73,72 @@ def test_round_trip_survives_server_restart(tmp_path: Path) -> None:
             assert not (tmp_path / "rt.ipc").exists()
     finally:
         client.close()
+
+
+def _crash(_message: dict[str, object]) -> dict[str, object]:
+    raise OSError("database or disk is full")
+
+
+@pytest.mark.parametrize(("kind", "final"), [("refuse", True), ("crash", False), ("nope", True)])
+def test_a_refusal_says_whether_it_is_final(tmp_path: Path, kind: str, final: bool) -> None:
+    server = ChannelServer(f"ipc://{tmp_path}/f.ipc", {"refuse": _refuse, "crash": _crash})
+    reply = server.handle(json.dumps(request(kind)).encode())
+    assert reply["ok"] is False and reply["final"] is final
+
+
+@pytest.mark.parametrize(
+    ("reply", "final"),
+    [
+        ({"ok": False, "error": "internal error: disk I/O error"}, False),  # before the flag
+        ({"ok": False, "error": "unknown pool"}, True),
+        ({"ok": False, "final": False, "error": "busy"}, False),
+        ({"ok": False, "final": True, "error": "internal error: odd but final"}, True),
+    ],
+)
+def test_old_replies_are_final_unless_internal_errors(
+    reply: dict[str, object], final: bool
+) -> None:
+    assert is_final(reply) is final
+
+
+def _call_until_answered(client: ChannelClient, kind: str) -> dict[str, object] | None:
+    for _ in range(50):
+        reply = client.call(request(kind))
+        if reply is not None:
+            return reply
+        time.sleep(0.05)
+    return None
+
+
+def test_the_channel_thread_survives_a_crash_and_a_reply_that_is_no_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint = f"ipc://{tmp_path}/crash.ipc"
+    server = ChannelServer(
+        endpoint, {"ping": lambda m: {"pong": True}, "odd": lambda m: {"x": {1}}}
+    )
+    original = server.reply
+    faults = iter([RuntimeError("injected fault in the server loop")])
+
+    def faulty(raw: bytes) -> bytes:
+        fault = next(faults, None)
+        if fault is not None:
+            raise fault
+        return original(raw)
+
+    monkeypatch.setattr(server, "reply", faulty)
+    client = ChannelClient(endpoint, timeout_ms=300)
+    server.start()
+    try:
+        assert client.call(request("ping")) is None  # the thread died on this one
+        reply = _call_until_answered(client, "ping")  # and was restarted
+        assert reply is not None and reply["pong"] is True
+        odd = _call_until_answered(client, "odd")
+        assert odd is not None and odd["ok"] is False and odd["final"] is False
+        [status] = [s for s in threads.snapshot() if s["name"] == "channel-server"]
+        assert status["alive"] and status["restarts"] == 1
+        assert "injected fault" in status["last_error"]
+    finally:
+        client.close()
+        server.stop()
+    assert not (tmp_path / "crash.ipc").exists()

@@ -105,13 +105,23 @@ class FakeDatapath:
 
 @dataclass
 class FakeFirewall:
+    """RuleSync without its thread: each wish is applied (or fails) at once."""
+
     applied: list[list[Network]] = field(default_factory=list)
     fail: bool = False
+    failed: set[int] = field(default_factory=set)
 
-    def apply(self, networks: Sequence[Network]) -> None:
+    def want(self, networks: Sequence[Network]) -> int:
+        generation = len(self.applied) + len(self.failed) + 1
         if self.fail:
+            self.failed.add(generation)
+        else:
+            self.applied.append(list(networks))
+        return generation
+
+    def wait(self, generation: int, timeout_s: float) -> None:
+        if generation in self.failed:
             raise PluginError("iptables-restore refused our rules: injected failure")
-        self.applied.append(list(networks))
 
     @property
     def current(self) -> list[Network]:
@@ -134,12 +144,21 @@ class FakeClient:
 
 
 @dataclass
+class FakeClock:
+    now: float = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
 class Rig:
     datapath: FakeDatapath
     firewall: FakeFirewall
     store: Store
     outbox: Outbox
     driver: Driver
+    clock: FakeClock
 
     def restart(self) -> Rig:
         """A new process on the same store and host."""
@@ -149,7 +168,8 @@ class Rig:
             self.firewall,
             self.store,
             outbox,
-            Driver(self.datapath, self.firewall, self.store, outbox),
+            Driver(self.datapath, self.firewall, self.store, outbox, self.clock),
+            self.clock,
         )
 
     def messages(self) -> list[tuple[str, str]]:
@@ -161,8 +181,10 @@ def rig_fixture(tmp_path):
     store = Store(tmp_path / "net.db")
     datapath, firewall = FakeDatapath(), FakeFirewall()
     outbox = Outbox(store, FakeClient)
+    clock = FakeClock()
     try:
-        yield Rig(datapath, firewall, store, outbox, Driver(datapath, firewall, store, outbox))
+        driver = Driver(datapath, firewall, store, outbox, clock)
+        yield Rig(datapath, firewall, store, outbox, driver, clock)
     finally:
         store.close()
 

@@ -109,3 +109,25 @@ def test_thread_delivers_once_ipam_comes_up(store, tmp_path):
         outbox.stop()
         if server is not None:
             server.stop()
+
+
+class InternalErrorClient(FakeClient):
+    """routed-ipam whose store write fails: "internal error", worth a retry."""
+
+    def call(self, message):
+        self.sent.append(message)
+        return {"id": message["id"], "ok": False, "final": False, "error": "internal error: full"}
+
+
+def test_an_internal_error_keeps_the_binding_and_the_ones_behind_it(store):
+    outbox = Outbox(store, FakeClient)
+    first, second = bind_message(EP_1, NET_A, IP), unbind_message(EP_1, IP)
+    queue(outbox, store, first, second)
+    failing = InternalErrorClient()
+    assert not outbox.deliver_pending(failing)
+    assert failing.sent == [first]  # the second waits: ipam must see them in order
+    assert outbox.pending() == [first, second]
+    client = FakeClient()
+    assert outbox.deliver_pending(client)
+    assert client.sent == [first, second]
+    assert outbox.pending() == []
