@@ -9,7 +9,8 @@ from __future__ import annotations
 from common import wire
 from common.errors import BadRequest
 from common.server import PluginApp
-from ipam.pools import GATEWAY_TYPE, GLOBAL_SPACE, LOCAL_SPACE, Ipam
+from ipam.allocator import Allocator, LocalAllocator
+from ipam.pools import GATEWAY_TYPE, GLOBAL_SPACE, LOCAL_SPACE
 from ipam.service import IpamService
 
 NAME = "routed-ipam"
@@ -17,7 +18,9 @@ NAME = "routed-ipam"
 _ADDRESS_OPTIONS = frozenset({"RequestAddressType", "com.docker.network.endpoint.macaddress"})
 
 
-def build_app(service: IpamService) -> PluginApp:
+def build_app(service: IpamService, allocator: Allocator | None = None) -> PluginApp:
+    ipam: Allocator = allocator or LocalAllocator(service)
+
     def get_capabilities(_body: wire.Body) -> wire.Body:
         return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
 
@@ -32,12 +35,12 @@ def build_app(service: IpamService) -> PluginApp:
         sub_pool = wire.network(sub_text, "SubPool") if sub_text else None
         options = _string_map(wire.obj(body, "Options"), "Options")
         v6 = wire.flag(body, "V6")
-        pool = service.run(lambda ipam: ipam.request_pool(space, network, sub_pool, options, v6))
+        pool = ipam.request_pool(space, network, sub_pool, options, v6)
         return {"PoolID": pool.pool_id, "Pool": str(pool.network), "Data": {}}
 
     def release_pool(body: wire.Body) -> wire.Body:
         pool_id = wire.text(body, "PoolID")
-        service.run(lambda ipam: ipam.release_pool(pool_id))
+        ipam.release_pool(pool_id)
         return {}
 
     def request_address(body: wire.Body) -> wire.Body:
@@ -48,17 +51,12 @@ def build_app(service: IpamService) -> PluginApp:
         kind = options.get("RequestAddressType", "")
         if kind not in ("", GATEWAY_TYPE):
             raise BadRequest(f"unknown RequestAddressType {kind!r}; accepted: {GATEWAY_TYPE}")
-
-        def call(ipam: Ipam) -> str:
-            pool, lease = ipam.request_address(pool_id, address, gateway=bool(kind))
-            return pool.cidr(lease.address)
-
-        return {"Address": service.run(call), "Data": {}}
+        return {"Address": ipam.request_address(pool_id, address, bool(kind)), "Data": {}}
 
     def release_address(body: wire.Body) -> wire.Body:
         pool_id = wire.text(body, "PoolID")
         address = _bare_ip(wire.text(body, "Address"))
-        service.run(lambda ipam: ipam.release_address(pool_id, address))
+        ipam.release_address(pool_id, address)
         return {}
 
     return PluginApp(
