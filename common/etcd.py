@@ -163,9 +163,7 @@ class Etcd:
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
         if any(e.startswith("https:") for e in self.endpoints):
-            self._tls = ssl.create_default_context(
-                cafile=str(settings.ca) if settings.ca else None
-            )
+            self._tls = ssl.create_default_context(cafile=str(settings.ca) if settings.ca else None)
             if settings.cert is not None and settings.key is not None:
                 self._tls.load_cert_chain(str(settings.cert), str(settings.key))
 
@@ -198,9 +196,7 @@ class Etcd:
                 self._preferred = index
             return reply
         tried = "; ".join(errors[-count:]) or "no time left"
-        raise EtcdUnavailable(
-            f"etcd did not answer within {self.deadline_s:.1f} s ({tried})"
-        )
+        raise EtcdUnavailable(f"etcd did not answer within {self.deadline_s:.1f} s ({tried})")
 
     def _post(
         self, endpoint: str, path: str, body: dict[str, Any], timeout: float
@@ -223,8 +219,8 @@ class Etcd:
         # A keepalive answers one JSON object per line; the first is the one asked for.
         reply = json.loads(raw.splitlines()[0] if raw else b"{}")
         if response.status != 200 or "error" in reply:
-            message = reply.get("message") or reply.get("error") or raw[:200].decode(
-                errors="replace"
+            message = (
+                reply.get("message") or reply.get("error") or raw[:200].decode(errors="replace")
             )
             raise ValueError(f"HTTP {response.status}: {message}")
         if not isinstance(reply, dict):

@@ -3,8 +3,10 @@
 Environment: ROUTED_DEFAULT_POOL (default 100.64.0.0/10) is carved into ROUTED_DEFAULT_PREFIX
 (default 16) subnets for networks created without --subnet; ROUTED_DEFAULT_POOL6 (default
 fd00:100::/48, a ULA prefix) is carved into ROUTED_DEFAULT_PREFIX6 (default 64) subnets for
-`--ipv6` networks created without an IPv6 --subnet; plus common.config's ROUTED_*_DIR and
-ROUTED_LOG_LEVEL. All four are checked at start: a bad value stops the service with a message.
+`--ipv6` networks created without an IPv6 --subnet; plus common.config's ROUTED_*_DIR,
+ROUTED_LOG_LEVEL and common.settings' cluster settings (ROUTED_DATASTORE=etcd: pools shared
+across hosts, ipam.cluster). All are checked at start: a bad value stops the service with a
+message.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from common import logs
+from common import settings as cluster_settings
 from common.config import IPAM_PLUGIN, Paths
 from common.server import claim_instance, serve
 from common.store import Store
 from ipam import channel
+from ipam.allocator import Allocator, LocalAllocator
 from ipam.handlers import build_app
 from ipam.service import IpamService
 
@@ -26,6 +30,7 @@ DEFAULT_POOL = "100.64.0.0/10"
 DEFAULT_PREFIX = 16
 DEFAULT_POOL6 = "fd00:100::/48"
 DEFAULT_PREFIX6 = 64
+STOP_S = 1.0  # the cluster worker's share of the shutdown budget
 
 N = TypeVar("N", ipaddress.IPv4Network, ipaddress.IPv6Network)
 
@@ -70,10 +75,30 @@ def main() -> None:
     log = logs.setup(IPAM_PLUGIN)
     default_pool, default_prefix = default_pool_config(os.environ)
     default_pool6, default_prefix6 = default_pool6_config(os.environ)
+    settings = cluster_settings.load(os.environ, IPAM_PLUGIN)
     paths = Paths.from_env()
     _lock = claim_instance(paths, IPAM_PLUGIN)  # held until the process exits
     store = Store(paths.store_file(IPAM_PLUGIN))
     service = IpamService(store, default_pool, default_prefix, default_pool6, default_prefix6)
+    allocator: Allocator = LocalAllocator(service)
+    on_stop = [store.close]
+    cluster_status = None
+    if settings.etcd is not None:
+        # Imported only in cluster mode: a single host needs nothing of etcd.
+        from common.etcd import Etcd
+        from ipam.cluster import ClusterAllocator
+
+        cluster = ClusterAllocator(
+            service, Etcd(settings.etcd), settings, service.ipam.default_pools
+        )
+        cluster.start()
+        allocator, cluster_status = cluster, cluster.status
+        on_stop.insert(0, lambda: cluster.stop(STOP_S))
+        log.info(
+            "cluster mode: node %s, etcd at %s",
+            settings.node_name,
+            ",".join(settings.etcd.endpoints),
+        )
     log.info(
         "default pools %s carved into /%d and %s into /%d subnets",
         default_pool,
@@ -81,9 +106,9 @@ def main() -> None:
         default_pool6,
         default_prefix6,
     )
-    channel_server = channel.server(service, paths.channel_endpoint)
+    channel_server = channel.server(service, paths.channel_endpoint, cluster_status)
     channel_server.start()
-    serve(build_app(service), paths, on_stop=[channel_server.stop, store.close])
+    serve(build_app(service, allocator), paths, on_stop=[channel_server.stop, *on_stop])
 
 
 if __name__ == "__main__":

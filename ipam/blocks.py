@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from itertools import chain
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain
 
 from common.errors import BadRequest, PluginError
 
@@ -68,6 +68,10 @@ def split_options(options: dict[str, str]) -> tuple[ClusterOptions, dict[str, st
     return ClusterOptions(block, name), rest
 
 
+def network_of(text: str) -> Network:
+    return ipaddress.ip_network(text)
+
+
 def check_block(block: int, subnet: Network) -> int:
     version = subnet.version
     low = max(subnet.prefixlen, MIN_BLOCK[version])
@@ -89,12 +93,10 @@ def block_at(subnet: Network, block: int, offset: int) -> int:
     return offset - offset % size
 
 
-def blocks_within(subnet: Network, block: int, low: int, high: int) -> Iterator[int]:
+def blocks_within(subnet: Network, block: int, low: int, high: int) -> range:
     """Offsets of the blocks lying wholly inside pool offsets [low, high), in order."""
     size = block_size(subnet, block)
-    first = -(-low // size) * size
-    for start in range(first, high - size + 1, size):
-        yield start
+    return range(-(-low // size) * size, high - size + 1, size)
 
 
 def block_network(subnet: Network, block: int, start: int) -> Network:

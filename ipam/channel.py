@@ -3,7 +3,8 @@
   bind    {"endpoint_id", "network_id", "address"} -> {"known": bool}
   unbind  {"endpoint_id", "address"}               -> {"known": bool}
   status  {}                                       -> {"pools": [...], "leases": [...],
-                                                        "threads": [...]}
+                                                        "threads": [...], "cluster": {...}}
+("cluster" only in cluster mode: ipam.cluster.ClusterAllocator.status.)
 
 All idempotent. "known": false is still a success (the address belongs to no pool here, e.g.
 the network uses another IPAM), so the sender stops retrying. The holder is information only:
@@ -12,13 +13,18 @@ it never changes what is allocated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from common import threads, wire
 from common.channel import ChannelServer, Message, MessageHandler
 from common.errors import BadRequest
 from ipam.service import IpamService
 
+ClusterStatus = Callable[[], dict[str, Any]] | None
 
-def handlers(service: IpamService) -> dict[str, MessageHandler]:
+
+def handlers(service: IpamService, cluster: ClusterStatus = None) -> dict[str, MessageHandler]:
     def bind(message: Message) -> Message:
         endpoint_id = wire.docker_id(message, "endpoint_id")
         network_id = wire.docker_id(message, "network_id")
@@ -33,13 +39,16 @@ def handlers(service: IpamService) -> dict[str, MessageHandler]:
 
     def status(_message: Message) -> Message:
         # "threads": each background thread alive or not, and how often it was restarted
-        return {**service.run(lambda ipam: ipam.status()), "threads": threads.snapshot()}
+        reply = {**service.run(lambda ipam: ipam.status()), "threads": threads.snapshot()}
+        if cluster is not None:
+            reply["cluster"] = cluster()
+        return reply
 
     return {"bind": bind, "unbind": unbind, "status": status}
 
 
-def server(service: IpamService, endpoint: str) -> ChannelServer:
-    return ChannelServer(endpoint, handlers(service))
+def server(service: IpamService, endpoint: str, cluster: ClusterStatus = None) -> ChannelServer:
+    return ChannelServer(endpoint, handlers(service, cluster))
 
 
 def _address(message: Message) -> wire.IPAddress:
