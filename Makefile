@@ -10,8 +10,8 @@ export PYTHONPATH := $(CURDIR)
 # (Debian's newest suite, 28 today), each run from deploy/engine.sh with its own data root.
 DOCKERD ?= newest
 
-.PHONY: run test venv host lint typecheck unit integration fuzz security load e2e e2e-engines \
-	bench demo image clean
+.PHONY: run test venv host lint typecheck unit integration fuzz security load cluster e2e \
+	e2e-engines bench demo image clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -52,6 +52,12 @@ security: venv
 load: venv
 	unshare --net $(VENV)/bin/pytest -q -s tests/load
 
+# Cluster mode (ROUTED_DATASTORE=etcd): a 3-member etcd on loopback ports and several
+# routed-ipam processes as hosts, on temp dirs; deploy/etcd.sh installs etcd when missing.
+cluster: venv
+	bash deploy/etcd.sh
+	$(VENV)/bin/pytest -q tests/cluster
+
 e2e: venv host
 	$(VENV)/bin/pytest -q tests/e2e
 
@@ -61,7 +67,7 @@ e2e-engines: venv
 	$(MAKE) e2e DOCKERD=20
 	bash deploy/test-host.sh 26 && $(VENV)/bin/pytest -q -m smoke tests/e2e
 
-test: venv host lint typecheck unit integration fuzz security load e2e-engines
+test: venv host lint typecheck unit integration fuzz security load cluster e2e-engines
 
 bench: venv host
 	$(PY) -m bench

@@ -57,6 +57,31 @@ class LeaseStatus:
 
 
 @dataclass(frozen=True)
+class ClusterHealth:
+    """ipam.cluster.ClusterAllocator.status: this host's view of etcd."""
+
+    node: str
+    etcd_error: str  # "" while etcd answers
+    etcd_down_s: float | None
+    lease_alive: bool
+    lease_lost: int  # times the node's lease expired and was granted again
+    pending: int  # write-backs to etcd not done yet
+    pending_s: float | None  # age of the oldest of them
+
+    @classmethod
+    def from_message(cls, item: Message) -> ClusterHealth:
+        return cls(
+            node=str(item["node"]),
+            etcd_error=str(item["etcd_error"]),
+            etcd_down_s=None if item["etcd_down_s"] is None else float(item["etcd_down_s"]),
+            lease_alive=bool(item["lease_alive"]),
+            lease_lost=int(item["lease_lost"]),
+            pending=int(item["pending"]),
+            pending_s=None if item["pending_s"] is None else float(item["pending_s"]),
+        )
+
+
+@dataclass(frozen=True)
 class ThreadStatus:
     """One background thread of routed-ipam (common.threads): a dead one is a problem."""
 
@@ -80,6 +105,7 @@ class Status:
     pools: tuple[PoolStatus, ...] = ()
     leases: tuple[LeaseStatus, ...] = ()
     threads: tuple[ThreadStatus, ...] = ()  # added by the channel (common.threads.snapshot)
+    cluster: ClusterHealth | None = None  # added by the channel in cluster mode
 
     def to_message(self) -> Message:
         return {
@@ -94,4 +120,5 @@ class Status:
             pools=tuple(PoolStatus.from_message(item) for item in reply["pools"]),
             leases=tuple(LeaseStatus.from_message(item) for item in reply["leases"]),
             threads=tuple(ThreadStatus.from_message(item) for item in reply.get("threads", [])),
+            cluster=ClusterHealth.from_message(reply["cluster"]) if "cluster" in reply else None,
         )

@@ -1,4 +1,5 @@
-"""`python -m routedctl status|doctor [--json]`: the operator's view of routed.
+"""`python -m routedctl status|doctor [--json]`, `cluster status [--json]`, `cluster forget
+NODE [--force]`: the operator's view of routed.
 
 Exit codes: 0 healthy; 1 something is off (doctor: a problem found; status: a service
 down); 2 usage error or not enough privilege.
@@ -22,7 +23,8 @@ Collector = Callable[[Paths], Snapshot]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="routedctl",
-        description="Inspect routed (routed-ipam + routed-net): read only, never changes state.",
+        description="Inspect routed (routed-ipam + routed-net): read only, except `cluster "
+        "forget`.",
         epilog="Paths follow ROUTED_PLUGIN_DIR, ROUTED_RUN_DIR and ROUTED_STATE_DIR.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -32,7 +34,45 @@ def _parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    cluster = sub.add_parser("cluster", help="cluster mode (ROUTED_DATASTORE=etcd)")
+    what = cluster.add_subparsers(dest="cluster_command", required=True, metavar="WHAT")
+    status = what.add_parser("status", help="nodes, blocks per node, pool utilisation")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    forget = what.add_parser("forget", help="release the blocks of a host that is gone")
+    forget.add_argument("node")
+    forget.add_argument("--force", action="store_true", help="even if its lease is alive")
     return parser
+
+
+def _cluster(args: argparse.Namespace, paths: Paths) -> int:
+    from common import settings as cluster_settings
+    from common.etcd import Etcd, EtcdUnavailable
+    from routedctl import cluster
+
+    try:
+        settings = cluster_settings.load(os.environ, "routedctl")
+    except SystemExit as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    if settings.etcd is None:
+        print("routedctl cluster: ROUTED_DATASTORE is not etcd on this host", file=sys.stderr)
+        return EXIT_USAGE
+    kv = Etcd(settings.etcd)
+    try:
+        if args.cluster_command == "forget":
+            count = cluster.forget(kv, args.node, args.force)
+            print(f"node {args.node} forgotten: {count} blocks released")
+            return EXIT_OK
+        local = _default_collector(paths).ipam
+        view = cluster.view(cluster.read(kv), local.cluster if local is not None else None)
+    except cluster.StillAlive as err:
+        print(f"routedctl cluster forget: {err}", file=sys.stderr)
+        return EXIT_OFF
+    except EtcdUnavailable as err:
+        print(f"routedctl cluster: {err}", file=sys.stderr)
+        return EXIT_OFF
+    sys.stdout.write(cluster.render_json(view) if args.json else cluster.render_text(view))
+    return EXIT_OK if all(n.alive for n in view.nodes) else EXIT_OFF
 
 
 def _default_collector(paths: Paths) -> Snapshot:
@@ -57,6 +97,8 @@ def main(
         )
         return EXIT_USAGE
     paths = Paths.from_env()
+    if args.command == "cluster":
+        return _cluster(args, paths)
     try:
         snap = (collector or _default_collector)(paths)
     except (NeedsRoot, PermissionError) as err:

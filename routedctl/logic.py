@@ -214,6 +214,7 @@ def diagnose(snap: Snapshot) -> list[Finding]:
         found += _forwarding(snap)
     found += _leases(snap)
     found += _outbox(snap)
+    found += _cluster(snap)
     return sorted(found, key=lambda f: f.severity != "problem")  # stable: keeps check order
 
 
@@ -559,3 +560,47 @@ def _addresses(ep: Endpoint) -> str:
 def _who(ep: Endpoint, names: dict[str, str]) -> str:
     name = names.get(ep.endpoint_id)
     return f"endpoint {short(ep.endpoint_id)} ({_addresses(ep)}{', ' + name if name else ''})"
+
+
+PENDING_LIMIT_S = 60.0  # write-backs older than this are reported as never completing
+
+
+def _cluster(snap: Snapshot) -> list[Finding]:
+    """Cluster mode: etcd unreachable, the node's lease lost, write-backs stuck."""
+    health = snap.ipam.cluster if snap.ipam is not None else None
+    if health is None:
+        return []
+    found = []
+    if health.etcd_error:
+        found.append(
+            Finding(
+                "problem",
+                "etcd-unreachable",
+                health.node,
+                f"etcd has not answered for {health.etcd_down_s or 0:.0f} s: "
+                f"{health.etcd_error}; allocation continues inside owned blocks only",
+            )
+        )
+    elif not health.lease_alive:
+        found.append(
+            Finding("problem", "lease-lost", health.node, "the node has no live etcd lease")
+        )
+    if health.lease_lost:
+        found.append(
+            Finding(
+                "note",
+                "lease-expired",
+                health.node,
+                f"the node's etcd lease expired {health.lease_lost} times and was granted again",
+            )
+        )
+    if health.pending_s is not None and health.pending_s > PENDING_LIMIT_S:
+        found.append(
+            Finding(
+                "problem",
+                "writeback-stuck",
+                health.node,
+                f"{health.pending} write-backs to etcd pending for {health.pending_s:.0f} s",
+            )
+        )
+    return found
