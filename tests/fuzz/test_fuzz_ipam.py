@@ -29,6 +29,7 @@ from ipam import channel as ipam_channel
 from ipam.handlers import build_app
 from ipam.service import IpamService
 from tests.fuzz import hostile
+from tests.support.files import dockerd_trace
 
 EXAMPLES = int(os.environ.get("ROUTED_FUZZ_EXAMPLES", "200"))
 METHODS = [
@@ -65,7 +66,7 @@ class IpamRig:
         for pool_id in list(pools):
             assert self.post("IpamDriver.ReleasePool", {"PoolID": pool_id}).status_code == 200
         self.bases = {}
-        calls = [c for c in hostile.trace() if c["plugin"] == "ipam"]
+        calls = dockerd_trace("ipam")
         pool = self.post("IpamDriver.RequestPool", calls[3]["body"])
         assert pool.status_code == 200, pool.text
         pool_id = pool.json()["PoolID"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from pathlib import Path
 
 import httpx
 import pytest
@@ -12,10 +11,8 @@ import pytest
 from common.store import Store
 from ipam.handlers import build_app
 from ipam.service import IpamService
+from tests.support.files import dockerd_trace
 
-TRACE = (
-    Path(__file__).resolve().parents[3] / "shared" / "reference" / "dockerd-20.10-requests.jsonl"
-)
 GATEWAY = {"RequestAddressType": "com.docker.network.gateway"}
 
 
@@ -194,9 +191,7 @@ def test_oversized_body_is_refused(client, store):
 
 
 def test_replay_of_the_dockerd_trace(client):
-    assert TRACE.is_file(), f"reference trace missing: {TRACE}"
-    calls = [json.loads(line) for line in TRACE.read_text().splitlines() if line.strip()]
-    calls = [c for c in calls if c["plugin"] == "ipam"]
+    calls = dockerd_trace("ipam")
     assert calls, "no ipam calls in the trace"
     pool_ids: dict[str, str] = {}
     held: set[str] = set()
