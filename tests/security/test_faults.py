@@ -38,17 +38,11 @@ from tests.security.services import (
     records,
     remove_tree,
 )
+from tests.support.files import update_result
 
-RESULTS = Path(__file__).with_name("last_run.json")
 KILL_ROUNDS = int(os.environ.get("ROUTED_KILL_ROUNDS", "10"))
 PEER_DOWN_S = float(os.environ.get("ROUTED_PEER_DOWN_S", "30"))
 CHANNEL_TIMEOUT_MS = 1000  # routed-net's ChannelClient timeout (netdriver/__main__.py)
-
-
-def save_result(key: str, value: Any) -> None:
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data[key] = value
-    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
 
 
 @pytest.fixture
@@ -218,7 +212,7 @@ def test_ipam_killed_mid_write_loses_and_duplicates_nothing(layout: Layout) -> N
         "per_round": rounds,
     }
     print("kill -9:", json.dumps({k: v for k, v in summary.items() if k != "per_round"}))
-    save_result("kill9", summary)
+    update_result("security", "kill9", summary)
 
 
 # -- 2. the ZeroMQ peer down for a long time ----------------------------------------------------
@@ -367,7 +361,7 @@ def test_bindings_wait_for_ipam_and_arrive_in_order_once(layout: Layout) -> None
         "held_at_end": sum(1 for h in holders.values() if h),
     }
     print("peer down:", json.dumps(summary))
-    save_result("peer_down", summary)
+    update_result("security", "peer_down", summary)
     # Generous functional bound only: no call may have waited for a channel timeout.
     assert max(latencies) < CHANNEL_TIMEOUT_MS, summary
     client.close()
