@@ -26,6 +26,7 @@ host:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m bench.readme --check
 
 typecheck: venv
 	$(VENV)/bin/mypy common ipam netdriver routedctl
