@@ -29,7 +29,7 @@ lint: venv
 	$(PY) -m bench.readme --check
 
 typecheck: venv
-	$(VENV)/bin/mypy common ipam netdriver routedctl
+	$(VENV)/bin/mypy common ipam netdriver routedctl testkit
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit

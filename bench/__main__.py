@@ -20,7 +20,8 @@ from typing import Any
 from bench import burst, datapath, docker_start, ipam_alloc, plugin_api, scale
 from bench.report import markdown
 from bench.stats import machine
-from tests.e2e.harness import LABEL, Docker, PluginProcess, docker, host_links
+from testkit.docker import LABEL, Docker, docker, host_links
+from testkit.services import PluginProcess
 
 RESULTS = Path(__file__).parent / "results"
 

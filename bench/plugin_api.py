@@ -25,7 +25,8 @@ from typing import Any
 
 from bench.client import KeepAlive
 from bench.stats import percentile
-from tests.e2e.harness import PLUGIN_DIR, REPO, plugin_call
+from testkit.docker import plugin_call
+from testkit.services import PLUGIN_DIR, REPO
 
 IPAM_SOCK = str(PLUGIN_DIR / "routed-ipam.sock")
 NET_SOCK = str(PLUGIN_DIR / "routed-net.sock")

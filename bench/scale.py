@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.client import KeepAlive
 from bench.plugin_api import NET_SOCK, call, create_network_body, endpoint_bodies
-from tests.e2e.harness import host_links, wait_until
+from testkit.docker import host_links, wait_until
 
 POOL = "198.19.0.0/20"
 LEVELS = (1, 100, 500)

@@ -24,19 +24,9 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute, NetlinkError
 
-from tests.security.services import (
-    IPAM,
-    NET,
-    Layout,
-    PluginClient,
-    Service,
-    channel_call,
-    fd_count,
-    make_root,
-    records,
-    remove_tree,
-    rss_kib,
-)
+from common.unixhttp import UnixClient
+from testkit.services import IPAM, NET, Layout, Service, make_root, records
+from tests.security.services import channel_call, fd_count, remove_tree, rss_kib
 from tests.support.files import save_result
 
 WAVES = int(os.environ.get("ROUTED_LOAD_WAVES", "4"))
@@ -103,7 +93,7 @@ def wait_outbox_empty(layout: Layout, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
-def ok(client: PluginClient, method: str, body: dict[str, Any]) -> Any:
+def ok(client: UnixClient, method: str, body: dict[str, Any]) -> Any:
     status, reply = client.call(method, body)
     assert status == 200, (method, body, reply)
     return reply
@@ -113,8 +103,8 @@ def ok(client: PluginClient, method: str, body: dict[str, Any]) -> Any:
 class EndpointMaker:
     """One endpoint as dockerd makes and ends it: RequestAddress + CreateEndpoint, and back."""
 
-    ipam: PluginClient
-    net: PluginClient
+    ipam: UnixClient
+    net: UnixClient
     pool_id: str
     network_id: str
 
@@ -168,8 +158,8 @@ class WaveRun:
 def waves() -> Iterator[WaveRun]:
     """Runs the waves once for the tests of this module, whichever of them runs (first)."""
     with stack() as (layout, _ipam, net):
-        ipam_client = PluginClient(layout.socket(IPAM))
-        net_client = PluginClient(layout.socket(NET))
+        ipam_client = UnixClient(layout.socket(IPAM), timeout=30)
+        net_client = UnixClient(layout.socket(NET), timeout=30)
         try:
             run = run_waves(layout, net, ipam_client, net_client)
         finally:
@@ -189,7 +179,7 @@ def waves() -> Iterator[WaveRun]:
 
 
 def run_waves(
-    layout: Layout, net: Service, ipam_client: PluginClient, net_client: PluginClient
+    layout: Layout, net: Service, ipam_client: UnixClient, net_client: UnixClient
 ) -> WaveRun:
     pool = ok(
         ipam_client,

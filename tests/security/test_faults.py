@@ -26,18 +26,9 @@ from typing import Any
 
 import pytest
 
-from tests.security.services import (
-    IPAM,
-    NET,
-    Layout,
-    PluginClient,
-    Service,
-    channel_call,
-    integrity,
-    make_root,
-    records,
-    remove_tree,
-)
+from common.unixhttp import UnixClient
+from testkit.services import IPAM, NET, Layout, Service, make_root, records
+from tests.security.services import channel_call, integrity, remove_tree
 from tests.support.files import update_result
 
 KILL_ROUNDS = int(os.environ.get("ROUTED_KILL_ROUNDS", "10"))
@@ -79,7 +70,7 @@ class Allocator(threading.Thread):
 
     def __init__(self, socket: Path, pool_id: str) -> None:
         super().__init__(daemon=True, name="allocator")
-        self.client = PluginClient(socket, timeout=10)
+        self.client = UnixClient(socket, timeout=10)
         self.pool_id = pool_id
         self.held: set[str] = set()
         self.duplicates: list[str] = []
@@ -152,16 +143,17 @@ class Allocator(threading.Thread):
 def test_ipam_killed_mid_write_loses_and_duplicates_nothing(layout: Layout) -> None:
     ipam = service(layout, IPAM)
     ipam.start()
-    status, body = PluginClient(layout.socket(IPAM)).call(
-        "IpamDriver.RequestPool",
-        {
-            "AddressSpace": "LocalDefault",
-            "Pool": "10.200.0.0/16",
-            "SubPool": "",
-            "Options": {},
-            "V6": False,
-        },
-    )
+    with UnixClient(layout.socket(IPAM), timeout=30) as client:
+        status, body = client.call(
+            "IpamDriver.RequestPool",
+            {
+                "AddressSpace": "LocalDefault",
+                "Pool": "10.200.0.0/16",
+                "SubPool": "",
+                "Options": {},
+                "V6": False,
+            },
+        )
     assert status == 200, body
     pool_id = body["PoolID"]
     allocator = Allocator(layout.socket(IPAM), pool_id)
@@ -244,7 +236,7 @@ def test_bindings_wait_for_ipam_and_arrive_in_order_once(layout: Layout) -> None
     channel_log = layout.root / "channel.log"
     ipam = service(layout, IPAM, ROUTED_TEST_CHANNEL_LOG=str(channel_log))
     ipam.start([sys.executable, "-c", RECORDING_IPAM])
-    ipam_client = PluginClient(layout.socket(IPAM))
+    ipam_client = UnixClient(layout.socket(IPAM), timeout=30)
     status, pool = ipam_client.call(
         "IpamDriver.RequestPool",
         {
@@ -269,7 +261,7 @@ def test_bindings_wait_for_ipam_and_arrive_in_order_once(layout: Layout) -> None
 
     net = service(layout, NET)
     net.start()
-    client = PluginClient(layout.socket(NET))
+    client = UnixClient(layout.socket(NET), timeout=30)
     network_id = uuid.uuid4().hex * 2
     status, body = client.call(
         "NetworkDriver.CreateNetwork",
