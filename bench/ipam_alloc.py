@@ -18,6 +18,7 @@ import tracemalloc
 from pathlib import Path
 
 from ipam.pools import Ipam
+from testkit.ipam import fill_pool
 
 SIZES = (24, 16, 10)
 FILLS = (0.0, 0.5, 0.99)
@@ -40,7 +41,7 @@ def cost_per_op(prefix: int, fill: float) -> float:
     ipam, pool_id = make_pool(prefix)
     pool = ipam.pools[pool_id]
     if fill:
-        pool.fill(fill)
+        fill_pool(pool, fill)
     pool.cursor = pool.network.num_addresses // 3  # start mid-pool, away from the easy start
     best = float("inf")
     for _ in range(REPEATS):

@@ -85,7 +85,8 @@ class Pool:
         else:
             self.base = 0
         self.bitmap = Bitmap(self.high - self.base if self.v6 else self.network.num_addresses)
-        self._reserve()
+        for offset in self.reserved:
+            self.mark(offset)
         if not self.low <= self.cursor < self.high:
             self.cursor = self.low
 
@@ -99,10 +100,6 @@ class Pool:
         if self.network.prefixlen <= 30:
             return (0, self.network.num_addresses - 1)
         return ()
-
-    def _reserve(self) -> None:
-        for offset in self.reserved:
-            self.mark(offset)
 
     def in_window(self, offset: int) -> bool:
         return 0 <= offset - self.base < self.bitmap.size
@@ -121,11 +118,6 @@ class Pool:
             start - self.base, self.low - self.base, self.high - self.base
         )
         return None if found is None else found + self.base
-
-    def fill(self, fraction: float) -> None:
-        """Benchmarks and tests only: mark `fraction` of the bitmap taken without leases."""
-        self.bitmap.fill(fraction)
-        self._reserve()
 
     def offset(self, address: Address) -> int:
         return int(address) - int(self.network.network_address)
@@ -184,8 +176,6 @@ class Ipam:
             4: (default_pool, default_prefix),
             6: (default_pool6, default_prefix6),
         }
-        self.default_pool = default_pool
-        self.default_prefix = default_prefix
         self.pools: dict[str, Pool] = {}
         self.carve_cursors: dict[str, Address] = {}  # cursor_key(space, version) -> next block
         self._changes = Changes()

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from socket import AF_INET, AF_INET6
+from socket import AF_INET6
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pyroute2 import IPRoute, NetlinkError
@@ -261,21 +261,6 @@ class LinuxDatapath:
     @_on_netlink_thread
     def links(self) -> list[str]:
         return [str(link.get("ifname")) for link in self._ipr.get_links()]
-
-    @_on_netlink_thread
-    def route_exists(self, container_ip: IPAddress, host_veth: str) -> bool:
-        ipr = self._ipr
-        host = _index(host_veth)
-        if host is None:
-            return False
-        family = AF_INET if container_ip.version == 4 else AF_INET6
-        # A dump filtered here: get_routes(dst=...) would be a route *lookup* instead.
-        return any(
-            route.get("dst") == str(container_ip)
-            and route["dst_len"] == container_ip.max_prefixlen
-            and route.get("oif") == host
-            for route in ipr.get_routes(family=family)
-        )
 
 
 def _host_route(index: int, ip: IPAddress) -> dict[str, Any]:

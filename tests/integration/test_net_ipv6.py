@@ -11,7 +11,14 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_TENTATIVE
 
 from netdriver.rules import forward_rules, nat_rules
-from tests.integration.nettools import add_uplink, ping, require_throwaway_netns, run, sysctl6
+from tests.integration.nettools import (
+    add_uplink,
+    ping,
+    require_throwaway_netns,
+    route_exists,
+    run,
+    sysctl6,
+)
 
 require_throwaway_netns()
 
@@ -203,14 +210,12 @@ def test_cleanup_leaves_no_v6_route_veth_or_rule(host):
 def test_delete_endpoint_with_the_veth_kept_removes_the_v6_route(host):
     # The route is deleted with exactly the attributes it was added with: nothing leaks
     # even if the link survived (here: delete the route while the veth still exists).
-    from netdriver.datapath import LinuxDatapath
 
     net = host.network("a", V4_A, pool6=V6_A)
     host.endpoint(net, A1, "198.51.100.5/32", "2001:db8:a::5/128")
     import ipaddress
 
-    datapath = LinuxDatapath()
-    assert datapath.route_exists(ipaddress.IPv6Address("2001:db8:a::5"), VETH_A1)
+    assert route_exists(ipaddress.IPv6Address("2001:db8:a::5"), VETH_A1)
     host.driver.delete_endpoint(net, A1)
     host.datapath.flush()  # veths go away on the reaper thread
     assert v6_routes("2001:db8:a::5") == []

@@ -16,6 +16,7 @@ from ipam.__main__ import default_pool6_config
 from ipam.handlers import build_app
 from ipam.pools import V6_WINDOW, Conflict, Ipam
 from ipam.service import IpamService
+from testkit.ipam import bitmap_bytes, fill_pool
 from tests.unit.test_ipam_bitmap import CountingArray
 
 
@@ -132,7 +133,7 @@ def test_ip_range_moves_the_window_and_statics_outside_it_still_work(ipam):
 
 def test_a_full_window_is_a_clear_error(ipam):
     pool = v6_pool(ipam)
-    pool.fill(1.0)
+    fill_pool(pool, 1.0)
     with pytest.raises(PluginError, match=f"its first {V6_WINDOW} addresses"):
         take(ipam, pool)
 
@@ -154,11 +155,11 @@ def words_read_for_allocation(subnet: str, fill: float) -> tuple[int, int]:
     """Words of the bitmap read by one dynamic allocation, and the bitmap's size in bytes."""
     ipam = Ipam(V4_DEFAULT, 16)
     pool = v6_pool(ipam, subnet)
-    pool.fill(fill)
+    fill_pool(pool, fill)
     pool.bitmap.clear(pool.bitmap.size - 1)  # the only free offset: the worst case
-    nbytes = pool.bitmap.nbytes()
+    nbytes = bitmap_bytes(pool.bitmap)
     counter = [0]
-    pool.bitmap._levels = [CountingReads(level, counter) for level in pool.bitmap._levels]
+    pool.bitmap.levels = [CountingReads(level, counter) for level in pool.bitmap.levels]
     take(ipam, pool)
     return counter[0], nbytes
 
