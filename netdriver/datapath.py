@@ -23,7 +23,7 @@ import logging
 import queue
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from socket import AF_INET6
@@ -33,6 +33,7 @@ from pyroute2 import IPRoute, NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE
 
 from common.errors import PluginError
+from netdriver.model import Attachment
 
 SYSCTL = Path("/proc/sys/net/ipv4")
 SYSCTL6 = Path("/proc/sys/net/ipv6")
@@ -151,18 +152,9 @@ class LinuxDatapath:
 
     @_on_netlink_thread
     def create_endpoint(
-        self,
-        host_veth: str,
-        peer: str,
-        mtu: int,
-        gateway: ipaddress.IPv4Address | None,
-        container_ip: ipaddress.IPv4Address | None,
-        gateway6: ipaddress.IPv6Address | None = None,
-        container_ip6: ipaddress.IPv6Address | None = None,
+        self, host_veth: str, peer: str, mtu: int, attachments: Sequence[Attachment]
     ) -> None:
-        families = [
-            (gw, ip) for gw, ip in ((gateway, container_ip), (gateway6, container_ip6)) if ip
-        ]
+        families = [(attached.gateway, attached.container_ip) for attached in attachments]
         with self._pending_lock:
             doomed = host_veth in self._pending
         if doomed:  # the same endpoint again (a replayed call): let the reaper finish first
@@ -212,12 +204,7 @@ class LinuxDatapath:
         _write_sysctl(SYSCTL / "conf" / host_veth / "rp_filter", "1")
 
     @_on_netlink_thread
-    def delete_endpoint(
-        self,
-        host_veth: str,
-        container_ip: ipaddress.IPv4Address | None,
-        container_ip6: ipaddress.IPv6Address | None = None,
-    ) -> None:
+    def delete_endpoint(self, host_veth: str, container_ips: Sequence[IPAddress]) -> None:
         """Remove the routes now, and the pair on the reaper thread."""
         with self._pending_lock:
             if host_veth in self._pending:
@@ -227,9 +214,7 @@ class LinuxDatapath:
             host = _index(host_veth)
             if host is None:
                 return  # the kernel removed its routes with it
-            for ip in (container_ip, container_ip6):
-                if ip is None:
-                    continue
+            for ip in container_ips:
                 # Our route only (oif): the same IP may already be routed to a newer
                 # endpoint. The route is deleted with the exact attributes it was added
                 # with (scope included), or pyroute2 misses it (ESRCH) and it leaks.

@@ -68,7 +68,7 @@ def test_containers_talk_over_v6_with_a_link_local_gateway(host):
     net = host.network("a", V4_A, pool6=V6_A)  # no IPv6 gateway from IPAM: fe80::1:1
     first = host.run_container(net, A1, "198.51.100.5/32", "2001:db8:a::5/128")
     host.run_container(net, A2, "198.51.100.6/32", "2001:db8:a::6/128")
-    assert host.driver.networks[net].gateway6.compressed == "fe80::1:1"
+    assert host.driver.networks[net].gateway_of(6).compressed == "fe80::1:1"
     assert ping("2001:db8:a::6", first.name) is not None
     assert ping("2001:db8:a::5") is not None
 

@@ -115,7 +115,7 @@ def test_replay_of_dockerd_trace(client, rig):
     # The trace ends with a second network and one endpoint that was never deleted.
     assert len(rig.driver.networks) == 1
     [endpoint] = rig.driver.endpoints.values()
-    assert endpoint.address.with_prefixlen == sent_addresses[endpoint.endpoint_id]
+    assert endpoint.address_of(4).with_prefixlen == sent_addresses[endpoint.endpoint_id]
     kinds = [m["type"] for m in rig.outbox.pending()]
     assert kinds.count("bind") == 4 and kinds.count("unbind") == 3
 
