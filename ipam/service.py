@@ -6,7 +6,6 @@ call (logic, then its writes) atomic with respect to the others.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from collections.abc import Callable
@@ -14,23 +13,16 @@ from typing import TypeVar
 
 from common.store import Store
 from ipam import persist
-from ipam.pools import DEFAULT_POOL6, DEFAULT_PREFIX6, Ipam
+from ipam.pools import DefaultPool, Ipam
 
 T = TypeVar("T")
 log = logging.getLogger("routed.ipam")
 
 
 class IpamService:
-    def __init__(
-        self,
-        store: Store,
-        default_pool: ipaddress.IPv4Network,
-        default_prefix: int,
-        default_pool6: ipaddress.IPv6Network = DEFAULT_POOL6,
-        default_prefix6: int = DEFAULT_PREFIX6,
-    ) -> None:
+    def __init__(self, store: Store, *defaults: DefaultPool) -> None:
         self.store = store
-        self._config = (default_pool, default_prefix, default_pool6, default_prefix6)
+        self._defaults = defaults
         self._lock = threading.Lock()
         self._ipam: Ipam | None = self._load()
 
@@ -42,7 +34,7 @@ class IpamService:
         return self._ipam
 
     def _load(self) -> Ipam:
-        ipam = Ipam(*self._config)
+        ipam = Ipam(*self._defaults)
         persist.load(self.store, ipam)
         return ipam
 

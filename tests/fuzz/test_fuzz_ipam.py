@@ -27,6 +27,7 @@ from common.channel import VERSION, ChannelClient, ChannelServer
 from common.store import Store
 from ipam import channel as ipam_channel
 from ipam.handlers import build_app
+from ipam.pools import DefaultPool
 from ipam.service import IpamService
 from tests.fuzz import hostile
 from tests.support.files import dockerd_trace
@@ -47,7 +48,9 @@ HEX = "0123456789abcdef"
 class IpamRig:
     def __init__(self, root: Path) -> None:
         self.store = Store(root / "state" / "routed-ipam.db")
-        self.service = IpamService(self.store, ipaddress.IPv4Network("100.64.0.0/10"), 16)
+        self.service = IpamService(
+            self.store, DefaultPool(ipaddress.IPv4Network("100.64.0.0/10"), 16)
+        )
         self.client = httpx.Client(
             transport=httpx.WSGITransport(app=build_app(self.service).wsgi()),
             base_url="http://plugin.moby.localhost",

@@ -17,6 +17,7 @@ from common.errors import BadRequest
 from common.store import Store
 from ipam import channel as ipam_channel
 from ipam.handlers import build_app
+from ipam.pools import DefaultPool
 from ipam.service import IpamService
 from netdriver.options import parse_generic
 from tests.fuzz import hostile
@@ -26,7 +27,7 @@ from tests.fuzz import hostile
 def ipam() -> Iterator[tuple[httpx.Client, IpamService]]:
     with tempfile.TemporaryDirectory() as root:
         store = Store(Path(root) / "state" / "routed-ipam.db")
-        service = IpamService(store, ipaddress.IPv4Network("100.64.0.0/10"), 16)
+        service = IpamService(store, DefaultPool(ipaddress.IPv4Network("100.64.0.0/10"), 16))
         client = httpx.Client(
             transport=httpx.WSGITransport(app=build_app(service).wsgi()), base_url="http://p"
         )

@@ -10,6 +10,7 @@ import pytest
 
 from common.store import Store
 from ipam.handlers import build_app
+from ipam.pools import DefaultPool
 from ipam.service import IpamService
 from tests.support.files import dockerd_trace
 
@@ -25,7 +26,7 @@ def store(tmp_path):
 
 @pytest.fixture
 def client(store):
-    service = IpamService(store, ipaddress.IPv4Network("100.64.0.0/10"), 16)
+    service = IpamService(store, DefaultPool(ipaddress.IPv4Network("100.64.0.0/10"), 16))
     with httpx.Client(
         transport=httpx.WSGITransport(app=build_app(service).wsgi()), base_url="http://plugin"
     ) as client:

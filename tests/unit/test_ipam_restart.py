@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from common.store import Store
+from ipam.pools import DefaultPool
 from ipam.service import IpamService
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +23,7 @@ ip = ipaddress.ip_address
 
 
 def open_service(path: Path) -> IpamService:
-    return IpamService(Store(path), DEFAULT, 16)
+    return IpamService(Store(path), DefaultPool(DEFAULT, 16))
 
 
 def test_rebuild_restores_pools_leases_holders_and_cursors(tmp_path):
@@ -100,9 +101,10 @@ def test_a_failed_write_on_an_unreadable_store_keeps_no_state(tmp_path):
 CHILD = r"""
 import ipaddress, os, pathlib, sys
 from common.store import Store
+from ipam.pools import DefaultPool
 from ipam.service import IpamService
 default = ipaddress.IPv4Network("100.64.0.0/10")
-service = IpamService(Store(pathlib.Path(sys.argv[1])), default, 16)
+service = IpamService(Store(pathlib.Path(sys.argv[1])), DefaultPool(default, 16))
 pool_id = "LocalDefault/10.7.0.0/16"
 subnet = ipaddress.ip_network("10.7.0.0/16")
 if pool_id not in service.ipam.pools:
