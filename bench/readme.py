@@ -86,13 +86,15 @@ RELIABILITY = """\
 
 def _reflow(text: str) -> str:
     """Fill each paragraph and each `- ` item to WIDTH, as the hand-written prose is."""
+    # A number and its unit stay on one line: glue them with a no-break space while filling.
+    text = re.sub(r"(\d) (ms|s|MiB|KiB|Gbit/s)\b", "\\1\u00a0\\2", text)
     paragraphs = []
     for paragraph in text.strip("\n").split("\n\n"):
         items = re.split(r"\n(?=- )", paragraph)
         paragraphs.append(
             "\n".join(
                 textwrap.fill(
-                    " ".join(item.split()),
+                    re.sub(r"[ \n]+", " ", item.strip()),  # not str.split: it splits at U+00A0
                     WIDTH,
                     subsequent_indent="  " if item.startswith("- ") else "",
                     break_on_hyphens=False,
@@ -100,7 +102,7 @@ def _reflow(text: str) -> str:
                 for item in items
             )
         )
-    return "\n\n".join(paragraphs) + "\n"
+    return "\n\n".join(paragraphs).replace("\u00a0", " ") + "\n"
 
 
 def _compared(ratio: float) -> str:
