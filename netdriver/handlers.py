@@ -105,22 +105,24 @@ def create_endpoint(driver: Driver, body: wire.Body) -> wire.Body:
     network_id = wire.docker_id(body, "NetworkID")
     endpoint_id = wire.docker_id(body, "EndpointID")
     interface = wire.obj(body, "Interface")
-    texts = [(wire.text(interface, key, required=False), key, v) for key, v in ADDRESS_FIELDS]
-    if not any(text for text, _key, _version in texts):
+    given = [
+        (key, version, wire.text(interface, key, required=False)) for key, version in ADDRESS_FIELDS
+    ]
+    addresses = [_address(key, version, text) for key, version, text in given if text]
+    if not addresses:
         raise BadRequest("missing field 'Address': the endpoint has no address")
-    addresses = []
-    for text, key, version in texts:
-        if not text:
-            continue
-        address = wire.interface(text, f"Interface {key}")
-        if address.version != version:
-            raise BadRequest(f"Interface {key} {address} is not an IPv{version} address")
-        addresses.append(address)
     _note_ports(wire.obj(body, "Options"), endpoint_id)
     driver.create_endpoint(network_id, endpoint_id, addresses)
     # Only fields dockerd left empty may be filled; we fill none, and never echo Address,
     # AddressIPv6 or MacAddress back (protocol.md §3.4).
     return {}
+
+
+def _address(key: str, version: int, text: str) -> wire.IPInterface:
+    address = wire.interface(text, f"Interface {key}")
+    if address.version != version:
+        raise BadRequest(f"Interface {key} {address} is not an IPv{version} address")
+    return address
 
 
 def join(driver: Driver, body: wire.Body) -> wire.Body:
