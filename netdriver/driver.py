@@ -139,7 +139,7 @@ class Driver:
             return
         if not request.pools:
             raise BadRequest("a routed network needs an IPv4 or an IPv6 subnet; it got neither")
-        for version, asked in request.pools.items():
+        for version, asked in sorted(request.pools.items()):  # IPv4's errors first, as ever
             pool = asked.pool
             if pool.prefixlen == 0:
                 raise BadRequest(f"pool {pool} is not supported: give the network a real --subnet")
