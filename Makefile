@@ -31,9 +31,10 @@ host:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m bench.readme --check
 
 typecheck: venv
-	$(VENV)/bin/mypy common ipam netdriver routedctl
+	$(VENV)/bin/mypy common ipam netdriver routedctl testkit
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit

@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.docker_start import BASELINES
 from bench.stats import ratios, rotated
-from tests.e2e.harness import IMAGE, LABEL, docker
+from testkit.docker import IMAGE, LABEL, docker
 
 COUNT = 50
 DEADLINE_S = 60.0

@@ -7,14 +7,13 @@ every handler returning {}. Run it as `python -m bench.client <dir>`: it serves 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.harness import UnixHTTPConnection
+from common.unixhttp import UnixClient
 
 NOOP_METHODS = (
     "IpamDriver.RequestPool",
@@ -31,19 +30,16 @@ NOOP_METHODS = (
 
 
 class KeepAlive:
-    """One HTTP/1.1 connection to a plugin socket, reused for every call."""
+    """A plugin client for the benchmarks: a non-200 reply is an error, and a call can be timed."""
 
     def __init__(self, socket_path: str, timeout: float = 30) -> None:
-        self._conn = UnixHTTPConnection(socket_path, timeout)
+        self._client = UnixClient(socket_path, timeout)
 
     def call(self, method: str, body: Any = None) -> dict[str, Any]:
-        raw = b"" if body is None else json.dumps(body).encode() + b"\n"
-        self._conn.request("POST", f"/{method}", body=raw, headers={"Accept": "application/json"})
-        reply = self._conn.getresponse()
-        data = reply.read()
-        if reply.status != 200:
-            raise RuntimeError(f"{method}: {reply.status} {data!r}")
-        return json.loads(data or b"{}")  # type: ignore[no-any-return]
+        status, reply = self._client.call(method, body)
+        if status != 200:
+            raise RuntimeError(f"{method}: {status} {reply!r}")
+        return reply if isinstance(reply, dict) else {}
 
     def timed(self, method: str, body: Any = None) -> float:
         started = time.perf_counter()
@@ -51,7 +47,7 @@ class KeepAlive:
         return (time.perf_counter() - started) * 1000
 
     def close(self) -> None:
-        self._conn.close()
+        self._client.close()
 
 
 def serve_noop(directory: Path) -> None:

@@ -13,7 +13,8 @@ import uuid
 from typing import Any
 
 from bench.stats import percentile
-from tests.e2e.harness import LABEL, REPO, docker
+from testkit.docker import LABEL, docker
+from testkit.services import REPO
 
 PERF_IMAGE = "routed-perf:latest"
 TIME = re.compile(r"time=([0-9.]+) ms")

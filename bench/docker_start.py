@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from bench.stats import distribution, ratios, rotated
-from tests.e2e.harness import IMAGE, LABEL
+from testkit.docker import IMAGE, LABEL
 
 BASELINES = ("bridge", "user_bridge")
 

@@ -17,7 +17,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from ipam.pools import Ipam
+from ipam.pools import DefaultPool, Ipam
+from testkit.ipam import fill_pool
 
 SIZES = (24, 16, 10)
 FILLS = (0.0, 0.5, 0.99)
@@ -27,7 +28,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def make_pool(prefix: int) -> tuple[Ipam, str]:
-    ipam = Ipam(ipaddress.IPv4Network("100.64.0.0/10"), 16)
+    ipam = Ipam(DefaultPool(ipaddress.IPv4Network("100.64.0.0/10"), 16))
     pool = ipam.request_pool(
         "LocalDefault", ipaddress.ip_network(f"10.0.0.0/{prefix}"), None, {}, False
     )
@@ -40,7 +41,7 @@ def cost_per_op(prefix: int, fill: float) -> float:
     ipam, pool_id = make_pool(prefix)
     pool = ipam.pools[pool_id]
     if fill:
-        pool.fill(fill)
+        fill_pool(pool, fill)
     pool.cursor = pool.network.num_addresses // 3  # start mid-pool, away from the easy start
     best = float("inf")
     for _ in range(REPEATS):
@@ -55,7 +56,7 @@ def cost_per_op(prefix: int, fill: float) -> float:
 
 def memory_per_pool(prefix: int) -> int:
     """Bytes allocated by creating one empty pool of that size (bitmap + summaries + records)."""
-    ipam = Ipam(ipaddress.IPv4Network("100.64.0.0/10"), 16)
+    ipam = Ipam(DefaultPool(ipaddress.IPv4Network("100.64.0.0/10"), 16))
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     ipam.request_pool("LocalDefault", ipaddress.ip_network(f"10.0.0.0/{prefix}"), None, {}, False)

@@ -10,9 +10,8 @@ isolates routed's logic + store cost from the HTTP stack. Blocks run A B B A ...
 
 from __future__ import annotations
 
-import os
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +24,8 @@ from typing import Any
 
 from bench.client import KeepAlive
 from bench.stats import percentile
-from tests.e2e.harness import PLUGIN_DIR, REPO, plugin_call
+from testkit.docker import plugin_call
+from testkit.services import PLUGIN_DIR, Layout, Service
 
 IPAM_SOCK = str(PLUGIN_DIR / "routed-ipam.sock")
 NET_SOCK = str(PLUGIN_DIR / "routed-net.sock")
@@ -37,38 +37,13 @@ Workload = Callable[[KeepAlive, int, int], list[float]]
 @contextmanager
 def noop_plugin() -> Iterator[str]:
     directory = Path(tempfile.mkdtemp(prefix="rtbench-noop-", dir="/tmp"))
-    sock = directory / "noop.sock"
-    log = open(directory / "noop.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.client", str(directory)],
-        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
+    noop = Service("noop", Layout(directory, plugins=directory))
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client = KeepAlive(str(sock), 2)
-                client.call("Plugin.Activate")
-                client.close()
-                break
-            except (OSError, RuntimeError):
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("no-op plugin did not start") from None
-                time.sleep(0.1)
-        yield str(sock)
+        noop.start([sys.executable, "-m", "bench.client", str(directory)], timeout=20)
+        yield str(noop.layout.socket("noop"))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for leftover in directory.iterdir():
-            leftover.unlink()
-        directory.rmdir()
+        noop.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def ipam_workload(pool_id: str) -> Workload:

@@ -16,7 +16,7 @@ from bench.client import KeepAlive
 from bench.plugin_api import NET_SOCK, call, create_network_body, endpoint_bodies
 from bench.services import rss_kib
 from netdriver.model import host_veth_name
-from tests.e2e.harness import host_links, wait_until
+from testkit.docker import host_links, wait_until
 
 POOL = "198.19.0.0/20"
 LEVELS = (1, 100, 500)

@@ -90,8 +90,10 @@ def engine(current: Path = ENGINE_CURRENT, version: str | None = None) -> dict[s
     return {"version": recorded, "suite": suite, "flags": " ".join(flags), "source": str(current)}
 
 
-def engine_text(record: dict[str, Any]) -> str:
+def engine_text(record: dict[str, Any] | str) -> str:
     """`28.5.2 (Debian forky, flags --ipv6)` for the results' footnote."""
+    if isinstance(record, str):  # results from before the engine was recorded in full
+        return record
     origin = [f"Debian {record['suite']}"] if record.get("suite") else []
     origin += [f"flags {record['flags']}"] if record.get("flags") else []
     version = record.get("version") or "unknown"

@@ -24,21 +24,18 @@ from common.store import Store
 from ipam import channel
 from ipam.allocator import Allocator, LocalAllocator
 from ipam.handlers import build_app
+from ipam.pools import DEFAULT_POOLS, DefaultPool
 from ipam.service import IpamService
 
-DEFAULT_POOL = "100.64.0.0/10"
-DEFAULT_PREFIX = 16
-DEFAULT_POOL6 = "fd00:100::/48"
-DEFAULT_PREFIX6 = 64
 STOP_S = 1.0  # the cluster worker's share of the shutdown budget
-
 N = TypeVar("N", ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 
 def _checked_pool(
-    env: Mapping[str, str], kind: type[N], suffix: str, pool_default: str, prefix_default: int
+    env: Mapping[str, str], kind: type[N], suffix: str, default: DefaultPool
 ) -> tuple[N, int]:
     pool_var, prefix_var = f"ROUTED_DEFAULT_POOL{suffix}", f"ROUTED_DEFAULT_PREFIX{suffix}"
+    pool_default, prefix_default = str(default.pool), default.prefix
     pool_text = env.get(pool_var, pool_default)
     prefix_text = env.get(prefix_var, str(prefix_default))
     family = "IPv4" if kind is ipaddress.IPv4Network else "IPv6"
@@ -63,23 +60,25 @@ def _checked_pool(
 
 def default_pool_config(env: Mapping[str, str]) -> tuple[ipaddress.IPv4Network, int]:
     """Check ROUTED_DEFAULT_POOL / ROUTED_DEFAULT_PREFIX; SystemExit with a clear message."""
-    return _checked_pool(env, ipaddress.IPv4Network, "", DEFAULT_POOL, DEFAULT_PREFIX)
+    return _checked_pool(env, ipaddress.IPv4Network, "", DEFAULT_POOLS[4])
 
 
 def default_pool6_config(env: Mapping[str, str]) -> tuple[ipaddress.IPv6Network, int]:
     """Check ROUTED_DEFAULT_POOL6 / ROUTED_DEFAULT_PREFIX6; SystemExit with a clear message."""
-    return _checked_pool(env, ipaddress.IPv6Network, "6", DEFAULT_POOL6, DEFAULT_PREFIX6)
+    return _checked_pool(env, ipaddress.IPv6Network, "6", DEFAULT_POOLS[6])
 
 
 def main() -> None:
     log = logs.setup(IPAM_PLUGIN)
-    default_pool, default_prefix = default_pool_config(os.environ)
-    default_pool6, default_prefix6 = default_pool6_config(os.environ)
+    defaults = [
+        DefaultPool(*default_pool_config(os.environ)),
+        DefaultPool(*default_pool6_config(os.environ)),
+    ]
     settings = cluster_settings.load(os.environ, IPAM_PLUGIN)
     paths = Paths.from_env()
     _lock = claim_instance(paths, IPAM_PLUGIN)  # held until the process exits
     store = Store(paths.store_file(IPAM_PLUGIN))
-    service = IpamService(store, default_pool, default_prefix, default_pool6, default_prefix6)
+    service = IpamService(store, *defaults)
     allocator: Allocator = LocalAllocator(service)
     on_stop = [store.close]
     cluster_status = None
@@ -88,9 +87,7 @@ def main() -> None:
         from common.etcd import Etcd
         from ipam.cluster import ClusterAllocator
 
-        cluster = ClusterAllocator(
-            service, Etcd(settings.etcd), settings, service.ipam.default_pools
-        )
+        cluster = ClusterAllocator(service, Etcd(settings.etcd), settings)
         cluster.start()
         allocator, cluster_status = cluster, cluster.status
         on_stop.insert(0, lambda: cluster.stop(STOP_S))
@@ -100,11 +97,8 @@ def main() -> None:
             ",".join(settings.etcd.endpoints),
         )
     log.info(
-        "default pools %s carved into /%d and %s into /%d subnets",
-        default_pool,
-        default_prefix,
-        default_pool6,
-        default_prefix6,
+        "default pools %s",
+        " and ".join(f"{d.pool} carved into /{d.prefix}" for d in defaults) + " subnets",
     )
     channel_server = channel.server(service, paths.channel_endpoint, cluster_status)
     channel_server.start()

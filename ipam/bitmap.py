@@ -16,8 +16,6 @@ same structure usable for an IPv6 allocation window later.
 from __future__ import annotations
 
 from array import array
-from fractions import Fraction
-from math import lcm
 
 WORD = 64
 FULL = (1 << WORD) - 1
@@ -29,14 +27,14 @@ def _lowest_zero(word: int) -> int:
 
 
 class Bitmap:
-    __slots__ = ("_levels", "count", "size")
+    __slots__ = ("count", "levels", "size")
 
     def __init__(self, size: int) -> None:
         if size <= 0:
             raise ValueError("bitmap size must be positive")
         self.size = size
         self.count = 0  # taken offsets (padding not included)
-        self._levels: list[array[int]] = []
+        self.levels: list[array[int]] = []  # [0]: a bit per offset; [k+1]: full words of [k]
         bits = size
         while True:
             words = -(-bits // WORD)
@@ -44,35 +42,29 @@ class Bitmap:
             tail = bits % WORD
             if tail:
                 level[-1] = FULL & ~((1 << tail) - 1)  # padding past the end reads as taken
-            self._levels.append(level)
+            self.levels.append(level)
             if words == 1:
                 break
             bits = words
 
-    def __len__(self) -> int:
-        return self.size
-
-    def __contains__(self, offset: int) -> bool:
-        return self.is_set(offset)
-
     def is_set(self, offset: int) -> bool:
         self._check(offset)
-        return bool(self._levels[0][offset >> 6] >> (offset & 63) & 1)
+        return bool(self.levels[0][offset >> 6] >> (offset & 63) & 1)
 
     def set(self, offset: int) -> bool:
         """Mark `offset` taken; returns False if it already was."""
         self._check(offset)
         index = offset
-        for level in self._levels:
+        for level in self.levels:
             word_index, bit = index >> 6, 1 << (index & 63)
             word = level[word_index]
             if word & bit:
-                if level is self._levels[0]:
+                if level is self.levels[0]:
                     return False
                 break
             word |= bit
             level[word_index] = word
-            if level is self._levels[0]:
+            if level is self.levels[0]:
                 self.count += 1
             if word != FULL:
                 break  # the parent's "full" bit is unchanged
@@ -83,15 +75,15 @@ class Bitmap:
         """Mark `offset` free; returns False if it already was."""
         self._check(offset)
         index = offset
-        for level in self._levels:
+        for level in self.levels:
             word_index, bit = index >> 6, 1 << (index & 63)
             word = level[word_index]
             if not word & bit:
-                if level is self._levels[0]:
+                if level is self.levels[0]:
                     return False
                 break
             level[word_index] = word & ~bit
-            if level is self._levels[0]:
+            if level is self.levels[0]:
                 self.count -= 1
             if word != FULL:
                 break  # it was not full before, so the parent's bit was already clear
@@ -107,7 +99,7 @@ class Bitmap:
         # Climb: at each level look in the current word above `index`; if nothing is free
         # there, continue with the next word, one level up.
         while True:
-            level = self._levels[depth]
+            level = self.levels[depth]
             word_index = index >> 6
             if word_index >= len(level):
                 return None
@@ -115,14 +107,14 @@ class Bitmap:
             if word != FULL:
                 index = (word_index << 6) + _lowest_zero(word)
                 break
-            if depth + 1 == len(self._levels):
+            if depth + 1 == len(self.levels):
                 return None
             index = word_index + 1
             depth += 1
         # Descend: a clear bit at level d names a non-full word at level d-1.
         while depth > 0:
             depth -= 1
-            index = (index << 6) + _lowest_zero(self._levels[depth][index])
+            index = (index << 6) + _lowest_zero(self.levels[depth][index])
         return index
 
     def next_free(self, start: int, low: int = 0, high: int | None = None) -> int | None:
@@ -140,40 +132,12 @@ class Bitmap:
             return found
         return None
 
-    def fill(self, fraction: float) -> None:
-        """Benchmarks and tests only: overwrite every bit so `fraction` of offsets are taken,
-        spread evenly. Word-at-a-time, so a /10 fills in well under a second."""
-        ratio = Fraction(fraction).limit_denominator(1000)
-        period = lcm(ratio.denominator, WORD)
-        taken, free = ratio.numerator, ratio.denominator
-        pattern = array("Q", bytes(8 * (period // WORD)))
-        for bit in range(period):
-            # Bresenham: bit i is taken when floor((i+1)*f) steps past floor(i*f).
-            if ((bit + 1) * taken) // free != (bit * taken) // free:
-                pattern[bit >> 6] |= 1 << (bit & 63)
-        base = self._levels[0]
-        words = len(base)
-        tiled = pattern * (-(-words // len(pattern)))
-        base[:] = tiled[:words]
-        tail = self.size % WORD
-        if tail:
-            base[-1] &= (1 << tail) - 1
-        self.count = sum(word.bit_count() for word in base)
-        if tail:
-            base[-1] |= FULL & ~((1 << tail) - 1)
-        for depth in range(1, len(self._levels)):
-            below, level = self._levels[depth - 1], self._levels[depth]
-            for index in range(len(level)):
-                level[index] = 0
-            tail = len(below) % WORD
-            if tail:
-                level[-1] = FULL & ~((1 << tail) - 1)
-            for index, word in enumerate(below):
-                if word == FULL:
-                    level[index >> 6] |= 1 << (index & 63)
-
-    def nbytes(self) -> int:
-        return sum(level.itemsize * len(level) for level in self._levels)
+    def take_all(self) -> None:
+        """Mark every offset taken, word at a time: cluster mode then frees only the offsets
+        of the blocks this host owns (ipam.cluster)."""
+        for level in self.levels:
+            level[:] = array("Q", [FULL]) * len(level)
+        self.count = self.size
 
     def _check(self, offset: int) -> None:
         if not 0 <= offset < self.size:

@@ -97,13 +97,11 @@ class ClusterAllocator:
         service: IpamService,
         kv: Kv,
         settings: Settings,
-        default_pools: dict[int, tuple[Network, int]],
     ) -> None:
         self.service = service
         self.kv = kv
         self.node = settings.node_name
         self.grace_s = settings.block_grace
-        self.default_pools = default_pools
         self.health = Health()
         self._lock = threading.Lock()  # guards the fields below; never held across etcd calls
         self._claiming = threading.Lock()  # one claim at a time: the others wait and re-check
@@ -148,7 +146,7 @@ class ClusterAllocator:
 
     def _mask(self, pool: Pool) -> None:
         """Make every offset taken except free ones in owned blocks that are not reserved."""
-        pool.bitmap.fill(1.0)
+        pool.bitmap.take_all()
         owned = self._owned.get((pool.address_space, str(pool.network)))
         if owned is not None:
             for start in owned.starts:
@@ -188,7 +186,7 @@ class ClusterAllocator:
         wanted, rest = blocks.split_options(options)
         version = 6 if v6 else 4
         # Everything the logic would refuse is refused before etcd is asked anything.
-        scratch = Ipam(*self._scratch_defaults())
+        scratch = Ipam(*self.service.ipam.default_pools.values())
         scratch.request_pool(space, network, sub_pool, rest, v6)
         if network is not None and wanted.block is not None:
             blocks.check_block(wanted.block, network)
@@ -208,10 +206,6 @@ class ClusterAllocator:
             self._spare_wanted.add(pool.pool_id)
         self._wake.set()
         return pool
-
-    def _scratch_defaults(self) -> tuple[Any, ...]:
-        (pool4, prefix4), (pool6, prefix6) = self.default_pools[4], self.default_pools[6]
-        return (pool4, prefix4, pool6, prefix6)
 
     def _owned_for(self, held: ClusterPool) -> Owned:
         ref = (held.space, str(held.subnet))
@@ -280,7 +274,8 @@ class ClusterAllocator:
         raise PluginError(f"could not agree on a pool in {space} with etcd: too much contention")
 
     def _carve(self, space: str, version: int) -> Network:
-        default_pool, prefix = self.default_pools[version]
+        default = self.service.ipam.default_pools[version]
+        default_pool, prefix = default.pool, default.prefix
         entries = self._etcd("list pools", self.kv.range, blocks.pools_prefix(space))
         taken = [blocks.network_of(str(e.value["subnet"])) for e in entries]
         taken += self.service.run(

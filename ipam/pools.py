@@ -86,7 +86,8 @@ class Pool:
         else:
             self.base = 0
         self.bitmap = Bitmap(self.high - self.base if self.v6 else self.network.num_addresses)
-        self._reserve()
+        for offset in self.reserved:
+            self.mark(offset)
         if not self.low <= self.cursor < self.high:
             self.cursor = self.low
 
@@ -100,10 +101,6 @@ class Pool:
         if self.network.prefixlen <= 30:
             return (0, self.network.num_addresses - 1)
         return ()
-
-    def _reserve(self) -> None:
-        for offset in self.reserved:
-            self.mark(offset)
 
     def in_window(self, offset: int) -> bool:
         return 0 <= offset - self.base < self.bitmap.size
@@ -122,11 +119,6 @@ class Pool:
             start - self.base, self.low - self.base, self.high - self.base
         )
         return None if found is None else found + self.base
-
-    def fill(self, fraction: float) -> None:
-        """Benchmarks and tests only: mark `fraction` of the bitmap taken without leases."""
-        self.bitmap.fill(fraction)
-        self._reserve()
 
     def offset(self, address: Address) -> int:
         return int(address) - int(self.network.network_address)
@@ -166,27 +158,31 @@ def cursor_key(space: str, version: int) -> str:
     return space if version == 4 else f"{space}|ipv6"
 
 
-DEFAULT_POOL6 = ipaddress.IPv6Network("fd00:100::/48")
-DEFAULT_PREFIX6 = 64
+@dataclass(frozen=True)
+class DefaultPool:
+    """Where one family's subnets come from when a network names none: `/prefix` blocks of
+    `pool`."""
+
+    pool: Network
+    prefix: int
+
+    def __post_init__(self) -> None:
+        if not self.pool.prefixlen <= self.prefix <= self.pool.max_prefixlen:
+            raise ValueError(
+                f"default prefix /{self.prefix} does not fit in default pool {self.pool}"
+            )
+
+
+DEFAULT_POOLS = {
+    4: DefaultPool(ipaddress.IPv4Network("100.64.0.0/10"), 16),
+    6: DefaultPool(ipaddress.IPv6Network("fd00:100::/48"), 64),
+}
 
 
 class Ipam:
-    def __init__(
-        self,
-        default_pool: ipaddress.IPv4Network,
-        default_prefix: int,
-        default_pool6: ipaddress.IPv6Network = DEFAULT_POOL6,
-        default_prefix6: int = DEFAULT_PREFIX6,
-    ) -> None:
-        for pool, prefix in ((default_pool, default_prefix), (default_pool6, default_prefix6)):
-            if not pool.prefixlen <= prefix <= pool.max_prefixlen:
-                raise ValueError(f"default prefix /{prefix} does not fit in default pool {pool}")
-        self.default_pools: dict[int, tuple[Network, int]] = {
-            4: (default_pool, default_prefix),
-            6: (default_pool6, default_prefix6),
-        }
-        self.default_pool = default_pool
-        self.default_prefix = default_prefix
+    def __init__(self, *defaults: DefaultPool) -> None:
+        """Each of `defaults` replaces the built-in default pool of its family."""
+        self.default_pools = DEFAULT_POOLS | {default.pool.version: default for default in defaults}
         self.pools: dict[str, Pool] = {}
         self.carve_cursors: dict[str, Address] = {}  # cursor_key(space, version) -> next block
         self._changes = Changes()
@@ -254,7 +250,7 @@ class Ipam:
         self._changes.pools[pool.pool_id] = pool
         if carved:
             # Rotate: the next carve starts after this block, wrapping to the pool start.
-            default_pool = self.default_pools[version][0]
+            default_pool = self.default_pools[version].pool
             following = int(network.network_address) + network.num_addresses
             if following > int(default_pool.broadcast_address):
                 following = int(default_pool.network_address)
@@ -294,7 +290,8 @@ class Ipam:
         just-released subnet is not handed out again at once (protocol.md §4.3: dockerd keeps
         re-requesting while it holds the earlier answers, so each must differ). Same for both
         families; each has its own default pool and cursor."""
-        default_pool, default_prefix = self.default_pools[version]
+        default = self.default_pools[version]
+        default_pool, default_prefix = default.pool, default.prefix
         base = int(default_pool.network_address)
         step = 1 << (default_pool.max_prefixlen - default_prefix)
         blocks = default_pool.num_addresses // step

@@ -6,7 +6,6 @@ call (logic, then its writes) atomic with respect to the others.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from collections.abc import Callable
@@ -14,28 +13,28 @@ from typing import TypeVar
 
 from common.store import Store
 from ipam import persist
-from ipam.pools import DEFAULT_POOL6, DEFAULT_PREFIX6, Ipam
+from ipam.pools import DefaultPool, Ipam
 
 T = TypeVar("T")
 log = logging.getLogger("routed.ipam")
 
 
 class IpamService:
-    def __init__(
-        self,
-        store: Store,
-        default_pool: ipaddress.IPv4Network,
-        default_prefix: int,
-        default_pool6: ipaddress.IPv6Network = DEFAULT_POOL6,
-        default_prefix6: int = DEFAULT_PREFIX6,
-    ) -> None:
+    def __init__(self, store: Store, *defaults: DefaultPool) -> None:
         self.store = store
-        self._config = (default_pool, default_prefix, default_pool6, default_prefix6)
+        self._defaults = defaults
         self._lock = threading.Lock()
-        self.ipam = self._load()
+        self._ipam: Ipam | None = self._load()
+
+    @property
+    def ipam(self) -> Ipam:
+        """The state as the store has it, reloaded first if a failed write left none."""
+        if self._ipam is None:
+            self._ipam = self._load()
+        return self._ipam
 
     def _load(self) -> Ipam:
-        ipam = Ipam(*self._config)
+        ipam = Ipam(*self._defaults)
         persist.load(self.store, ipam)
         return ipam
 
@@ -43,20 +42,30 @@ class IpamService:
         """Run `call` on the logic and persist what it changed, atomically.
 
         The logic refuses before it mutates, so an exception from it leaves nothing to undo.
-        If the write itself fails (disk full, I/O error) memory is ahead of the store: reload
-        from the store so both agree again, and let the caller see the error.
+        If the write itself fails (disk full, I/O error) memory is ahead of the store: drop it
+        and reload from the store so both agree again, and let the caller see the write's
+        error. If the store cannot be read either, no state is kept at all and every call
+        fails until a reload succeeds: memory never answers with what the store lacks.
         """
         with self._lock:
+            ipam = self.ipam
             try:
-                result = call(self.ipam)
+                result = call(ipam)
             finally:
-                changes = self.ipam.drain()
+                changes = ipam.drain()
             if changes:
                 try:
                     with self.store.transaction() as txn:
                         persist.write(txn, changes)
                 except Exception:
                     log.exception("store write failed; reloading state from the store")
-                    self.ipam = self._load()
+                    self._ipam = None
+                    self._reload()
                     raise
             return result
+
+    def _reload(self) -> None:
+        try:
+            self._ipam = self._load()
+        except Exception:
+            log.exception("store unreadable; state is reloaded at the next call")

@@ -25,11 +25,11 @@ import logging
 import queue
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from socket import AF_INET, AF_INET6
+from socket import AF_INET6
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pyroute2 import IPRoute, NetlinkError
@@ -38,6 +38,7 @@ from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
 
 from common.errors import PluginError
 from common.threads import Worker
+from netdriver.model import Attachment
 
 SYSCTL = Path("/proc/sys/net/ipv4")
 SYSCTL6 = Path("/proc/sys/net/ipv6")
@@ -194,15 +195,10 @@ class LinuxDatapath:
         host_veth: str,
         peer: str,
         mtu: int,
-        gateway: ipaddress.IPv4Address | None,
-        container_ip: ipaddress.IPv4Address | None,
-        gateway6: ipaddress.IPv6Address | None = None,
-        container_ip6: ipaddress.IPv6Address | None = None,
+        attachments: Sequence[Attachment],
         peer_mac: str | None = None,
     ) -> None:
-        families = [
-            (gw, ip) for gw, ip in ((gateway, container_ip), (gateway6, container_ip6)) if ip
-        ]
+        families = [(attached.gateway, attached.container_ip) for attached in attachments]
         # The same endpoint again (a replayed call) while the reaper still has it: let it finish.
         self._wait_reaped(lambda: host_veth not in self._pending, REAP_WAIT_S, host_veth)
         ipr = self._ipr
@@ -253,12 +249,7 @@ class LinuxDatapath:
         _write_sysctl(SYSCTL / "conf" / host_veth / "rp_filter", "1")
 
     @_on_netlink_thread
-    def delete_endpoint(
-        self,
-        host_veth: str,
-        container_ip: ipaddress.IPv4Address | None,
-        container_ip6: ipaddress.IPv6Address | None = None,
-    ) -> None:
+    def delete_endpoint(self, host_veth: str, container_ips: Sequence[IPAddress]) -> None:
         """Remove the routes now, and the pair on the reaper thread."""
         with self._reaped:
             if host_veth in self._pending:
@@ -268,9 +259,7 @@ class LinuxDatapath:
             host = _index(host_veth)
             if host is None:
                 return  # the kernel removed its routes with it
-            for ip in (container_ip, container_ip6):
-                if ip is None:
-                    continue
+            for ip in container_ips:
                 # Our route only (oif): the same IP may already be routed to a newer
                 # endpoint. The route is deleted with the exact attributes it was added
                 # with (scope included), or pyroute2 misses it (ESRCH) and it leaks.
@@ -302,21 +291,6 @@ class LinuxDatapath:
     @_on_netlink_thread
     def links(self) -> list[str]:
         return [str(link.get("ifname")) for link in self._ipr.get_links()]
-
-    @_on_netlink_thread
-    def route_exists(self, container_ip: IPAddress, host_veth: str) -> bool:
-        ipr = self._ipr
-        host = _index(host_veth)
-        if host is None:
-            return False
-        family = AF_INET if container_ip.version == 4 else AF_INET6
-        # A dump filtered here: get_routes(dst=...) would be a route *lookup* instead.
-        return any(
-            route.get("dst") == str(container_ip)
-            and route["dst_len"] == container_ip.max_prefixlen
-            and route.get("oif") == host
-            for route in ipr.get_routes(family=family)
-        )
 
 
 def _host_route(index: int, ip: IPAddress) -> dict[str, Any]:

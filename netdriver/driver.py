@@ -28,8 +28,11 @@ from netdriver.model import (
     ENDPOINT_KIND,
     HOST_VETH,
     NETWORK_KIND,
+    Attachment,
     Endpoint,
+    Family,
     IPAddress,
+    IPInterface,
     IPNetwork,
     Network,
     host_veth_name,
@@ -53,6 +56,11 @@ RULES_WAIT_S = 4.0  # for the packet filter rewrite a network change needs
 # dockerd joins an endpoint right after creating it: one never joined for this long is one
 # dockerd gave up on (an error or a crash between our commit and our reply) and forgot.
 STALE_AFTER_S = 60.0
+# Per family: (where invented gateways come from, the link-local range they lie in).
+SYNTHETIC_GATEWAYS: dict[int, tuple[IPNetwork, IPNetwork]] = {
+    4: (LINK_LOCAL_GATEWAYS, LINK_LOCAL),
+    6: (LINK_LOCAL6_GATEWAYS, LINK_LOCAL6),
+}
 
 
 class Datapath(Protocol):
@@ -63,18 +71,10 @@ class Datapath(Protocol):
         host_veth: str,
         peer: str,
         mtu: int,
-        gateway: ipaddress.IPv4Address | None,
-        container_ip: ipaddress.IPv4Address | None,
-        gateway6: ipaddress.IPv6Address | None = None,
-        container_ip6: ipaddress.IPv6Address | None = None,
+        attachments: Sequence[Attachment],
         peer_mac: str | None = None,
     ) -> None: ...
-    def delete_endpoint(
-        self,
-        host_veth: str,
-        container_ip: ipaddress.IPv4Address | None,
-        container_ip6: ipaddress.IPv6Address | None = None,
-    ) -> None: ...
+    def delete_endpoint(self, host_veth: str, container_ips: Sequence[IPAddress]) -> None: ...
     def delete_link(self, ifname: str) -> None: ...
     def link_exists(self, ifname: str) -> bool: ...
     def links(self) -> list[str]: ...
@@ -98,22 +98,22 @@ class Outbox(Protocol):
 
 
 @dataclass(frozen=True)
+class PoolRequest:
+    """One family of a CreateNetwork: IPv4Data's or IPv6Data's Pool and Gateway."""
+
+    pool: IPNetwork
+    gateway: IPAddress | None  # None: IPAM gave none (or 0.0.0.0 / ::)
+
+
+@dataclass(frozen=True)
 class NetworkRequest:
-    """CreateNetwork, validated by the wire layer. At least one of pool / pool6."""
+    """CreateNetwork, validated by the wire layer. IPv4 is absent with dockerd 28+ and
+    --ipv4=false, IPv6 without --ipv6."""
 
     network_id: str
-    pool: ipaddress.IPv4Network | None  # None: no IPv4 (dockerd 28+ with --ipv4=false)
-    gateway: ipaddress.IPv4Address | None  # None: IPAM gave none (or 0.0.0.0)
+    pools: dict[int, PoolRequest]  # by IP version
     options: NetworkOptions
     internal: bool
-    pool6: ipaddress.IPv6Network | None = None  # IPv6Data Pool (--ipv6)
-    gateway6: ipaddress.IPv6Address | None = None  # None: IPAM gave none (or ::)
-
-    def pool_of(self, version: int) -> IPNetwork | None:
-        return self.pool if version == 4 else self.pool6
-
-    def gateway_of(self, version: int) -> IPAddress | None:
-        return self.gateway if version == 4 else self.gateway6
 
 
 @dataclass(frozen=True)
@@ -125,9 +125,8 @@ class StaticRoute:
 @dataclass(frozen=True)
 class JoinInfo:
     src_name: str
-    gateway: ipaddress.IPv4Address | None
+    gateways: dict[int, IPAddress]  # by IP version, for each family the endpoint has
     routes: tuple[StaticRoute, ...]
-    gateway6: ipaddress.IPv6Address | None = None
 
 
 class Driver:
@@ -167,12 +166,9 @@ class Driver:
             raise
         if created is not None:
             log.info(
-                "network %s: %s gateway %s, %s gateway %s",
+                "network %s: %s",
                 created.network_id[:12],
-                created.subnet,
-                created.gateway,
-                created.subnet6,
-                created.gateway6,
+                ", ".join(f"{f.subnet} gateway {f.gateway}" for f in created.families.values()),
             )
 
     def _add_network(self, request: NetworkRequest) -> Network | None:
@@ -185,12 +181,10 @@ class Driver:
                     f"network {request.network_id[:12]} already exists with other settings"
                 )
             return None
-        if request.pool is None and request.pool6 is None:
+        if not request.pools:
             raise BadRequest("a routed network needs an IPv4 or an IPv6 subnet; it got neither")
-        for version in (4, 6):
-            pool = request.pool_of(version)
-            if pool is None:
-                continue
+        for version, asked in sorted(request.pools.items()):  # IPv4's errors first, as ever
+            pool = asked.pool
             if pool.prefixlen == 0:
                 raise BadRequest(f"pool {pool} is not supported: give the network a real --subnet")
             for other in self.networks.values():  # overlap checks per family
@@ -202,21 +196,21 @@ class Driver:
                     )
         network = Network(
             network_id=request.network_id,
-            subnet=request.pool,
-            gateway=self._choose_gateway(request.gateway) if request.pool else None,
+            families={
+                version: Family(asked.pool, self._choose_gateway(version, asked.gateway))
+                for version, asked in sorted(request.pools.items())
+            },
             options=request.options,
             internal=request.internal,
-            subnet6=request.pool6,
-            gateway6=self._choose_gateway6(request.gateway6) if request.pool6 else None,
         )
         with self._store.transaction() as txn:
             txn.put(NETWORK_KIND, network.network_id, network.to_record())
         self.networks[network.network_id] = network
         try:
             # Newer dockerd leaves forwarding alone when no bridge network needs it.
-            if network.subnet is not None:
+            if 4 in network.families:
                 self._datapath.ensure_ip_forward()
-            if network.subnet6 is not None:
+            if 6 in network.families:
                 self._datapath.ensure_ip6_forward()
         except Exception:
             self._forget_network(network.network_id)
@@ -262,38 +256,33 @@ class Driver:
         self,
         network_id: str,
         endpoint_id: str,
-        address: ipaddress.IPv4Interface | None,
-        address6: ipaddress.IPv6Interface | None = None,
+        addresses: Sequence[IPInterface],
         mac: str | None = None,
     ) -> None:
         """`mac`: the container end's MAC if dockerd gave one (--mac-address); else ours."""
         with self._serial("CreateEndpoint"):
-            self._create_endpoint(network_id, endpoint_id, address, address6, mac)
+            self._create_endpoint(network_id, endpoint_id, addresses, mac)
 
     def _create_endpoint(
         self,
         network_id: str,
         endpoint_id: str,
-        address: ipaddress.IPv4Interface | None,
-        address6: ipaddress.IPv6Interface | None,
+        addresses: Sequence[IPInterface],
         mac: str | None,
     ) -> None:
+        """`addresses`: Interface.Address and AddressIPv6, those that are set, IPv4 first."""
         network = self._network(network_id)
         existing = self.endpoints.get(endpoint_id)
         if existing is not None:
-            if (existing.network_id, existing.address, existing.address6) != (
-                network_id,
-                address,
-                address6,
-            ):
+            if (existing.network_id, existing.addresses) != (network_id, tuple(addresses)):
                 raise PluginError(f"endpoint {endpoint_id[:12]} already exists with other settings")
             self._create_host_side(network, existing)  # a repeat: make sure the host side is there
             return
-        if address is None and address6 is None:
+        if not addresses:
             raise BadRequest("the endpoint has no address: Address and AddressIPv6 are empty")
-        self._check_address(network, endpoint_id, address)
-        self._check_address(network, endpoint_id, address6)
-        endpoint = Endpoint.new(endpoint_id, network_id, address, address6, self._clock())
+        for address in addresses:
+            self._check_address(network, endpoint_id, address)
+        endpoint = Endpoint.new(endpoint_id, network_id, tuple(addresses), self._clock())
         with self._store.transaction() as txn:
             txn.put(ENDPOINT_KIND, endpoint_id, endpoint.to_record())
             for ip in endpoint.ips:
@@ -311,7 +300,7 @@ class Driver:
         even when its host side cannot (a veth nobody owns goes at the next reconcile); if
         the record cannot go either, it is a never-joined one, which goes once stale."""
         try:
-            self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ip, endpoint.ip6)
+            self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ips)
         except Exception as err:
             log.error("endpoint %s: cannot remove its host side: %s", endpoint.endpoint_id, err)
         try:
@@ -333,23 +322,15 @@ class Driver:
             self._create_host_side(network, endpoint)
         routes: list[StaticRoute] = []
         gateways: dict[int, IPAddress] = {}
-        for interface in (endpoint.address, endpoint.address6):
-            if interface is None:
-                continue
+        for interface in endpoint.addresses:
             gateway = network.gateway_of(interface.version)
             subnet = network.subnet_of(interface.version)
             if gateway is None or subnet is None:
                 continue  # checked at CreateEndpoint; only a hand-edited store gets here
             gateways[interface.version] = gateway
             routes += _join_routes(interface, subnet, gateway)
-        gateway4, gateway6 = gateways.get(4), gateways.get(6)
         self._save_endpoint(endpoint.with_joined(True))
-        return JoinInfo(
-            src_name=endpoint.peer,
-            gateway=gateway4 if isinstance(gateway4, ipaddress.IPv4Address) else None,
-            routes=tuple(routes),
-            gateway6=gateway6 if isinstance(gateway6, ipaddress.IPv6Address) else None,
-        )
+        return JoinInfo(src_name=endpoint.peer, gateways=gateways, routes=tuple(routes))
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
         """The container is leaving: remove its host side now, as Calico does.
@@ -369,7 +350,7 @@ class Driver:
         if endpoint is None or endpoint.network_id != network_id or not endpoint.joined:
             return
         try:
-            self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ip, endpoint.ip6)
+            self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ips)
         except PluginError as err:  # DeleteEndpoint tries again; Leave errors are only logged
             log.warning("leave %s: %s", endpoint_id[:12], err)
         self._save_endpoint(endpoint.with_joined(False))
@@ -400,7 +381,7 @@ class Driver:
         # Each step on its own: one broken endpoint must not keep the others (or the
         # plugin's socket) from coming back.
         steps = [self._datapath.ensure_ip_forward]
-        if any(network.subnet6 is not None for network in self.networks.values()):
+        if any(6 in network.families for network in self.networks.values()):
             steps.append(self._datapath.ensure_ip6_forward)
         for step in steps:
             _logged(step)
@@ -480,10 +461,8 @@ class Driver:
         self,
         network: Network,
         endpoint_id: str,
-        address: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None,
+        address: IPInterface,
     ) -> None:
-        if address is None:
-            return
         subnet = network.subnet_of(address.version)
         if subnet is None:
             field = "Address" if address.version == 4 else "AddressIPv6"
@@ -515,47 +494,35 @@ class Driver:
                     f"{other.endpoint_id[:12]}; retry (a new endpoint id solves it)"
                 )
 
-    def _choose_gateway(self, requested: ipaddress.IPv4Address | None) -> ipaddress.IPv4Address:
-        taken = {network.gateway for network in self.networks.values()}
+    def _choose_gateway(self, version: int, requested: IPAddress | None) -> IPAddress:
+        synthetic, link_local = SYNTHETIC_GATEWAYS[version]
+        taken = {network.gateway_of(version) for network in self.networks.values()}
         # A link-local gateway is synthetic (IPAM spent no address on it): if another routed
         # network already uses it, a fresh one keeps multi-network containers working.
         if requested is not None and not requested.is_unspecified:
-            duplicate_synthetic = requested in LINK_LOCAL and requested in taken
+            duplicate_synthetic = requested in link_local and requested in taken
             if not duplicate_synthetic:
                 return requested
-        for candidate in LINK_LOCAL_GATEWAYS.hosts():
+        for candidate in synthetic.hosts():
             if candidate not in taken:
                 return candidate
-        raise PluginError("no free link-local gateway left in 169.254.1.0/24 (254 networks)")
-
-    def _choose_gateway6(self, requested: ipaddress.IPv6Address | None) -> ipaddress.IPv6Address:
-        taken = {network.gateway6 for network in self.networks.values()}
-        # As for IPv4: a link-local gateway another routed network already uses is replaced.
-        duplicate = requested is not None and requested in LINK_LOCAL6 and requested in taken
-        if requested is not None and not requested.is_unspecified and not duplicate:
-            return requested
-        for offset in range(1, LINK_LOCAL6_GATEWAYS.num_addresses):
-            candidate = LINK_LOCAL6_GATEWAYS.network_address + offset
-            if candidate not in taken:
-                return candidate
-        raise PluginError(f"no free link-local gateway left in {LINK_LOCAL6_GATEWAYS}")
+        raise PluginError(
+            f"no free link-local gateway left in {synthetic}: routed networks use one each"
+        )
 
     def _create_host_side(
         self, network: Network, endpoint: Endpoint, mac: str | None = None
     ) -> None:
+        attachments = [
+            Attachment(address.ip, network.gateway_of(address.version))
+            for address in endpoint.addresses
+        ]
         self._datapath.create_endpoint(
-            endpoint.host_veth,
-            endpoint.peer,
-            network.options.mtu,
-            network.gateway,
-            endpoint.ip,
-            network.gateway6,
-            endpoint.ip6,
-            mac,
+            endpoint.host_veth, endpoint.peer, network.options.mtu, attachments, mac
         )
 
     def _remove_endpoint(self, endpoint: Endpoint) -> None:
-        self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ip, endpoint.ip6)
+        self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ips)
         self._drop_endpoint(endpoint)
 
     def _drop_endpoint(self, endpoint: Endpoint) -> None:
@@ -614,23 +581,17 @@ def _join_routes(
 
 
 def _same_network(existing: Network, request: NetworkRequest) -> bool:
-    same_gateway = (
-        request.gateway is None
-        or request.gateway.is_unspecified
-        or request.gateway in LINK_LOCAL  # we may have replaced a duplicate link-local one
-        or request.gateway == existing.gateway
-    )
-    same_gateway6 = (
-        request.gateway6 is None
-        or request.gateway6.is_unspecified
-        or request.gateway6 in LINK_LOCAL6
-        or request.gateway6 == existing.gateway6
-    )
-    return (
-        same_gateway
-        and same_gateway6
-        and existing.subnet == request.pool
-        and existing.subnet6 == request.pool6
-        and existing.options == request.options
-        and existing.internal == request.internal
-    )
+    if existing.families.keys() != request.pools.keys():
+        return False
+    for version, asked in request.pools.items():
+        family = existing.families[version]
+        same_gateway = (
+            asked.gateway is None
+            or asked.gateway.is_unspecified
+            # we may have replaced a duplicate link-local one
+            or asked.gateway in SYNTHETIC_GATEWAYS[version][1]
+            or asked.gateway == family.gateway
+        )
+        if not same_gateway or family.subnet != asked.pool:
+            return False
+    return existing.options == request.options and existing.internal == request.internal

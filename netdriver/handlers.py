@@ -7,7 +7,6 @@ carry only what protocol.md §3 allows (e.g. CreateEndpoint never echoes what do
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import re
 from collections.abc import Callable
@@ -18,11 +17,12 @@ from common.config import NET_PLUGIN
 from common.errors import BadRequest
 from common.server import Handler, PluginApp
 from netdriver import options
-from netdriver.driver import Driver, JoinInfo, NetworkRequest
+from netdriver.driver import Driver, JoinInfo, NetworkRequest, PoolRequest
 
 PORTMAP = "com.docker.network.portmap"
 # "global" scope needs swarm on 20.10. GwAllocChecker (dockerd 28+): see gw_alloc_check.
 CAPABILITIES = {"Scope": "local", "ConnectivityScope": "local", "GwAllocChecker": True}
+ADDRESS_FIELDS = (("Address", 4), ("AddressIPv6", 6))  # CreateEndpoint's Interface, per family
 MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 log = logging.getLogger("routed.net.handlers")
 
@@ -77,23 +77,16 @@ def create_network(driver: Driver, body: wire.Body) -> wire.Body:
         raise BadRequest("missing IPv4 pool: IPv4Data is empty (and IPv6 is not enabled)")
     # An empty IPv4Data is an IPv6-only network: dockerd 28+ with --ipv4=false sends that;
     # 20.10 always sends IPv4 data, so there every routed network is IPv4 or dual stack.
-    pool, gateway = _pool_data(ipv4, 4) if ipv4 else (None, None)
-    pool6, gateway6 = _pool_data(ipv6, 6) if ipv6 else (None, None)
-    driver.create_network(
-        NetworkRequest(
-            network_id,
-            pool if isinstance(pool, ipaddress.IPv4Network) else None,
-            gateway if isinstance(gateway, ipaddress.IPv4Address) else None,
-            parsed.options,
-            parsed.internal,
-            pool6=pool6 if isinstance(pool6, ipaddress.IPv6Network) else None,
-            gateway6=gateway6 if isinstance(gateway6, ipaddress.IPv6Address) else None,
-        )
-    )
+    pools = {
+        version: _pool_data(entries, version)
+        for version, entries in ((4, ipv4), (6, ipv6))
+        if entries
+    }
+    driver.create_network(NetworkRequest(network_id, pools, parsed.options, parsed.internal))
     return {}
 
 
-def _pool_data(entries: list[Any], version: int) -> tuple[wire.IPNetwork, wire.IPAddress | None]:
+def _pool_data(entries: list[Any], version: int) -> PoolRequest:
     """The one IPv{version}Data entry: its Pool and, if any, its Gateway (a CIDR on the wire)."""
     what = f"IPv{version}Data"
     if len(entries) > 1:
@@ -111,7 +104,7 @@ def _pool_data(entries: list[Any], version: int) -> tuple[wire.IPNetwork, wire.I
     gateway = wire.interface(gateway_text, f"{what} Gateway").ip if gateway_text else None
     if gateway is not None and gateway.version != version:
         raise BadRequest(f"{what} Gateway {gateway_text!r} is not an IPv{version} address")
-    return pool, gateway
+    return PoolRequest(pool, gateway)
 
 
 def delete_network(driver: Driver, body: wire.Body) -> wire.Body:
@@ -123,24 +116,27 @@ def create_endpoint(driver: Driver, body: wire.Body) -> wire.Body:
     network_id = wire.docker_id(body, "NetworkID")
     endpoint_id = wire.docker_id(body, "EndpointID")
     interface = wire.obj(body, "Interface")
-    text4 = wire.text(interface, "Address", required=False)
-    text6 = wire.text(interface, "AddressIPv6", required=False)
-    if not text4 and not text6:
+    given = [
+        (key, version, wire.text(interface, key, required=False)) for key, version in ADDRESS_FIELDS
+    ]
+    addresses = [_address(key, version, text) for key, version, text in given if text]
+    if not addresses:
         raise BadRequest("missing field 'Address': the endpoint has no address")
-    address = wire.interface(text4, "Interface Address") if text4 else None
-    if address is not None and not isinstance(address, ipaddress.IPv4Interface):
-        raise BadRequest(f"Interface Address {address} is not an IPv4 address")
-    address6 = wire.interface(text6, "Interface AddressIPv6") if text6 else None
-    if address6 is not None and not isinstance(address6, ipaddress.IPv6Interface):
-        raise BadRequest(f"Interface AddressIPv6 {address6} is not an IPv6 address")
     mac = wire.text(interface, "MacAddress", required=False)
     if mac and (not MAC.fullmatch(mac) or int(mac[:2], 16) & 1):
         raise BadRequest(f"Interface MacAddress {mac[:32]!r} is not a unicast MAC address")
     _note_ports(wire.obj(body, "Options"), endpoint_id)
-    driver.create_endpoint(network_id, endpoint_id, address, address6, mac or None)
+    driver.create_endpoint(network_id, endpoint_id, addresses, mac or None)
     # Only fields dockerd left empty may be filled; we fill none, and never echo Address,
     # AddressIPv6 or MacAddress back (protocol.md §3.4).
     return {}
+
+
+def _address(key: str, version: int, text: str) -> wire.IPInterface:
+    address = wire.interface(text, f"Interface {key}")
+    if address.version != version:
+        raise BadRequest(f"Interface {key} {address} is not an IPv{version} address")
+    return address
 
 
 def join(driver: Driver, body: wire.Body) -> wire.Body:
@@ -154,12 +150,12 @@ def join_reply(info: JoinInfo) -> wire.Body:
     reply: wire.Body = {
         "InterfaceName": {"SrcName": info.src_name, "DstPrefix": "eth"},
         # bare IPs: a CIDR here fails the join. "" = none (an IPv6-only network).
-        "Gateway": str(info.gateway) if info.gateway is not None else "",
+        "Gateway": str(info.gateways.get(4, "")),
     }
-    if info.gateway6 is not None:
+    if 6 in info.gateways:
         # 20.10 still attaches docker_gwbridge when only GatewayIPv6 is set (protocol §8.1),
         # which never happens here: a network with IPv4 always returns Gateway too.
-        reply["GatewayIPv6"] = str(info.gateway6)
+        reply["GatewayIPv6"] = str(info.gateways[6])
     return reply | {
         "StaticRoutes": [
             {

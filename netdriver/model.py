@@ -34,24 +34,46 @@ def peer_name(endpoint_id: str) -> str:
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+VERSIONS = (4, 6)
+# Stored records name IPv4 fields plainly ("subnet", "address": routedctl reads them) and IPv6
+# ones with this suffix, as the first versions wrote them.
+RECORD_SUFFIX = {4: "", 6: "6"}
 
 
-def _opt(kind: Any, value: Any) -> Any:
-    return kind(value) if value else None
+def _parsed(parse: Any, text: str, version: int) -> Any:
+    value = parse(text)
+    if value.version != version:
+        raise ValueError(f"{text!r} is not IPv{version}")
+    return value
+
+
+@dataclass(frozen=True)
+class Family:
+    """A network in one address family: its subnet, and the gateway its containers route via."""
+
+    subnet: IPNetwork
+    gateway: IPAddress
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One endpoint address as the host side carries it: a host route to the container's
+    address out of the host veth, and the network's gateway of that family on the veth."""
+
+    container_ip: IPAddress
+    gateway: IPAddress | None
 
 
 @dataclass(frozen=True)
 class Network:
-    """A routed network: an IPv4 subnet, an IPv6 subnet, or both (dual stack). IPv6-only
-    (subnet None) needs a dockerd that can create networks without IPv4 (28+: --ipv4=false)."""
+    """A routed network: an IPv4 family, an IPv6 family, or both (dual stack). IPv6-only
+    needs a dockerd that can create networks without IPv4 (28+: --ipv4=false)."""
 
     network_id: str
-    subnet: ipaddress.IPv4Network | None
-    gateway: ipaddress.IPv4Address | None
+    families: dict[int, Family]  # by IP version, IPv4 first
     options: NetworkOptions
     internal: bool
-    subnet6: ipaddress.IPv6Network | None = None
-    gateway6: ipaddress.IPv6Address | None = None
 
     @property
     def masquerade(self) -> bool:
@@ -59,33 +81,37 @@ class Network:
         return self.options.masquerade and not self.internal
 
     def subnet_of(self, version: int) -> IPNetwork | None:
-        return self.subnet if version == 4 else self.subnet6
+        family = self.families.get(version)
+        return family.subnet if family is not None else None
 
     def gateway_of(self, version: int) -> IPAddress | None:
-        return self.gateway if version == 4 else self.gateway6
+        family = self.families.get(version)
+        return family.gateway if family is not None else None
 
     def to_record(self) -> Record:
-        # "subnet"/"gateway" keep their IPv4 meaning (routedctl reads them); "" when absent.
-        return {
-            "network_id": self.network_id,
-            "subnet": str(self.subnet or ""),
-            "gateway": str(self.gateway or ""),
-            "subnet6": str(self.subnet6 or ""),
-            "gateway6": str(self.gateway6 or ""),
-            "options": self.options.to_record(),
-            "internal": self.internal,
-        }
+        record: Record = {"network_id": self.network_id}
+        for version in VERSIONS:  # "" when the network has no such family
+            suffix = RECORD_SUFFIX[version]
+            record[f"subnet{suffix}"] = str(self.subnet_of(version) or "")
+            record[f"gateway{suffix}"] = str(self.gateway_of(version) or "")
+        return record | {"options": self.options.to_record(), "internal": self.internal}
 
     @classmethod
     def from_record(cls, record: Record) -> Network:
+        families = {}
+        for version in VERSIONS:
+            suffix = RECORD_SUFFIX[version]
+            subnet = record.get(f"subnet{suffix}")
+            if subnet:
+                families[version] = Family(
+                    _parsed(ipaddress.ip_network, subnet, version),
+                    _parsed(ipaddress.ip_address, record[f"gateway{suffix}"], version),
+                )
         return cls(
             network_id=record["network_id"],
-            subnet=_opt(ipaddress.IPv4Network, record["subnet"]),
-            gateway=_opt(ipaddress.IPv4Address, record["gateway"]),
+            families=families,
             options=NetworkOptions.from_record(record["options"]),
             internal=bool(record["internal"]),
-            subnet6=_opt(ipaddress.IPv6Network, record.get("subnet6")),
-            gateway6=_opt(ipaddress.IPv6Address, record.get("gateway6")),
         )
 
 
@@ -93,11 +119,11 @@ class Network:
 class Endpoint:
     endpoint_id: str
     network_id: str
-    address: ipaddress.IPv4Interface | None  # as dockerd sent it: IPAM's prefix length is kept
+    # As dockerd sent them (IPAM's prefix length is kept), at most one per family, IPv4 first.
+    addresses: tuple[IPInterface, ...]
     host_veth: str
     peer: str
     joined: bool = False
-    address6: ipaddress.IPv6Interface | None = None  # Interface.AddressIPv6, same rule
     # When CreateEndpoint stored it (seconds since the epoch: it must survive restarts);
     # 0 for records from before it was kept, which counts as long ago.
     created: float = 0.0
@@ -107,42 +133,37 @@ class Endpoint:
         cls,
         endpoint_id: str,
         network_id: str,
-        address: ipaddress.IPv4Interface | None,
-        address6: ipaddress.IPv6Interface | None = None,
+        addresses: tuple[IPInterface, ...],
         created: float = 0.0,
     ) -> Endpoint:
         return cls(
             endpoint_id=endpoint_id,
             network_id=network_id,
-            address=address,
+            addresses=addresses,
             host_veth=host_veth_name(endpoint_id),
             peer=peer_name(endpoint_id),
-            address6=address6,
             created=created,
         )
 
-    @property
-    def ip(self) -> ipaddress.IPv4Address | None:
-        return self.address.ip if self.address is not None else None
-
-    @property
-    def ip6(self) -> ipaddress.IPv6Address | None:
-        return self.address6.ip if self.address6 is not None else None
+    def address_of(self, version: int) -> IPInterface | None:
+        return next((a for a in self.addresses if a.version == version), None)
 
     @property
     def ips(self) -> list[IPAddress]:
         """Every address of the endpoint, IPv4 first (the order bindings are sent in)."""
-        return [ip for ip in (self.ip, self.ip6) if ip is not None]
+        return [address.ip for address in self.addresses]
 
     def with_joined(self, joined: bool) -> Endpoint:
         return replace(self, joined=joined)
 
     def to_record(self) -> Record:
-        return {
-            "endpoint_id": self.endpoint_id,
-            "network_id": self.network_id,
-            "address": self.address.with_prefixlen if self.address is not None else "",
-            "address6": self.address6.with_prefixlen if self.address6 is not None else "",
+        record: Record = {"endpoint_id": self.endpoint_id, "network_id": self.network_id}
+        for version in VERSIONS:
+            address = self.address_of(version)
+            record[f"address{RECORD_SUFFIX[version]}"] = (
+                address.with_prefixlen if address is not None else ""
+            )
+        return record | {
             "host_veth": self.host_veth,
             "peer": self.peer,
             "joined": self.joined,
@@ -151,13 +172,17 @@ class Endpoint:
 
     @classmethod
     def from_record(cls, record: Record) -> Endpoint:
+        addresses = tuple(
+            _parsed(ipaddress.ip_interface, text, version)
+            for version in VERSIONS
+            if (text := record.get(f"address{RECORD_SUFFIX[version]}"))
+        )
         return cls(
             endpoint_id=record["endpoint_id"],
             network_id=record["network_id"],
-            address=_opt(ipaddress.IPv4Interface, record["address"]),
+            addresses=addresses,
             host_veth=record["host_veth"],
             peer=record["peer"],
             joined=bool(record["joined"]),
-            address6=_opt(ipaddress.IPv6Interface, record.get("address6")),
             created=float(record.get("created", 0.0)),
         )

@@ -20,10 +20,10 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from common.channel import ChannelClient, request
 from common.config import IPAM_PLUGIN, NET_PLUGIN, Paths
+from common.unixhttp import UnixClient
 from ipam.status import Status
 from netdriver.firewall import FAMILIES, Family, FirewallError
 from netdriver.model import ENDPOINT_KIND, HOST_VETH, NETWORK_KIND, Endpoint, Network
@@ -42,33 +42,6 @@ CHAINS = (("filter", "FORWARD", FORWARD_CHAIN), ("nat", "POSTROUTING", NAT_CHAIN
 OUTBOX_POLL_S = 0.25
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-def _http(path: str, method: str, url: str, body: bytes | None = None) -> tuple[int, Any]:
-    conn = _UnixHTTPConnection(path, TIMEOUT_S)
-    try:
-        headers = {"Accept": "application/vnd.docker.plugins.v1.2+json"}
-        conn.request(method, url, body=body, headers=headers)
-        reply = conn.getresponse()
-        return reply.status, json.loads(reply.read() or b"null")
-    finally:
-        conn.close()
-
-
 # -- services --------------------------------------------------------------------------------
 
 
@@ -76,7 +49,8 @@ def probe_plugin(name: str, path: Path) -> state.Probe:
     if not path.exists():
         return state.Probe(name, str(path), False, "no socket file (service not running?)")
     try:
-        code, body = _http(str(path), "POST", "/Plugin.Activate", b"{}")
+        with UnixClient(path, TIMEOUT_S) as client:
+            code, body = client.request("POST", "/Plugin.Activate", b"{}")
     except PermissionError as err:
         raise NeedsRoot(f"cannot connect to {path}: {err.strerror}") from None
     except (OSError, http.client.HTTPException, ValueError) as err:
@@ -316,16 +290,17 @@ def container_names(network_ids: list[str]) -> tuple[dict[str, str] | None, str]
     if not os.path.exists(path):
         return None, f"dockerd not reachable ({path} missing): no container names"
     names: dict[str, str] = {}
-    for network_id in network_ids:
-        try:
-            code, body = _http(path, "GET", f"{DOCKER_API}/networks/{network_id}")
-        except (OSError, http.client.HTTPException, ValueError) as err:
-            return None, f"dockerd not reachable at {path}: {_describe(err)}"
-        if code != 200 or not isinstance(body, dict):
-            continue  # e.g. 404: dockerd does not know this network (stale record)
-        for container_id, info in (body.get("Containers") or {}).items():
-            if isinstance(info, dict) and info.get("EndpointID"):
-                names[str(info["EndpointID"])] = str(info.get("Name") or container_id[:12])
+    with UnixClient(path, TIMEOUT_S) as client:
+        for network_id in network_ids:
+            try:
+                code, body = client.request("GET", f"{DOCKER_API}/networks/{network_id}")
+            except (OSError, http.client.HTTPException, ValueError) as err:
+                return None, f"dockerd not reachable at {path}: {_describe(err)}"
+            if code != 200 or not isinstance(body, dict):
+                continue  # e.g. 404: dockerd does not know this network (stale record)
+            for container_id, info in (body.get("Containers") or {}).items():
+                if isinstance(info, dict) and info.get("EndpointID"):
+                    names[str(info["EndpointID"])] = str(info.get("Name") or container_id[:12])
     return names, f"dockerd at {path}: {len(names)} containers on routed networks"
 
 

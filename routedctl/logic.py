@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ipam.status import LeaseStatus, PoolStatus, ThreadStatus
-from netdriver.model import Endpoint, Network
+from netdriver.model import Endpoint, IPInterface, Network
 from netdriver.rules import has_family
 from routedctl.state import HostLink, Probe, Snapshot
 
@@ -118,8 +118,8 @@ def status_view(snap: Snapshot) -> StatusView:
         EndpointRow(
             endpoint_id=ep.endpoint_id,
             network_id=ep.network_id,
-            address=ep.address.with_prefixlen if ep.address is not None else "",
-            address6=ep.address6.with_prefixlen if ep.address6 is not None else "",
+            address=_cidr(ep.address_of(4)),
+            address6=_cidr(ep.address_of(6)),
             container=names.get(ep.endpoint_id),
             veth=ep.host_veth,
             link=_link_state(links.get(ep.host_veth)),
@@ -437,7 +437,7 @@ def _chains(snap: Snapshot) -> list[Finding]:
 
 def _forwarding(snap: Snapshot) -> list[Finding]:
     found: list[Finding] = []
-    ipv4_endpoints = any(ep.ip is not None for ep in snap.net.endpoints)
+    ipv4_endpoints = any(ep.address_of(4) is not None for ep in snap.net.endpoints)
     if ipv4_endpoints and snap.host.ip_forward not in (None, "1"):
         found.append(
             Finding(
@@ -500,13 +500,16 @@ def _leases(snap: Snapshot) -> list[Finding]:
     return found
 
 
+def _cidr(address: IPInterface | None) -> str:
+    return address.with_prefixlen if address is not None else ""
+
+
 def _pools_of_networks(networks: tuple[Network, ...], snap: Snapshot) -> dict[str, str]:
     """pool_id -> network_id, for the pools that are a stored network's IPv4 or IPv6 subnet."""
     by_subnet = {
         subnet: net.network_id
         for net in networks
-        for subnet in (net.subnet, net.subnet6)
-        if subnet is not None
+        for subnet in (family.subnet for family in net.families.values())
     }
     result: dict[str, str] = {}
     for pool in snap.ipam.pools if snap.ipam else ():

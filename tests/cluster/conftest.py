@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from bench.etcd_cluster import EtcdCluster
-from tests.security.services import IPAM, Layout, PluginClient, Service, make_root, remove_tree
+from common.unixhttp import UnixClient
+from testkit.etcd import EtcdCluster
+from testkit.services import IPAM, Layout, Service, make_root
+from tests.security.services import remove_tree
 
 if shutil.which("etcd") is None:
     raise RuntimeError("etcd is not installed: run `bash deploy/etcd.sh` (make cluster does)")
@@ -29,8 +31,8 @@ class Host:
     def layout(self) -> Layout:
         return self.service.layout
 
-    def client(self) -> PluginClient:
-        return PluginClient(self.layout.socket(IPAM), timeout=30)
+    def client(self) -> UnixClient:
+        return UnixClient(self.layout.socket(IPAM), timeout=30)
 
 
 @pytest.fixture

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.unixhttp import UnixClient
 from tests.cluster.conftest import Host
-from tests.security.services import PluginClient, channel_call
+from tests.security.services import channel_call
 
 GATEWAY = {"RequestAddressType": "com.docker.network.gateway"}
 
 
-def call(client: PluginClient, method: str, body: dict[str, Any]) -> tuple[int, Any]:
+def call(client: UnixClient, method: str, body: dict[str, Any]) -> tuple[int, Any]:
     return client.call(f"IpamDriver.{method}", body)
 
 
@@ -24,7 +25,7 @@ def pool(host: Host, subnet: str = "", **options: str) -> str:
     return str(reply["PoolID"])
 
 
-def allocate(client: PluginClient, pool_id: str, address: str = "") -> tuple[int, Any]:
+def allocate(client: UnixClient, pool_id: str, address: str = "") -> tuple[int, Any]:
     return call(client, "RequestAddress", {"PoolID": pool_id, "Address": address, "Options": {}})
 
 
@@ -32,7 +33,7 @@ def address_of(reply: Any) -> str:
     return str(reply["Address"]).split("/")[0]
 
 
-def release(client: PluginClient, pool_id: str, address: str) -> tuple[int, Any]:
+def release(client: UnixClient, pool_id: str, address: str) -> tuple[int, Any]:
     return call(client, "ReleaseAddress", {"PoolID": pool_id, "Address": address})
 
 

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
+from testkit.services import IPAM, REPO, Layout, Service, make_root
 from tests.cluster.helpers import address_of, allocate, pool
-from tests.security.services import IPAM, REPO, Layout, Service, make_root, remove_tree
+from tests.security.services import remove_tree
 
 
 @pytest.mark.parametrize(

@@ -3,22 +3,20 @@
 The fuzz runs the services in-process with fake data paths, but the guard is the same as for
 the other root suites so a mistake (a real effect slipping in) can never reach the host.
 At the end of the session the per-target case counts are printed and written to
-tests/fuzz/last_run.json.
+tests/results/fuzz.json (not tracked).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
 
 from tests.fuzz import hostile
 from tests.integration.nettools import require_throwaway_netns
+from tests.support.files import result_path, save_result
 
 require_throwaway_netns()
 
-LAST_RUN = Path(__file__).with_name("last_run.json")
 _started = time.monotonic()
 
 
@@ -32,7 +30,7 @@ def pytest_sessionfinish(session, exitstatus):
         "targets": dict(sorted(hostile.COUNTS.items())),
         "outcomes": {k: dict(sorted(v.items())) for k, v in sorted(hostile.OUTCOMES.items())},
     }
-    LAST_RUN.write_text(json.dumps(report, indent=2) + "\n")
+    save_result("fuzz", report)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -40,7 +38,7 @@ def pytest_terminal_summary(terminalreporter):
         return
     terminalreporter.write_line(
         f"fuzz: {sum(hostile.COUNTS.values())} cases over {len(hostile.COUNTS)} targets "
-        f"in {time.monotonic() - _started:.1f} s (per target: {LAST_RUN.name})"
+        f"in {time.monotonic() - _started:.1f} s (per target: {result_path('fuzz')})"
     )
 
 

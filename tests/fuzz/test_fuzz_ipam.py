@@ -27,8 +27,10 @@ from common.channel import VERSION, ChannelClient, ChannelServer
 from common.store import Store
 from ipam import channel as ipam_channel
 from ipam.handlers import build_app
+from ipam.pools import DefaultPool
 from ipam.service import IpamService
 from tests.fuzz import hostile
+from tests.support.files import dockerd_trace
 
 EXAMPLES = int(os.environ.get("ROUTED_FUZZ_EXAMPLES", "200"))
 METHODS = [
@@ -46,7 +48,9 @@ HEX = "0123456789abcdef"
 class IpamRig:
     def __init__(self, root: Path) -> None:
         self.store = Store(root / "state" / "routed-ipam.db")
-        self.service = IpamService(self.store, ipaddress.IPv4Network("100.64.0.0/10"), 16)
+        self.service = IpamService(
+            self.store, DefaultPool(ipaddress.IPv4Network("100.64.0.0/10"), 16)
+        )
         self.client = httpx.Client(
             transport=httpx.WSGITransport(app=build_app(self.service).wsgi()),
             base_url="http://plugin.moby.localhost",
@@ -65,7 +69,7 @@ class IpamRig:
         for pool_id in list(pools):
             assert self.post("IpamDriver.ReleasePool", {"PoolID": pool_id}).status_code == 200
         self.bases = {}
-        calls = [c for c in hostile.trace() if c["plugin"] == "ipam"]
+        calls = dockerd_trace("ipam")
         pool = self.post("IpamDriver.RequestPool", calls[3]["body"])
         assert pool.status_code == 200, pool.text
         pool_id = pool.json()["PoolID"]

@@ -31,6 +31,7 @@ from netdriver.firewall import WAIT_S, IptablesFirewall, RuleSync
 from netdriver.handlers import build_plugin
 from netdriver.outbox import Outbox
 from tests.fuzz import hostile
+from tests.support.files import dockerd_trace
 from tests.unit.test_net_fakes import FakeClient, FakeDatapath
 
 EXAMPLES = int(os.environ.get("ROUTED_FUZZ_EXAMPLES", "200"))
@@ -218,7 +219,7 @@ class NetRig:
             base_url="http://plugin.moby.localhost",
         )
         self.bases: dict[str, list[dict[str, Any]]] = {}
-        for call in hostile.trace():
+        for call in dockerd_trace():
             if call["plugin"] == "net":
                 self.bases.setdefault(call["path"].lstrip("/"), []).append(call["body"])
         for method, bodies in EXTRA_BASES.items():

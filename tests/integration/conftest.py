@@ -13,7 +13,7 @@ from pyroute2 import IPRoute
 
 from common.store import Store
 from netdriver.datapath import LinuxDatapath
-from netdriver.driver import Driver, NetworkRequest
+from netdriver.driver import Driver, NetworkRequest, PoolRequest
 from netdriver.firewall import IptablesFirewall, RuleSync
 from netdriver.handlers import join_reply
 from netdriver.options import NetworkOptions
@@ -72,12 +72,16 @@ class Host:
         self.driver.create_network(
             NetworkRequest(
                 network_id=network_id,
-                pool=ipaddress.IPv4Network(pool) if pool else None,
-                gateway=ipaddress.IPv4Address(gateway) if gateway else None,
+                pools={
+                    version: PoolRequest(
+                        ipaddress.ip_network(subnet),
+                        ipaddress.ip_address(address) if address else None,
+                    )
+                    for version, subnet, address in ((4, pool, gateway), (6, pool6, gateway6))
+                    if subnet
+                },
                 options=NetworkOptions(**options),
                 internal=internal,
-                pool6=ipaddress.IPv6Network(pool6) if pool6 else None,
-                gateway6=ipaddress.IPv6Address(gateway6) if gateway6 else None,
             )
         )
         return network_id
@@ -92,10 +96,7 @@ class Host:
     ) -> dict[str, Any]:
         """CreateEndpoint + Join, as dockerd calls them; returns the Join reply."""
         self.driver.create_endpoint(
-            network_id,
-            endpoint_id,
-            ipaddress.IPv4Interface(address) if address else None,
-            ipaddress.IPv6Interface(address6) if address6 else None,
+            network_id, endpoint_id, [ipaddress.ip_interface(a) for a in (address, address6) if a]
         )
         return join_reply(self.driver.join(network_id, endpoint_id))
 

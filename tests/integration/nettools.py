@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -53,6 +54,22 @@ def ping(address: str, ns: str | None = None, timeout_s: float = 1.0) -> float |
     prefix = ["ip", "netns", "exec", ns] if ns else []
     done = run(*prefix, sys.executable, str(PING), address, str(timeout_s), check=False)
     return float(done.stdout) if done.returncode == 0 else None
+
+
+def route_exists(container_ip: ipaddress.IPv4Address | ipaddress.IPv6Address, veth: str) -> bool:
+    """A host route to exactly `container_ip` (/32 or /128) out of `veth`."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=veth)
+        if not found:
+            return False
+        family = socket.AF_INET if container_ip.version == 4 else socket.AF_INET6
+        # A dump filtered here: get_routes(dst=...) would be a route *lookup* instead.
+        return any(
+            route.get_attr("RTA_DST") == str(container_ip)
+            and route["dst_len"] == container_ip.max_prefixlen
+            and route.get_attr("RTA_OIF") == found[0]
+            for route in ipr.get_routes(family=family)
+        )
 
 
 def sysctl(path: str) -> str:

@@ -8,7 +8,8 @@ import pytest
 from pyroute2 import IPRoute
 
 from netdriver.datapath import LinuxDatapath
-from tests.integration.nettools import ping, require_throwaway_netns, sysctl
+from netdriver.model import Attachment
+from tests.integration.nettools import ping, require_throwaway_netns, route_exists, sysctl
 
 require_throwaway_netns()
 
@@ -27,7 +28,7 @@ def routes_to(ipr, ip):
 
 def test_create_endpoint_builds_the_host_side(host):
     net = host.network("a", "198.51.100.0/24", mtu=1400)
-    host.driver.create_endpoint(net, EP, ipaddress.IPv4Interface("198.51.100.5/32"))
+    host.driver.create_endpoint(net, EP, [ipaddress.IPv4Interface("198.51.100.5/32")])
     with IPRoute() as ipr:
         veth, peer = link(ipr, HOST_VETH), link(ipr, PEER)
         assert veth is not None and peer is not None
@@ -49,15 +50,18 @@ def test_create_endpoint_builds_the_host_side(host):
 def test_create_endpoint_twice_is_harmless(host):
     net = host.network("a", "198.51.100.0/24")
     for _ in range(2):
-        host.driver.create_endpoint(net, EP, ipaddress.IPv4Interface("198.51.100.5/32"))
+        host.driver.create_endpoint(net, EP, [ipaddress.IPv4Interface("198.51.100.5/32")])
     datapath = LinuxDatapath()
     for _ in range(2):  # the effect layer itself is idempotent too
         datapath.create_endpoint(
             HOST_VETH,
             PEER,
             1500,
-            ipaddress.IPv4Address("169.254.1.1"),
-            ipaddress.IPv4Address("198.51.100.5"),
+            [
+                Attachment(
+                    ipaddress.IPv4Address("198.51.100.5"), ipaddress.IPv4Address("169.254.1.1")
+                )
+            ],
         )
     with IPRoute() as ipr:
         assert len(routes_to(ipr, "198.51.100.5")) == 1
@@ -108,7 +112,7 @@ def test_lifecycle_cost_on_real_veths(host):
     for n in range(rounds):
         endpoint_id = f"{n:02x}" * 32
         host.driver.create_endpoint(
-            net, endpoint_id, ipaddress.IPv4Interface(f"198.51.100.{n + 10}/32")
+            net, endpoint_id, [ipaddress.IPv4Interface(f"198.51.100.{n + 10}/32")]
         )
         host.driver.join(net, endpoint_id)
         host.driver.leave(net, endpoint_id)
@@ -125,10 +129,10 @@ def test_lifecycle_cost_on_real_veths(host):
 @pytest.mark.parametrize("prefix", [32, 24])
 def test_route_exists_helper(host, prefix):
     net = host.network("a", "198.51.100.0/24")
-    host.driver.create_endpoint(net, EP, ipaddress.IPv4Interface(f"198.51.100.5/{prefix}"))
+    host.driver.create_endpoint(net, EP, [ipaddress.IPv4Interface(f"198.51.100.5/{prefix}")])
     datapath = LinuxDatapath()
-    assert datapath.route_exists(ipaddress.IPv4Address("198.51.100.5"), HOST_VETH)
-    assert not datapath.route_exists(ipaddress.IPv4Address("198.51.100.6"), HOST_VETH)
+    assert route_exists(ipaddress.IPv4Address("198.51.100.5"), HOST_VETH)
+    assert not route_exists(ipaddress.IPv4Address("198.51.100.6"), HOST_VETH)
     assert datapath.link_exists(HOST_VETH) and HOST_VETH in datapath.links()
 
 

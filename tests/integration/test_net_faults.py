@@ -94,7 +94,7 @@ def test_a_stuck_reaper_fails_calls_in_bounded_time_naming_it(
         # dockerd replays CreateEndpoint for the endpoint the reaper still has
         started = time.monotonic()
         with pytest.raises(PluginError, match="veth reaper is stuck"):
-            host.driver.create_endpoint(net, EP, ipaddress.IPv4Interface("198.51.100.5/32"))
+            host.driver.create_endpoint(net, EP, [ipaddress.IPv4Interface("198.51.100.5/32")])
         assert time.monotonic() - started < BOUND_S
     finally:
         release.set()
@@ -119,7 +119,7 @@ def test_a_stuck_netlink_worker_fails_create_endpoint_and_leaves_nothing(
     started = time.monotonic()
     try:
         with pytest.raises(PluginError, match="netlink worker is stuck: create_endpoint"):
-            host.driver.create_endpoint(net, EP, ipaddress.IPv4Interface("198.51.100.5/32"))
+            host.driver.create_endpoint(net, EP, [ipaddress.IPv4Interface("198.51.100.5/32")])
         assert time.monotonic() - started < BOUND_S
         assert host.driver.endpoints == {}
     finally:

@@ -11,7 +11,14 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_TENTATIVE
 
 from netdriver.rules import forward_rules, nat_rules
-from tests.integration.nettools import add_uplink, ping, require_throwaway_netns, run, sysctl6
+from tests.integration.nettools import (
+    add_uplink,
+    ping,
+    require_throwaway_netns,
+    route_exists,
+    run,
+    sysctl6,
+)
 
 require_throwaway_netns()
 
@@ -61,7 +68,7 @@ def test_containers_talk_over_v6_with_a_link_local_gateway(host):
     net = host.network("a", V4_A, pool6=V6_A)  # no IPv6 gateway from IPAM: fe80::1:1
     first = host.run_container(net, A1, "198.51.100.5/32", "2001:db8:a::5/128")
     host.run_container(net, A2, "198.51.100.6/32", "2001:db8:a::6/128")
-    assert host.driver.networks[net].gateway6.compressed == "fe80::1:1"
+    assert host.driver.networks[net].gateway_of(6).compressed == "fe80::1:1"
     assert ping("2001:db8:a::6", first.name) is not None
     assert ping("2001:db8:a::5") is not None
 
@@ -203,14 +210,12 @@ def test_cleanup_leaves_no_v6_route_veth_or_rule(host):
 def test_delete_endpoint_with_the_veth_kept_removes_the_v6_route(host):
     # The route is deleted with exactly the attributes it was added with: nothing leaks
     # even if the link survived (here: delete the route while the veth still exists).
-    from netdriver.datapath import LinuxDatapath
 
     net = host.network("a", V4_A, pool6=V6_A)
     host.endpoint(net, A1, "198.51.100.5/32", "2001:db8:a::5/128")
     import ipaddress
 
-    datapath = LinuxDatapath()
-    assert datapath.route_exists(ipaddress.IPv6Address("2001:db8:a::5"), VETH_A1)
+    assert route_exists(ipaddress.IPv6Address("2001:db8:a::5"), VETH_A1)
     host.driver.delete_endpoint(net, A1)
     host.datapath.flush()  # veths go away on the reaper thread
     assert v6_routes("2001:db8:a::5") == []

@@ -24,29 +24,18 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute, NetlinkError
 
-from tests.security.services import (
-    IPAM,
-    NET,
-    Layout,
-    PluginClient,
-    Service,
-    channel_call,
-    fd_count,
-    make_root,
-    records,
-    remove_tree,
-    rss_kib,
-)
+from common.unixhttp import UnixClient
+from testkit.services import IPAM, NET, Layout, Service, make_root, records
+from tests.security.services import channel_call, fd_count, remove_tree, rss_kib
+from tests.support.files import save_result
 
 WAVES = int(os.environ.get("ROUTED_LOAD_WAVES", "4"))
 PER_WAVE = int(os.environ.get("ROUTED_LOAD_ENDPOINTS", "1000"))
 RSS_SLACK_KIB = 4 * 1024  # "flat": under 4 MiB of growth from wave 2 to the last wave
 SUBNET = "10.150.0.0/20"  # 4094 addresses: room for a wave of 1,000 and the cursor to move
-RESULTS = Path(__file__).with_name("last_run.json")
-RUN: dict[str, int] = {}
 
 
-@pytest.fixture
+@contextlib.contextmanager
 def stack() -> Iterator[tuple[Layout, Service, Service]]:
     root = make_root("rtload-")
     layout = Layout(root)
@@ -104,7 +93,7 @@ def wait_outbox_empty(layout: Layout, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
-def ok(client: PluginClient, method: str, body: dict[str, Any]) -> Any:
+def ok(client: UnixClient, method: str, body: dict[str, Any]) -> Any:
     status, reply = client.call(method, body)
     assert status == 200, (method, body, reply)
     return reply
@@ -114,8 +103,8 @@ def ok(client: PluginClient, method: str, body: dict[str, Any]) -> Any:
 class EndpointMaker:
     """One endpoint as dockerd makes and ends it: RequestAddress + CreateEndpoint, and back."""
 
-    ipam: PluginClient
-    net: PluginClient
+    ipam: UnixClient
+    net: UnixClient
     pool_id: str
     network_id: str
 
@@ -149,9 +138,49 @@ class EndpointMaker:
         )
 
 
-def test_waves_of_a_thousand_endpoints_leak_nothing(stack) -> None:
-    layout, _ipam, net = stack
-    ipam_client, net_client = PluginClient(layout.socket(IPAM)), PluginClient(layout.socket(NET))
+@dataclass
+class WaveRun:
+    """What the waves measured: the baseline, a peak and an after row per wave, and for every
+    wave whose fd count moved, the fds that are new since the baseline."""
+
+    baseline: dict[str, Any]
+    table: list[dict[str, Any]]
+    new_fds: dict[int, list[str]]
+
+    @property
+    def rss_growth_kib(self) -> int:
+        """From the end of wave 2 (wave 1 warms allocator pools) to the end of the last."""
+        afters = [row for row in self.table if row["phase"] == "after"]
+        return int(afters[-1]["rss_kib"] - afters[min(1, len(afters) - 1)]["rss_kib"])
+
+
+@pytest.fixture(scope="module")
+def waves() -> Iterator[WaveRun]:
+    """Runs the waves once for the tests of this module, whichever of them runs (first)."""
+    with stack() as (layout, _ipam, net):
+        ipam_client = UnixClient(layout.socket(IPAM), timeout=30)
+        net_client = UnixClient(layout.socket(NET), timeout=30)
+        try:
+            run = run_waves(layout, net, ipam_client, net_client)
+        finally:
+            ipam_client.close()
+            net_client.close()
+    save_result(
+        "load",
+        {
+            "waves": WAVES,
+            "per_wave": PER_WAVE,
+            "rss_growth_kib_wave2_to_last": run.rss_growth_kib,
+            "table": run.table,
+        },
+    )
+    print_table(run.table)
+    yield run
+
+
+def run_waves(
+    layout: Layout, net: Service, ipam_client: UnixClient, net_client: UnixClient
+) -> WaveRun:
     pool = ok(
         ipam_client,
         "IpamDriver.RequestPool",
@@ -188,68 +217,56 @@ def test_waves_of_a_thousand_endpoints_leak_nothing(stack) -> None:
     time.sleep(3)  # the warm-up's veths finish unregistering
     baseline = measure(layout, net, pool["PoolID"])
     fd_targets = {p.name: str(p.readlink()) for p in Path(f"/proc/{net.pid}/fd").iterdir()}
-    table: list[dict[str, Any]] = [{"wave": "baseline", "phase": "", **baseline}]
+    run = WaveRun(baseline, [{"wave": "baseline", "phase": "", **baseline}], {})
     print(f"\nload: {WAVES} waves of {PER_WAVE} endpoints")
-    try:
-        for wave in range(1, WAVES + 1):
-            started = time.monotonic()
-            endpoints = []
-            for _ in range(PER_WAVE):
-                endpoints.append(pair.attach())
-            create_s = time.monotonic() - started
-            peak = measure(layout, net, pool["PoolID"])
-            table.append({"wave": wave, "phase": "peak", "seconds": round(create_s, 1), **peak})
-            assert peak["veths"] == baseline["veths"] + 2 * PER_WAVE, peak
-            assert peak["routes32"] == baseline["routes32"] + PER_WAVE, peak
-            assert peak["endpoints"] == baseline["endpoints"] + PER_WAVE, peak
-            assert peak["leases"] == baseline["leases"] + PER_WAVE, peak
-            started = time.monotonic()
-            for endpoint in endpoints:
-                pair.detach(*endpoint)
-            delete_s = time.monotonic() - started
-            wait_outbox_empty(layout)
-            # The kernel unregisters deleted veths asynchronously (they stay in link dumps for
-            # a second or two after RTM_DELLINK returned): give it a bounded time to settle.
-            settle_started = time.monotonic()
+    for wave in range(1, WAVES + 1):
+        started = time.monotonic()
+        endpoints = [pair.attach() for _ in range(PER_WAVE)]
+        create_s = time.monotonic() - started
+        peak = measure(layout, net, pool["PoolID"])
+        run.table.append({"wave": wave, "phase": "peak", "seconds": round(create_s, 1), **peak})
+        started = time.monotonic()
+        for endpoint in endpoints:
+            pair.detach(*endpoint)
+        delete_s = time.monotonic() - started
+        wait_outbox_empty(layout)
+        # The kernel unregisters deleted veths asynchronously (they stay in link dumps for
+        # a second or two after RTM_DELLINK returned): give it a bounded time to settle.
+        settle_started = time.monotonic()
+        after = measure(layout, net, pool["PoolID"])
+        while after["veths"] != baseline["veths"] and time.monotonic() - settle_started < 30:
+            time.sleep(0.5)
             after = measure(layout, net, pool["PoolID"])
-            while after["veths"] != baseline["veths"] and time.monotonic() - settle_started < 30:
-                time.sleep(0.5)
-                after = measure(layout, net, pool["PoolID"])
-            after["settle_s"] = round(time.monotonic() - settle_started, 1)
-            table.append({"wave": wave, "phase": "after", "seconds": round(delete_s, 1), **after})
-            print(json.dumps(table[-2]), "\n" + json.dumps(table[-1]))
-            for key in ("veths", "routes32", "rules", "endpoints", "outbox", "leases"):
-                assert after[key] == baseline[key], (wave, key, after[key], baseline[key])
-            if abs(after["fds"] - baseline["fds"]) > 2:
-                now = {p.name: str(p.readlink()) for p in Path(f"/proc/{net.pid}/fd").iterdir()}
-                new = sorted(v for k, v in now.items() if fd_targets.get(k) != v)
-                raise AssertionError(f"wave {wave}: fds {baseline['fds']} -> {after['fds']}: {new}")
-        afters = [row for row in table if row["phase"] == "after"]
-        growth = afters[-1]["rss_kib"] - afters[min(1, len(afters) - 1)]["rss_kib"]
-        RESULTS.write_text(
-            json.dumps(
-                {
-                    "waves": WAVES,
-                    "per_wave": PER_WAVE,
-                    "rss_growth_kib_wave2_to_last": growth,
-                    "table": table,
-                },
-                indent=2,
+        after["settle_s"] = round(time.monotonic() - settle_started, 1)
+        run.table.append({"wave": wave, "phase": "after", "seconds": round(delete_s, 1), **after})
+        print(json.dumps(run.table[-2]), "\n" + json.dumps(run.table[-1]))
+        if abs(after["fds"] - baseline["fds"]) > 2:
+            now = {p.name: str(p.readlink()) for p in Path(f"/proc/{net.pid}/fd").iterdir()}
+            run.new_fds[wave] = sorted(v for k, v in now.items() if fd_targets.get(k) != v)
+    return run
+
+
+def test_waves_of_a_thousand_endpoints_leak_nothing(waves: WaveRun) -> None:
+    baseline = waves.baseline
+    for row in waves.table[1:]:
+        wave = row["wave"]
+        if row["phase"] == "peak":
+            assert row["veths"] == baseline["veths"] + 2 * PER_WAVE, row
+            assert row["routes32"] == baseline["routes32"] + PER_WAVE, row
+            assert row["endpoints"] == baseline["endpoints"] + PER_WAVE, row
+            assert row["leases"] == baseline["leases"] + PER_WAVE, row
+            continue
+        for key in ("veths", "routes32", "rules", "endpoints", "outbox", "leases"):
+            assert row[key] == baseline[key], (wave, key, row[key], baseline[key])
+        if wave in waves.new_fds:
+            raise AssertionError(
+                f"wave {wave}: fds {baseline['fds']} -> {row['fds']}: {waves.new_fds[wave]}"
             )
-            + "\n"
-        )
-        print_table(table)
-        RUN["rss_growth_kib"] = growth
-    finally:
-        ipam_client.close()
-        net_client.close()
 
 
-def test_rss_is_flat_across_waves() -> None:
-    """Reads what the wave test measured (it runs first, in file order)."""
-    assert "rss_growth_kib" in RUN, "test_waves_of_a_thousand_endpoints_leak_nothing did not finish"
+def test_rss_is_flat_across_waves(waves: WaveRun) -> None:
     assert WAVES >= 3, "needs at least 3 waves to compare wave 2 with the last"
-    growth = RUN["rss_growth_kib"]
+    growth = waves.rss_growth_kib
     assert growth < RSS_SLACK_KIB, f"RSS grew {growth} KiB from the end of wave 2 to the last wave"
 
 

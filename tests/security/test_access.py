@@ -22,16 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.services import (
-    IPAM,
-    NET,
-    REPO,
-    Layout,
-    descendants,
-    make_root,
-    remove_tree,
-    wait_for_socket,
-)
+from testkit.services import IPAM, NET, REPO, Layout, make_root, wait_for_socket
+from tests.security.services import descendants, remove_tree
 
 PROBE = Path(__file__).with_name("probe.py")
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]

@@ -26,29 +26,14 @@ from typing import Any
 
 import pytest
 
-from tests.security.services import (
-    IPAM,
-    NET,
-    Layout,
-    PluginClient,
-    Service,
-    channel_call,
-    integrity,
-    make_root,
-    records,
-    remove_tree,
-)
+from common.unixhttp import UnixClient
+from testkit.services import IPAM, NET, Layout, Service, make_root, records
+from tests.security.services import channel_call, integrity, remove_tree
+from tests.support.files import update_result
 
-RESULTS = Path(__file__).with_name("last_run.json")
 KILL_ROUNDS = int(os.environ.get("ROUTED_KILL_ROUNDS", "10"))
 PEER_DOWN_S = float(os.environ.get("ROUTED_PEER_DOWN_S", "30"))
 CHANNEL_TIMEOUT_MS = 1000  # routed-net's ChannelClient timeout (netdriver/__main__.py)
-
-
-def save_result(key: str, value: Any) -> None:
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data[key] = value
-    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
 
 
 @pytest.fixture
@@ -85,7 +70,7 @@ class Allocator(threading.Thread):
 
     def __init__(self, socket: Path, pool_id: str) -> None:
         super().__init__(daemon=True, name="allocator")
-        self.client = PluginClient(socket, timeout=10)
+        self.client = UnixClient(socket, timeout=10)
         self.pool_id = pool_id
         self.held: set[str] = set()
         self.duplicates: list[str] = []
@@ -158,16 +143,17 @@ class Allocator(threading.Thread):
 def test_ipam_killed_mid_write_loses_and_duplicates_nothing(layout: Layout) -> None:
     ipam = service(layout, IPAM)
     ipam.start()
-    status, body = PluginClient(layout.socket(IPAM)).call(
-        "IpamDriver.RequestPool",
-        {
-            "AddressSpace": "LocalDefault",
-            "Pool": "10.200.0.0/16",
-            "SubPool": "",
-            "Options": {},
-            "V6": False,
-        },
-    )
+    with UnixClient(layout.socket(IPAM), timeout=30) as client:
+        status, body = client.call(
+            "IpamDriver.RequestPool",
+            {
+                "AddressSpace": "LocalDefault",
+                "Pool": "10.200.0.0/16",
+                "SubPool": "",
+                "Options": {},
+                "V6": False,
+            },
+        )
     assert status == 200, body
     pool_id = body["PoolID"]
     allocator = Allocator(layout.socket(IPAM), pool_id)
@@ -218,7 +204,7 @@ def test_ipam_killed_mid_write_loses_and_duplicates_nothing(layout: Layout) -> N
         "per_round": rounds,
     }
     print("kill -9:", json.dumps({k: v for k, v in summary.items() if k != "per_round"}))
-    save_result("kill9", summary)
+    update_result("security", "kill9", summary)
 
 
 # -- 2. the ZeroMQ peer down for a long time ----------------------------------------------------
@@ -250,7 +236,7 @@ def test_bindings_wait_for_ipam_and_arrive_in_order_once(layout: Layout) -> None
     channel_log = layout.root / "channel.log"
     ipam = service(layout, IPAM, ROUTED_TEST_CHANNEL_LOG=str(channel_log))
     ipam.start([sys.executable, "-c", RECORDING_IPAM])
-    ipam_client = PluginClient(layout.socket(IPAM))
+    ipam_client = UnixClient(layout.socket(IPAM), timeout=30)
     status, pool = ipam_client.call(
         "IpamDriver.RequestPool",
         {
@@ -275,7 +261,7 @@ def test_bindings_wait_for_ipam_and_arrive_in_order_once(layout: Layout) -> None
 
     net = service(layout, NET)
     net.start()
-    client = PluginClient(layout.socket(NET))
+    client = UnixClient(layout.socket(NET), timeout=30)
     network_id = uuid.uuid4().hex * 2
     status, body = client.call(
         "NetworkDriver.CreateNetwork",
@@ -367,7 +353,7 @@ def test_bindings_wait_for_ipam_and_arrive_in_order_once(layout: Layout) -> None
         "held_at_end": sum(1 for h in holders.values() if h),
     }
     print("peer down:", json.dumps(summary))
-    save_result("peer_down", summary)
+    update_result("security", "peer_down", summary)
     # Generous functional bound only: no call may have waited for a channel timeout.
     assert max(latencies) < CHANNEL_TIMEOUT_MS, summary
     client.close()

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipam.bitmap import Bitmap
+from testkit.ipam import bitmap_bytes, fill_bitmap
 
 
 def model_next_free(taken: set[int], start: int, low: int, high: int) -> int | None:
@@ -58,7 +59,7 @@ def test_full_bitmap_has_no_free_offset_and_padding_never_leaks():
 def test_search_across_full_words_crosses_summary_levels():
     size = 64**3
     bitmap = Bitmap(size)
-    bitmap.fill(1.0)
+    fill_bitmap(bitmap, 1.0)
     assert bitmap.count == size
     bitmap.clear(size - 1)
     bitmap.clear(7)
@@ -74,7 +75,7 @@ def test_search_across_full_words_crosses_summary_levels():
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 0.99, 1.0])
 def test_fill_takes_the_requested_fraction_evenly(fraction):
     bitmap = Bitmap(10_000)
-    bitmap.fill(fraction)
+    fill_bitmap(bitmap, fraction)
     assert bitmap.count == sum(bitmap.is_set(o) for o in range(10_000))
     assert abs(bitmap.count - fraction * 10_000) <= 64
     # Evenly spread: every window of 1000 has about the same fill.
@@ -88,7 +89,7 @@ def test_fill_takes_the_requested_fraction_evenly(fraction):
 
 def test_a_slash_10_stays_under_one_mebibyte():
     bitmap = Bitmap(1 << 22)
-    assert bitmap.nbytes() < 600 * 1024
+    assert bitmap_bytes(bitmap) < 600 * 1024
 
 
 class CountingArray:
@@ -107,9 +108,9 @@ class CountingArray:
 
 def words_read_for_search(size: int, fraction: float) -> int:
     bitmap = Bitmap(size)
-    bitmap.fill(fraction)
+    fill_bitmap(bitmap, fraction)
     counter = [0]
-    bitmap._levels = [CountingArray(level, counter) for level in bitmap._levels]
+    bitmap.levels = [CountingArray(level, counter) for level in bitmap.levels]
     # Worst case: search from just past the only free area.
     bitmap.first_free(1)
     bitmap.next_free(size - 1)
@@ -122,10 +123,10 @@ def test_search_reads_a_bounded_number_of_words_whatever_the_fill():
         assert max(reads) <= 4 * 4  # two searches of at most 2 * levels reads each, levels <= 4
     # Completely full but for the last offset: still bounded.
     bitmap = Bitmap(1 << 22)
-    bitmap.fill(1.0)
+    fill_bitmap(bitmap, 1.0)
     bitmap.clear((1 << 22) - 1)
     counter = [0]
-    bitmap._levels = [CountingArray(level, counter) for level in bitmap._levels]
+    bitmap.levels = [CountingArray(level, counter) for level in bitmap.levels]
     assert bitmap.first_free(0) == (1 << 22) - 1
     assert counter[0] <= 8
 

@@ -13,6 +13,7 @@ import pytest
 from common.channel import ChannelClient, request
 from common.store import Store
 from ipam import channel
+from ipam.pools import DefaultPool
 from ipam.service import IpamService
 
 EP1, EP2, NET = "1" * 64, "2" * 64, "3" * 64
@@ -21,7 +22,7 @@ EP1, EP2, NET = "1" * 64, "2" * 64, "3" * 64
 @pytest.fixture
 def service(tmp_path):
     store = Store(tmp_path / "routed-ipam.db")
-    service = IpamService(store, ipaddress.IPv4Network("100.64.0.0/10"), 16)
+    service = IpamService(store, DefaultPool(ipaddress.IPv4Network("100.64.0.0/10"), 16))
     pool = service.run(
         lambda ipam: ipam.request_pool(
             "LocalDefault", ipaddress.ip_network("10.5.0.0/24"), None, {}, False

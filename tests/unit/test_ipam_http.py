@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 
 from common.store import Store
 from ipam.handlers import build_app
+from ipam.pools import DefaultPool
 from ipam.service import IpamService
+from tests.support.files import dockerd_trace
 
-TRACE = (
-    Path(__file__).resolve().parents[3] / "shared" / "reference" / "dockerd-20.10-requests.jsonl"
-)
 GATEWAY = {"RequestAddressType": "com.docker.network.gateway"}
 
 
@@ -28,7 +26,7 @@ def store(tmp_path):
 
 @pytest.fixture
 def client(store):
-    service = IpamService(store, ipaddress.IPv4Network("100.64.0.0/10"), 16)
+    service = IpamService(store, DefaultPool(ipaddress.IPv4Network("100.64.0.0/10"), 16))
     with httpx.Client(
         transport=httpx.WSGITransport(app=build_app(service).wsgi()), base_url="http://plugin"
     ) as client:
@@ -194,9 +192,7 @@ def test_oversized_body_is_refused(client, store):
 
 
 def test_replay_of_the_dockerd_trace(client):
-    assert TRACE.is_file(), f"reference trace missing: {TRACE}"
-    calls = [json.loads(line) for line in TRACE.read_text().splitlines() if line.strip()]
-    calls = [c for c in calls if c["plugin"] == "ipam"]
+    calls = dockerd_trace("ipam")
     assert calls, "no ipam calls in the trace"
     pool_ids: dict[str, str] = {}
     held: set[str] = set()

@@ -7,7 +7,8 @@ import ipaddress
 import pytest
 
 from common.errors import BadRequest, PluginError
-from ipam.pools import Conflict, Ipam
+from ipam.pools import Conflict, DefaultPool, Ipam
+from testkit.ipam import fill_pool
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
@@ -16,7 +17,7 @@ SPACE = "LocalDefault"
 
 @pytest.fixture
 def ipam() -> Ipam:
-    return Ipam(ipaddress.IPv4Network("100.64.0.0/10"), 16)
+    return Ipam(DefaultPool(ipaddress.IPv4Network("100.64.0.0/10"), 16))
 
 
 def subnet_pool(ipam, subnet="10.99.0.0/24", sub_pool=None, options=None, space=SPACE):
@@ -38,7 +39,7 @@ def test_subnet_is_honoured_and_pool_ids_name_pool_and_sub_pool(ipam):
 
 
 def test_default_pools_are_distinct_rotate_and_are_refused_when_exhausted():
-    ipam = Ipam(ipaddress.IPv4Network("100.64.0.0/14"), 16)  # 4 blocks
+    ipam = Ipam(DefaultPool(ipaddress.IPv4Network("100.64.0.0/14"), 16))  # 4 blocks
     first = [ipam.request_pool(SPACE, None, None, {}, False) for _ in range(4)]
     assert [str(p.network) for p in first] == [f"100.{64 + i}.0.0/16" for i in range(4)]
     with pytest.raises(PluginError, match=r"no free /16 left in default pool 100.64.0.0/14"):
@@ -258,9 +259,9 @@ def test_status_lists_pools_and_leases(ipam):
 
 
 def test_a_nearly_full_slash_10_still_allocates_every_free_address_once():
-    ipam = Ipam(ipaddress.IPv4Network("100.64.0.0/10"), 16)
+    ipam = Ipam(DefaultPool(ipaddress.IPv4Network("100.64.0.0/10"), 16))
     pool = subnet_pool(ipam, "100.64.0.0/10")
-    pool.fill(0.999)
+    fill_pool(pool, 0.999)
     free = pool.bitmap.size - pool.bitmap.count
     pool.cursor = pool.bitmap.size // 2
     seen = {take(ipam, pool).address for _ in range(free)}

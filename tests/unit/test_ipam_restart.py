@@ -6,11 +6,15 @@ import ipaddress
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from common.store import Store
+from ipam.pools import DefaultPool
 from ipam.service import IpamService
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +23,7 @@ ip = ipaddress.ip_address
 
 
 def open_service(path: Path) -> IpamService:
-    return IpamService(Store(path), DEFAULT, 16)
+    return IpamService(Store(path), DefaultPool(DEFAULT, 16))
 
 
 def test_rebuild_restores_pools_leases_holders_and_cursors(tmp_path):
@@ -56,34 +60,51 @@ def test_rebuild_restores_pools_leases_holders_and_cursors(tmp_path):
     service.store.close()
 
 
-def test_a_failed_write_leaves_memory_as_the_store_says(tmp_path):
+def test_a_failed_write_leaves_memory_as_the_store_says(tmp_path, monkeypatch):
     service = open_service(tmp_path / "ipam.db")
     pool = service.run(
         lambda i: i.request_pool(
             "LocalDefault", ipaddress.ip_network("10.1.0.0/24"), None, {}, False
         )
     )
-    service.store.close()  # every write now fails
-    try:
-        service.run(lambda i: i.request_address(pool.pool_id, None))
-    except Exception:
-        pass
-    else:
-        raise AssertionError("a write to a closed store should fail")
-    service.store = Store(tmp_path / "ipam.db")
-    service.ipam = service._load()
+
+    def disk_full():
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(service.store, "transaction", disk_full)  # writes fail, reads work
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            service.run(lambda i: i.request_address(pool.pool_id, None))
+    # The service reloaded itself: the address it could not store is not held in memory.
     assert service.ipam.pools[pool.pool_id].leases == {}
     assert (
         str(service.run(lambda i: i.request_address(pool.pool_id, None))[1].address) == "10.1.0.1"
     )
+    service.store.close()
+
+
+def test_a_failed_write_on_an_unreadable_store_keeps_no_state(tmp_path):
+    service = open_service(tmp_path / "ipam.db")
+    pool = service.run(
+        lambda i: i.request_pool(
+            "LocalDefault", ipaddress.ip_network("10.1.0.0/24"), None, {}, False
+        )
+    )
+    service.store.close()  # every write and every read now fails
+    with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+        service.run(lambda i: i.request_address(pool.pool_id, None))
+    # Nothing answers from the memory that ran ahead of the store: the reload is retried first.
+    with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+        service.run(lambda i: i.status())
 
 
 CHILD = r"""
 import ipaddress, os, pathlib, sys
 from common.store import Store
+from ipam.pools import DefaultPool
 from ipam.service import IpamService
 default = ipaddress.IPv4Network("100.64.0.0/10")
-service = IpamService(Store(pathlib.Path(sys.argv[1])), default, 16)
+service = IpamService(Store(pathlib.Path(sys.argv[1])), DefaultPool(default, 16))
 pool_id = "LocalDefault/10.7.0.0/16"
 subnet = ipaddress.ip_network("10.7.0.0/16")
 if pool_id not in service.ipam.pools:

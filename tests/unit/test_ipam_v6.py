@@ -14,8 +14,9 @@ from common.store import Store
 from ipam import channel
 from ipam.__main__ import default_pool6_config
 from ipam.handlers import build_app
-from ipam.pools import V6_WINDOW, Conflict, Ipam
+from ipam.pools import V6_WINDOW, Conflict, DefaultPool, Ipam
 from ipam.service import IpamService
+from testkit.ipam import bitmap_bytes, fill_pool
 from tests.unit.test_ipam_bitmap import CountingArray
 
 
@@ -35,7 +36,9 @@ EP1, NET1 = "1" * 64, "3" * 64
 
 @pytest.fixture
 def ipam() -> Ipam:
-    return Ipam(V4_DEFAULT, 16, ipaddress.IPv6Network("fd00:100::/48"), 64)
+    return Ipam(
+        DefaultPool(V4_DEFAULT, 16), DefaultPool(ipaddress.IPv6Network("fd00:100::/48"), 64)
+    )
 
 
 def v6_pool(ipam, subnet="2001:db8:1::/64", sub_pool=None, options=None):
@@ -64,7 +67,9 @@ def test_default_v6_pools_are_distinct_while_held_and_rotate(ipam):
 
 
 def test_small_default_v6_pool_is_exhausted_with_a_clear_error():
-    ipam = Ipam(V4_DEFAULT, 16, ipaddress.IPv6Network("fd00:100::/63"), 64)  # two /64s
+    ipam = Ipam(
+        DefaultPool(V4_DEFAULT, 16), DefaultPool(ipaddress.IPv6Network("fd00:100::/63"), 64)
+    )  # two /64s
     ipam.request_pool(SPACE, None, None, {}, True)
     ipam.request_pool(SPACE, None, None, {}, True)
     with pytest.raises(PluginError, match="ROUTED_DEFAULT_POOL6 / ROUTED_DEFAULT_PREFIX6"):
@@ -132,7 +137,7 @@ def test_ip_range_moves_the_window_and_statics_outside_it_still_work(ipam):
 
 def test_a_full_window_is_a_clear_error(ipam):
     pool = v6_pool(ipam)
-    pool.fill(1.0)
+    fill_pool(pool, 1.0)
     with pytest.raises(PluginError, match=f"its first {V6_WINDOW} addresses"):
         take(ipam, pool)
 
@@ -152,13 +157,13 @@ def test_wrong_family_requests_are_refused(ipam):
 
 def words_read_for_allocation(subnet: str, fill: float) -> tuple[int, int]:
     """Words of the bitmap read by one dynamic allocation, and the bitmap's size in bytes."""
-    ipam = Ipam(V4_DEFAULT, 16)
+    ipam = Ipam(DefaultPool(V4_DEFAULT, 16))
     pool = v6_pool(ipam, subnet)
-    pool.fill(fill)
+    fill_pool(pool, fill)
     pool.bitmap.clear(pool.bitmap.size - 1)  # the only free offset: the worst case
-    nbytes = pool.bitmap.nbytes()
+    nbytes = bitmap_bytes(pool.bitmap)
     counter = [0]
-    pool.bitmap._levels = [CountingReads(level, counter) for level in pool.bitmap._levels]
+    pool.bitmap.levels = [CountingReads(level, counter) for level in pool.bitmap.levels]
     take(ipam, pool)
     return counter[0], nbytes
 
@@ -179,7 +184,7 @@ def test_allocation_cost_and_memory_do_not_depend_on_the_pool_size():
 
 def test_v6_state_survives_a_restart(tmp_path):
     path = tmp_path / "ipam.db"
-    service = IpamService(Store(path), V4_DEFAULT, 16)
+    service = IpamService(Store(path), DefaultPool(V4_DEFAULT, 16))
     pool = service.run(lambda i: i.request_pool(SPACE, None, None, {}, True))
     service.run(lambda i: i.request_address(pool.pool_id, None, gateway=True))
     far = ip("fd00:100::ffff:0:0:1")
@@ -187,7 +192,7 @@ def test_v6_state_survives_a_restart(tmp_path):
     service.run(lambda i: i.request_address(pool.pool_id, None))
     before = service.run(lambda i: i.status())
     service.store.close()
-    service = IpamService(Store(path), V4_DEFAULT, 16)
+    service = IpamService(Store(path), DefaultPool(V4_DEFAULT, 16))
     try:
         assert service.run(lambda i: i.status()) == before
         restored = service.ipam.pools[pool.pool_id]
@@ -202,7 +207,7 @@ def test_v6_state_survives_a_restart(tmp_path):
 
 def test_channel_binds_and_reports_v6_addresses(tmp_path):
     store = Store(tmp_path / "ipam.db")
-    service = IpamService(store, V4_DEFAULT, 16)
+    service = IpamService(store, DefaultPool(V4_DEFAULT, 16))
     server = channel.server(service, "inproc://unused")
     try:
         pool = service.run(lambda i: v6_pool(i))
@@ -229,7 +234,7 @@ def test_channel_binds_and_reports_v6_addresses(tmp_path):
 def test_http_replay_of_a_dual_stack_network_and_container(tmp_path):
     """The bodies dockerd sends for `docker network create --ipv6 ...` then `docker run`."""
     store = Store(tmp_path / "ipam.db")
-    service = IpamService(store, V4_DEFAULT, 16)
+    service = IpamService(store, DefaultPool(V4_DEFAULT, 16))
     app = build_app(service).wsgi()
     with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://p") as client:
 

@@ -3,7 +3,7 @@ import ipaddress
 import pytest
 
 from common.errors import BadRequest, PluginError
-from netdriver.driver import NetworkRequest, StaticRoute
+from netdriver.driver import NetworkRequest, PoolRequest, StaticRoute
 from netdriver.options import NetworkOptions
 from tests.unit.test_net_fakes import EP_1, EP_2, NET_A, NET_B, rig_fixture  # noqa: F401 (fixture "rig")
 
@@ -15,15 +15,14 @@ IFACE = ipaddress.IPv4Interface
 def request(network_id=NET_A, pool="198.51.100.0/24", gateway=None, internal=False, **options):
     return NetworkRequest(
         network_id=network_id,
-        pool=NETWORK(pool),
-        gateway=IP(gateway) if gateway else None,
+        pools={4: PoolRequest(NETWORK(pool), IP(gateway) if gateway else None)},
         options=NetworkOptions(**options),
         internal=internal,
     )
 
 
 def with_endpoint(rig, address="198.51.100.5/32", endpoint_id=EP_1, network_id=NET_A):
-    rig.driver.create_endpoint(network_id, endpoint_id, IFACE(address))
+    rig.driver.create_endpoint(network_id, endpoint_id, [IFACE(address)])
 
 
 # -- networks -------------------------------------------------------------------------------
@@ -32,7 +31,7 @@ def with_endpoint(rig, address="198.51.100.5/32", endpoint_id=EP_1, network_id=N
 def test_create_network_honours_ipam_gateway_and_programs_rules(rig):
     rig.driver.create_network(request(gateway="198.51.100.1", mtu=1450))
     network = rig.driver.networks[NET_A]
-    assert network.gateway == IP("198.51.100.1")
+    assert network.gateway_of(4) == IP("198.51.100.1")
     assert network.options.mtu == 1450
     assert rig.firewall.current == [network]
 
@@ -40,14 +39,14 @@ def test_create_network_honours_ipam_gateway_and_programs_rules(rig):
 def test_missing_or_zero_gateway_gets_a_unique_link_local_one(rig):
     rig.driver.create_network(request())
     rig.driver.create_network(request(NET_B, "203.0.113.0/24", gateway="0.0.0.0"))
-    assert rig.driver.networks[NET_A].gateway == IP("169.254.1.1")
-    assert rig.driver.networks[NET_B].gateway == IP("169.254.1.2")
+    assert rig.driver.networks[NET_A].gateway_of(4) == IP("169.254.1.1")
+    assert rig.driver.networks[NET_B].gateway_of(4) == IP("169.254.1.2")
 
 
 def test_duplicate_link_local_gateway_from_ipam_is_replaced(rig):
     rig.driver.create_network(request(gateway="169.254.1.1"))
     rig.driver.create_network(request(NET_B, "203.0.113.0/24", gateway="169.254.1.1"))
-    assert rig.driver.networks[NET_B].gateway == IP("169.254.1.2")
+    assert rig.driver.networks[NET_B].gateway_of(4) == IP("169.254.1.2")
     # and a repeat of that same CreateNetwork is still recognised as the same network
     rig.driver.create_network(request(NET_B, "203.0.113.0/24", gateway="169.254.1.1"))
 
@@ -114,7 +113,7 @@ def test_create_endpoint_stores_first_builds_host_side_and_queues_bind(rig):
     with_endpoint(rig)
     endpoint = rig.driver.endpoints[EP_1]
     assert endpoint.host_veth == "rt-11111111111" and endpoint.peer == "rtc11111111111"
-    assert endpoint.address == IFACE("198.51.100.5/32")
+    assert endpoint.address_of(4) == IFACE("198.51.100.5/32")
     link = rig.datapath.links_["rt-11111111111"]
     assert (link.mtu, link.peer, link.gateway) == (1400, "rtc11111111111", "198.51.100.1")
     assert rig.datapath.routes == {"198.51.100.5": "rt-11111111111"}
@@ -189,7 +188,7 @@ def test_join_with_a_32_gives_gateway_and_subnet_routes(rig):
     with_endpoint(rig)
     info = rig.driver.join(NET_A, EP_1)
     assert info.src_name == "rtc11111111111"
-    assert info.gateway == IP("169.254.1.1")
+    assert info.gateways[4] == IP("169.254.1.1")
     assert info.routes == (
         StaticRoute(NETWORK("169.254.1.1/32"), None),
         StaticRoute(NETWORK("198.51.100.0/24"), IP("169.254.1.1")),

@@ -12,9 +12,9 @@ import pytest
 from common import threads
 from common.errors import PluginError
 from netdriver import driver as driver_module
-from netdriver.driver import STALE_AFTER_S, NetworkRequest
+from netdriver.driver import STALE_AFTER_S, NetworkRequest, PoolRequest
 from netdriver.firewall import FirewallError, RuleSync
-from netdriver.model import Endpoint, Network
+from netdriver.model import Endpoint, Family, Network
 from netdriver.options import NetworkOptions
 from tests.unit.test_net_fakes import EP_1, EP_2, NET_A, Rig, rig_fixture  # noqa: F401 (fixture "rig")
 
@@ -25,7 +25,10 @@ BOUND_S = 10  # "answers within bounded time": generous, never a performance fig
 def network(rig: Rig) -> None:
     rig.driver.create_network(
         NetworkRequest(
-            NET_A, ipaddress.IPv4Network("198.51.100.0/24"), None, NetworkOptions(), False
+            NET_A,
+            {4: PoolRequest(ipaddress.IPv4Network("198.51.100.0/24"), None)},
+            NetworkOptions(),
+            False,
         )
     )
 
@@ -40,7 +43,7 @@ def test_any_exception_in_create_endpoint_rolls_back(
 
     monkeypatch.setattr(rig.datapath, "create_endpoint", broken)
     with pytest.raises(OSError, match="netlink socket closed"):
-        rig.driver.create_endpoint(NET_A, EP_1, ADDRESS)
+        rig.driver.create_endpoint(NET_A, EP_1, [ADDRESS])
     assert rig.driver.endpoints == {}
     assert rig.restart().driver.endpoints == {}
     assert rig.messages() == [("bind", "1"), ("unbind", "1")]  # ipam hears both
@@ -57,14 +60,14 @@ def test_a_roll_back_whose_host_clean_up_fails_still_drops_the_record(
 
     monkeypatch.setattr(rig.datapath, "delete_endpoint", stuck)
     with pytest.raises(PluginError, match="injected"):
-        rig.driver.create_endpoint(NET_A, EP_1, ADDRESS)
+        rig.driver.create_endpoint(NET_A, EP_1, [ADDRESS])
     assert rig.restart().driver.endpoints == {}
 
 
 def stored_never_joined(rig: Rig) -> None:
     """An endpoint stored, its reply lost (a crash between commit and reply)."""
     network(rig)
-    rig.driver.create_endpoint(NET_A, EP_1, ADDRESS)
+    rig.driver.create_endpoint(NET_A, EP_1, [ADDRESS])
 
 
 def test_never_joined_endpoints_go_at_reconcile_once_stale(rig: Rig) -> None:
@@ -93,16 +96,16 @@ def test_joined_endpoints_are_never_stale(rig: Rig) -> None:
 def test_an_address_held_by_a_stale_never_joined_endpoint_is_taken_over(rig: Rig) -> None:
     stored_never_joined(rig)
     with pytest.raises(PluginError, match="already used"):
-        rig.driver.create_endpoint(NET_A, EP_2, ADDRESS)  # not stale yet
+        rig.driver.create_endpoint(NET_A, EP_2, [ADDRESS])  # not stale yet
     rig.clock.now += STALE_AFTER_S + 1
-    rig.driver.create_endpoint(NET_A, EP_2, ADDRESS)
+    rig.driver.create_endpoint(NET_A, EP_2, [ADDRESS])
     assert list(rig.driver.endpoints) == [EP_2]
     assert rig.datapath.routes == {"198.51.100.5": "rt-22222222222"}
     assert rig.messages() == [("bind", "1"), ("unbind", "1"), ("bind", "2")]
 
 
 def test_old_records_without_a_creation_time_count_as_long_ago() -> None:
-    record = Endpoint.new(EP_1, NET_A, ADDRESS, created=5.0).to_record()
+    record = Endpoint.new(EP_1, NET_A, (ADDRESS,), created=5.0).to_record()
     del record["created"]
     assert Endpoint.from_record(record).created == 0.0
 
@@ -119,7 +122,7 @@ def test_a_call_behind_a_stuck_one_fails_in_bounded_time_naming_it(
         release.wait(BOUND_S)
 
     monkeypatch.setattr(rig.datapath, "create_endpoint", hangs)
-    first = threading.Thread(target=rig.driver.create_endpoint, args=(NET_A, EP_1, ADDRESS))
+    first = threading.Thread(target=rig.driver.create_endpoint, args=(NET_A, EP_1, [ADDRESS]))
     first.start()
     try:
         assert entered.wait(BOUND_S)
@@ -159,7 +162,10 @@ class SlowFirewall:
 
 def a_network(letter: str) -> Network:
     return Network(
-        letter * 64, ipaddress.IPv4Network("198.51.100.0/24"), None, NetworkOptions(), False
+        letter * 64,
+        {4: Family(ipaddress.IPv4Network("198.51.100.0/24"), ipaddress.IPv4Address("169.254.1.1"))},
+        NetworkOptions(),
+        False,
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 from common.errors import PluginError
 from common.store import Store
 from netdriver.driver import Driver
-from netdriver.model import Network
+from netdriver.model import Attachment, IPAddress, Network
 from netdriver.outbox import Outbox
 
 NET_A = "a" * 64
@@ -55,33 +55,25 @@ class FakeDatapath:
         host_veth: str,
         peer: str,
         mtu: int,
-        gateway: ipaddress.IPv4Address | None,
-        container_ip: ipaddress.IPv4Address | None,
-        gateway6: ipaddress.IPv6Address | None = None,
-        container_ip6: ipaddress.IPv6Address | None = None,
+        attachments: Sequence[Attachment],
         peer_mac: str | None = None,
     ) -> None:
         self.calls.append(f"create {host_veth}")
         self.peer_macs[host_veth] = peer_mac
-        link = FakeLink(mtu, peer, str(gateway or ""), gateway6=str(gateway6 or ""))
+        gateways = {a.container_ip.version: str(a.gateway or "") for a in attachments}
+        link = FakeLink(mtu, peer, gateways.get(4, ""), gateway6=gateways.get(6, ""))
         if self.fail_create:
             # like the real one: the pair may exist already when a later step fails
             self.links_[host_veth] = link
             raise PluginError(f"cannot set up {host_veth}: injected failure")
         self.links_[host_veth] = link
-        for ip in (container_ip, container_ip6):
-            if ip is not None:
-                self.routes[str(ip)] = host_veth
+        for attached in attachments:
+            self.routes[str(attached.container_ip)] = host_veth
 
-    def delete_endpoint(
-        self,
-        host_veth: str,
-        container_ip: ipaddress.IPv4Address | None,
-        container_ip6: ipaddress.IPv6Address | None = None,
-    ) -> None:
+    def delete_endpoint(self, host_veth: str, container_ips: Sequence[IPAddress]) -> None:
         self.calls.append(f"delete {host_veth}")
-        for ip in (container_ip, container_ip6):
-            if ip is not None and self.routes.get(str(ip)) == host_veth:
+        for ip in container_ips:
+            if self.routes.get(str(ip)) == host_veth:
                 del self.routes[str(ip)]
         self.links_.pop(host_veth, None)
 
@@ -195,8 +187,7 @@ def test_fake_datapath_vanish_takes_routes():
         "rt-x",
         "rtcx",
         1500,
-        ipaddress.IPv4Address("169.254.1.1"),
-        ipaddress.IPv4Address("198.51.100.2"),
+        [Attachment(ipaddress.IPv4Address("198.51.100.2"), ipaddress.IPv4Address("169.254.1.1"))],
     )
     datapath.vanish("rt-x")
     assert datapath.routes == {}

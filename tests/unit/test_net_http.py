@@ -2,21 +2,13 @@
 
 import ipaddress
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 
 from netdriver.handlers import build_plugin
+from tests.support.files import dockerd_trace
 from tests.unit.test_net_fakes import EP_1, NET_A, rig_fixture  # noqa: F401 (fixture "rig")
-
-TRACE = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
-    / "reference"
-    / "dockerd-20.10-requests.jsonl"
-)
 
 CREATE_NETWORK = {
     "NetworkID": NET_A,
@@ -116,9 +108,7 @@ def test_unknown_method_is_404(client):
 
 
 def test_replay_of_dockerd_trace(client, rig):
-    assert TRACE.is_file(), f"reference trace missing: {TRACE}"
-    calls = [json.loads(line) for line in TRACE.read_text().splitlines() if line.strip()]
-    calls = [call for call in calls if call["plugin"] == "net"]
+    calls = dockerd_trace("net")
     assert len(calls) > 20
     sent_addresses = {}
     for call in calls:
@@ -154,7 +144,7 @@ def test_replay_of_dockerd_trace(client, rig):
     # The trace ends with a second network and one endpoint that was never deleted.
     assert len(rig.driver.networks) == 1
     [endpoint] = rig.driver.endpoints.values()
-    assert endpoint.address.with_prefixlen == sent_addresses[endpoint.endpoint_id]
+    assert endpoint.address_of(4).with_prefixlen == sent_addresses[endpoint.endpoint_id]
     kinds = [m["type"] for m in rig.outbox.pending()]
     assert kinds.count("bind") == 4 and kinds.count("unbind") == 3
 

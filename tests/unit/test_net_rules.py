@@ -1,6 +1,6 @@
 import ipaddress
 
-from netdriver.model import Network
+from netdriver.model import Family, Network
 from netdriver.options import NetworkOptions
 from netdriver.rules import forward_rules, nat_rules, render
 
@@ -8,8 +8,7 @@ from netdriver.rules import forward_rules, nat_rules, render
 def net(letter, subnet, *, isolate=True, masquerade=True, internal=False):
     return Network(
         network_id=letter * 64,
-        subnet=ipaddress.IPv4Network(subnet),
-        gateway=ipaddress.IPv4Address("169.254.1.1"),
+        families={4: Family(ipaddress.IPv4Network(subnet), ipaddress.IPv4Address("169.254.1.1"))},
         options=NetworkOptions(mtu=1500, masquerade=masquerade, isolate=isolate),
         internal=internal,
     )

@@ -7,9 +7,9 @@ import httpx
 import pytest
 
 from common.errors import BadRequest, PluginError
-from netdriver.driver import NetworkRequest, StaticRoute
+from netdriver.driver import NetworkRequest, PoolRequest, StaticRoute
 from netdriver.handlers import build_plugin
-from netdriver.model import Network
+from netdriver.model import Family, Network
 from netdriver.options import NetworkOptions
 from netdriver.rules import forward_rules, nat_rules, render
 from tests.unit.test_net_fakes import EP_1, EP_2, NET_A, NET_B, rig_fixture  # noqa: F401
@@ -21,24 +21,17 @@ V4, V6 = "198.51.100.0/24", "2001:db8:1::/64"
 
 def request(network_id=NET_A, pool=V4, gateway=None, pool6=V6, gateway6=None, **options):
     internal = options.pop("internal", False)
+    given = ((4, pool, gateway), (6, pool6, gateway6))
     return NetworkRequest(
         network_id=network_id,
-        pool=NET(pool) if pool else None,
-        gateway=IP(gateway) if gateway else None,
+        pools={v: PoolRequest(NET(p), IP(g) if g else None) for v, p, g in given if p},
         options=NetworkOptions(**options),
         internal=internal,
-        pool6=NET(pool6) if pool6 else None,
-        gateway6=IP(gateway6) if gateway6 else None,
     )
 
 
 def endpoint(rig, v4="198.51.100.5/32", v6="2001:db8:1::5/128", endpoint_id=EP_1, net=NET_A):
-    rig.driver.create_endpoint(
-        net,
-        endpoint_id,
-        ipaddress.IPv4Interface(v4) if v4 else None,
-        ipaddress.IPv6Interface(v6) if v6 else None,
-    )
+    rig.driver.create_endpoint(net, endpoint_id, [ipaddress.ip_interface(a) for a in (v4, v6) if a])
 
 
 # -- rules ----------------------------------------------------------------------------------
@@ -46,14 +39,12 @@ def endpoint(rig, v4="198.51.100.5/32", v6="2001:db8:1::5/128", endpoint_id=EP_1
 
 def net(letter, subnet=None, subnet6=None, **options):
     internal = options.pop("internal", False)
+    given = ((4, subnet, "169.254.1.1"), (6, subnet6, "fe80::1:1"))
     return Network(
         network_id=letter * 64,
-        subnet=NET(subnet) if subnet else None,
-        gateway=IP("169.254.1.1") if subnet else None,
+        families={v: Family(NET(s), IP(g)) for v, s, g in given if s},
         options=NetworkOptions(**options),
         internal=internal,
-        subnet6=NET(subnet6) if subnet6 else None,
-        gateway6=IP("fe80::1:1") if subnet6 else None,
     )
 
 
@@ -84,7 +75,7 @@ def test_internal_ipv6_network_gets_the_same_confinement():
 def test_dual_stack_network_honours_the_ipam_v6_gateway_and_turns_on_v6_forwarding(rig):
     rig.driver.create_network(request(gateway6="2001:db8:1::1"))
     network = rig.driver.networks[NET_A]
-    assert (network.subnet6, network.gateway6) == (NET(V6), IP("2001:db8:1::1"))
+    assert (network.subnet_of(6), network.gateway_of(6)) == (NET(V6), IP("2001:db8:1::1"))
     assert rig.datapath.ip6_forward
     assert rig.restart().driver.networks[NET_A] == network
 
@@ -92,8 +83,8 @@ def test_dual_stack_network_honours_the_ipam_v6_gateway_and_turns_on_v6_forwardi
 def test_missing_v6_gateway_gets_a_link_local_one_unique_per_network(rig):
     rig.driver.create_network(request())
     rig.driver.create_network(request(NET_B, "203.0.113.0/24", None, "2001:db8:2::/64", "::"))
-    assert rig.driver.networks[NET_A].gateway6 == IP("fe80::1:1")
-    assert rig.driver.networks[NET_B].gateway6 == IP("fe80::1:2")
+    assert rig.driver.networks[NET_A].gateway_of(6) == IP("fe80::1:1")
+    assert rig.driver.networks[NET_B].gateway_of(6) == IP("fe80::1:2")
     rig.driver.create_network(request(NET_B, "203.0.113.0/24", None, "2001:db8:2::/64", "::"))
 
 
@@ -114,7 +105,7 @@ def test_overlap_is_checked_per_family(rig):
 
 def test_ipv6_only_network_and_refusals(rig):
     rig.driver.create_network(request(pool=None))
-    assert rig.driver.networks[NET_A].subnet is None
+    assert rig.driver.networks[NET_A].subnet_of(4) is None
     assert [n.network_id for n in rig.firewall.current] == [NET_A]
     with pytest.raises(BadRequest, match="::/0"):
         rig.driver.create_network(request(NET_B, pool=None, pool6="::/0"))
@@ -142,7 +133,7 @@ def test_dual_stack_endpoint_builds_both_routes_and_binds_both_addresses(rig):
     bound = [(m["type"], m["address"]) for m in rig.outbox.pending()]
     assert bound == [("bind", "198.51.100.5"), ("bind", "2001:db8:1::5")]
     stored = rig.restart().driver.endpoints[EP_1]
-    assert stored.address6 == ipaddress.IPv6Interface("2001:db8:1::5/128")
+    assert stored.address_of(6) == ipaddress.IPv6Interface("2001:db8:1::5/128")
     rig.driver.delete_endpoint(NET_A, EP_1)
     assert rig.datapath.routes == {}
     unbound = [(m["type"], m["address"]) for m in rig.outbox.pending()][2:]
@@ -179,7 +170,7 @@ def test_join_gives_both_gateways_and_their_routes(rig):
     rig.driver.create_network(request(gateway6="2001:db8:1::1"))
     endpoint(rig)
     info = rig.driver.join(NET_A, EP_1)
-    assert (info.gateway, info.gateway6) == (IP("169.254.1.1"), IP("2001:db8:1::1"))
+    assert (info.gateways.get(4), info.gateways.get(6)) == (IP("169.254.1.1"), IP("2001:db8:1::1"))
     assert info.routes == (
         StaticRoute(NET("169.254.1.1/32"), None),
         StaticRoute(NET(V4), IP("169.254.1.1")),
@@ -192,7 +183,7 @@ def test_join_with_a_pool_prefix_v6_address_routes_the_subnet_halves_via_the_gat
     rig.driver.create_network(request(pool=None))
     endpoint(rig, None, "2001:db8:1::5/64")
     info = rig.driver.join(NET_A, EP_1)
-    assert (info.gateway, info.gateway6) == (None, IP("fe80::1:1"))
+    assert (info.gateways.get(4), info.gateways.get(6)) == (None, IP("fe80::1:1"))
     assert info.routes == (
         StaticRoute(NET("fe80::1:1/128"), None),
         StaticRoute(NET("2001:db8:1::/65"), IP("fe80::1:1")),

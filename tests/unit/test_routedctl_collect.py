@@ -15,6 +15,7 @@ import pytest
 
 from common.channel import ChannelServer
 from common.store import Store
+from netdriver import model
 from netdriver.firewall import Family
 from netdriver.model import Endpoint, Network
 from netdriver.options import NetworkOptions
@@ -38,26 +39,41 @@ def outbox_message(message_id: str, address: str) -> dict[str, object]:
     }
 
 
+NET4, NET6_, IP = ipaddress.IPv4Network, ipaddress.IPv6Network, ipaddress.ip_address
+
+
 def test_store_read_only(tmp_path: Path) -> None:
     path = tmp_path / "state" / "routed-net.db"
     store = Store(path)
     dual = Network(
         NET,
-        ipaddress.IPv4Network("100.64.0.0/16"),
-        ipaddress.IPv4Address("169.254.1.1"),
+        {
+            4: model.Family(
+                ipaddress.IPv4Network("100.64.0.0/16"), ipaddress.IPv4Address("169.254.1.1")
+            ),
+            6: model.Family(
+                ipaddress.IPv6Network("fd00:100::/64"), ipaddress.IPv6Address("fd00:100::1")
+            ),
+        },
         NetworkOptions(mtu=1400),
         False,
-        ipaddress.IPv6Network("fd00:100::/64"),
-        ipaddress.IPv6Address("fd00:100::1"),
     )
-    six = Network(NET6, None, None, NetworkOptions(), True, ipaddress.IPv6Network("fd00:200::/64"))
+    six = Network(
+        NET6,
+        {
+            6: model.Family(
+                ipaddress.IPv6Network("fd00:200::/64"), ipaddress.IPv6Address("fe80::1:1")
+            )
+        },
+        NetworkOptions(),
+        True,
+    )
     ep = Endpoint.new(
         EP,
         NET,
-        ipaddress.IPv4Interface("100.64.0.2/32"),
-        ipaddress.IPv6Interface("fd00:100::2/128"),
+        (ipaddress.IPv4Interface("100.64.0.2/32"), ipaddress.IPv6Interface("fd00:100::2/128")),
     ).with_joined(True)
-    ep6 = Endpoint.new(EP6, NET6, None, ipaddress.IPv6Interface("fd00:200::2/128"))
+    ep6 = Endpoint.new(EP6, NET6, (ipaddress.IPv6Interface("fd00:200::2/128"),))
     with store.transaction() as txn:  # written as routed-net writes them
         for net in (dual, six):
             txn.put("network", net.network_id, net.to_record())
@@ -91,7 +107,11 @@ def test_record_of_an_older_routed_net_without_ipv6_fields(tmp_path: Path) -> No
         )
     store.close()
     (net,) = collect.read_net_store(path).networks
-    assert (str(net.subnet), net.subnet6, net.gateway6) == ("100.64.0.0/16", None, None)
+    assert (str(net.subnet_of(4)), net.subnet_of(6), net.gateway_of(6)) == (
+        "100.64.0.0/16",
+        None,
+        None,
+    )
 
 
 def test_malformed_record_makes_the_store_unreadable(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from ipam.status import LeaseStatus as Lease
 from ipam.status import PoolStatus as Pool
 from ipam.status import Status as IpamView
-from netdriver.model import Endpoint, Network
+from netdriver.model import Endpoint, Family, Network
 from netdriver.options import NetworkOptions
 from routedctl import logic
 from routedctl.state import (
@@ -62,26 +62,19 @@ def network(
     subnet6: str | None = None,
     gateway6: str | None = None,
 ) -> Network:
-    return Network(
-        network_id=network_id,
-        subnet=ipaddress.IPv4Network(subnet) if subnet else None,
-        gateway=ipaddress.IPv4Address(gateway) if gateway else None,
-        options=NetworkOptions(),
-        internal=False,
-        subnet6=ipaddress.IPv6Network(subnet6) if subnet6 else None,
-        gateway6=ipaddress.IPv6Address(gateway6) if gateway6 else None,
-    )
+    families = {
+        version: Family(ipaddress.ip_network(cidr), ipaddress.ip_address(via))
+        for version, cidr, via in ((4, subnet, gateway), (6, subnet6, gateway6))
+        if cidr and via
+    }
+    return Network(network_id, families, NetworkOptions(), internal=False)
 
 
 def endpoint(
     endpoint_id: str, network_id: str, address: str | None, address6: str | None = None
 ) -> Endpoint:
-    return Endpoint.new(
-        endpoint_id,
-        network_id,
-        ipaddress.IPv4Interface(address) if address else None,
-        ipaddress.IPv6Interface(address6) if address6 else None,
-    ).with_joined(True)
+    addresses = tuple(ipaddress.ip_interface(a) for a in (address, address6) if a)
+    return Endpoint.new(endpoint_id, network_id, addresses).with_joined(True)
 
 
 def chains(version: int, present: bool | None, jumped: bool | None) -> tuple[Chain, ...]:
@@ -528,7 +521,9 @@ def test_ipv6_gateway_address_missing() -> None:
 def test_link_local_ipv6_gateway() -> None:
     # Docker's default IPAM gave no IPv6 gateway: routed-net chose fe80::1:<n>.
     snap = v6_snapshot()
-    net7 = dataclasses.replace(snap.net.networks[1], gateway6=ipaddress.IPv6Address("fe80::1:1"))
+    old = snap.net.networks[1]
+    link_local = Family(old.families[6].subnet, ipaddress.IPv6Address("fe80::1:1"))
+    net7 = dataclasses.replace(old, families={6: link_local})
     snap = with_net(snap, networks=(snap.net.networks[0], net7))
     assert codes(snap) == ["gateway-address-missing"]
     assert codes(with_link(snap, 1, addresses=("fe80::1:1", "fe80::e4"))) == []

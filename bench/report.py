@@ -1,0 +1,175 @@
+"""The benchmark table, rendered from a results dict (bench/results/latest.json's shape).
+
+Written to bench/results/latest.md by `make bench` and into README.md by bench/readme.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import docker_start
+from bench.stats import engine_text
+
+
+def _fmt(value: float, unit: str = "", digits: int = 1) -> str:
+    return f"{value:.{digits}f}{unit}"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _ratio_cell(ratio: dict[str, float]) -> str:
+    return f"{ratio['median_ratio']:.2f} ({ratio['ratio_min']:.2f}-{ratio['ratio_max']:.2f})"
+
+
+# Docker's default network skips the embedded DNS server that every user-defined network
+# gets; the user-defined bridge is the like-for-like baseline (bench/docker_start.py).
+BASELINE_NAMES = {
+    "bridge": "`--net bridge`, the default network",
+    "user_bridge": "a user-defined `-d bridge` network, same dockerd work",
+}
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    rows = [
+        "| benchmark | routed | baseline | ratio or value | target | met? |",
+        "|---|---|---|---|---|---|",
+    ]
+    err = {k: v["error"] for k, v in r.items() if isinstance(v, dict) and "error" in v}
+    s = r.get("container_start", {})
+    if "routed" in s:
+        rows += [
+            _row([
+                f"1. container start, `docker run --rm … true`, {s['routed']['n']} interleaved "
+                f"rounds (baseline: {BASELINE_NAMES[side]})",
+                _fmt(s["routed"]["median_ms"], " ms", 0), _fmt(s[side]["median_ms"], " ms", 0),
+                _ratio_cell(s[f"vs_{side}"]), "median ratio <= 1.0",
+                _yes(s[f"vs_{side}"]["median_ratio"] <= 1.0),
+            ])
+            for side in docker_start.BASELINES
+        ]  # fmt: skip
+    b = r.get("burst", {})
+    if "routed_median_s" in b:
+        n = len(b["rounds"]["routed"])
+        rows += [
+            _row([
+                f"2. burst: {b['containers']} concurrent `docker run -d` until all ping from "
+                f"host, {n} rounds each, rotating (baseline: {BASELINE_NAMES[side]})",
+                _fmt(b["routed_median_s"], " s", 2), _fmt(b[f"{side}_median_s"], " s", 2),
+                _ratio_cell(b[f"vs_{side}"]), "ratio <= 1.0",
+                _yes(b[f"vs_{side}"]["median_ratio"] <= 1.0),
+            ])
+            for side in docker_start.BASELINES
+        ]  # fmt: skip
+        rows.append(_row([
+            "2. burst: 50 distinct addresses, all reachable from host (every round)",
+            f"distinct {b['all_distinct']}, reachable {b['all_reachable']}", "—",
+            "—", "both true", _yes(b["all_distinct"] and b["all_reachable"]),
+        ]))  # fmt: skip
+    a = r.get("plugin_api", {})
+    labels = {
+        "ipam": "RequestAddress+ReleaseAddress",
+        "net": "CreateEndpoint+Join+Leave+DeleteEndpoint (real veths)",
+    }
+    for key in ("ipam_1", "ipam_8", "net_1", "net_8"):
+        if key not in a:
+            continue
+        c = a[key]
+        kind, clients = key.split("_")
+        ro, no = c["routed"], c["noop"]
+        if clients == "1":
+            target, ok = "p99 <= 5 ms", ro["p99_ms"] <= 5
+        elif kind == "ipam":
+            target, ok = ">= 1,000 req/s", ro["calls_per_s"] >= 1000
+        else:
+            target, ok = "(none; reported)", True
+        rows.append(_row([
+            f"3. plugin API {labels[kind]}, {clients} client(s), per call "
+            "(baseline: no-op CherryPy plugin, same server stack; isolates logic+store cost)",
+            f"p50 {ro['p50_ms']:.2f} / p99 {ro['p99_ms']:.2f} ms, {ro['calls_per_s']:.0f} req/s",
+            f"p50 {no['p50_ms']:.2f} / p99 {no['p99_ms']:.2f} ms, {no['calls_per_s']:.0f} req/s",
+            f"p50 x{c['p50_ratio']:.2f}, p99 x{c['p99_ratio']:.2f}, "
+            f"throughput x{c['throughput_ratio']:.2f}",
+            target, _yes(ok) if target.startswith(("p99", ">=")) else "—",
+        ]))  # fmt: skip
+    i = r.get("ipam_alloc", {})
+    if "cells" in i:
+        worst = max(i["cells"], key=lambda c: c["ratio"])
+        rows.append(_row([
+            "4. IPAM allocator allocate+release, /24 /16 /10 at 0/50/99% fill (in-process)",
+            f"{i['baseline_us_per_op']:.1f} µs/op (empty /24) … worst "
+            f"/{worst['prefix']} {worst['fill']:.0%} {worst['us_per_op']:.1f} µs",
+            "empty /24", f"max x{i['max_ratio']:.2f}", "flat within 2x",
+            _yes(i["max_ratio"] <= 2.0),
+        ]))  # fmt: skip
+        mem = i["memory_bytes"]
+        rows.append(_row([
+            "4. IPAM memory per empty pool",
+            ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in mem.items()), "—",
+            f"/10: {mem['/10'] / 1024:.1f} KiB", "< 1 MiB for a /10", _yes(mem["/10"] < 1 << 20),
+        ]))  # fmt: skip
+    d = r.get("datapath", {})
+    if "routed" in d:
+        ro, br = d["routed"], d["bridge"]
+        rows += [
+            _row([
+                f"5. first packet from a fresh container (median, max of "
+                f"{len(ro['first_packet_ms'])})",
+                f"{ro['first_packet_median_ms']:.3f} ms (max {ro['first_packet_max_ms']:.3f})",
+                f"{br['first_packet_median_ms']:.3f} ms (max {br['first_packet_max_ms']:.3f})",
+                f"x{ro['first_packet_median_ms'] / br['first_packet_median_ms']:.2f}",
+                "< 5 ms", _yes(ro["first_packet_max_ms"] < 5),
+            ]),
+            _row([
+                f"5. RTT p50 container to container ({ro['rtt_n']} pings)",
+                f"{ro['rtt_p50_ms']:.3f} ms", f"{br['rtt_p50_ms']:.3f} ms",
+                f"x{d['rtt_p50_ratio']:.2f}", "no worse than bridge (ratio <= 1.0)",
+                _yes(d["rtt_p50_ratio"] <= 1.0),
+            ]),
+            _row([
+                f"5. TCP throughput iperf3 -t 5, median of {len(ro['tcp_gbps'])}",
+                f"{ro['tcp_gbps_median']:.1f} Gbit/s {ro['tcp_gbps']}",
+                f"{br['tcp_gbps_median']:.1f} Gbit/s {br['tcp_gbps']}",
+                f"x{d['tcp_ratio']:.2f}", ">= 0.95x bridge", _yes(d["tcp_ratio"] >= 0.95),
+            ]),
+        ]  # fmt: skip
+    sc = r.get("scale", {})
+    if "levels" in sc:
+        cyc = ", ".join(f"{lv['endpoints']}: {lv['cycle_median_ms']:.1f} ms" for lv in sc["levels"])
+        rss = ", ".join(f"{lv['endpoints']}: {lv['rss_kib'] / 1024:.1f} MiB" for lv in sc["levels"])
+        rows += [
+            _row([
+                "6. scale: create+join+leave+delete probe at 1/100/500 kept endpoints (medians)",
+                cyc, "1 endpoint", f"500 vs 1: x{sc['latency_ratio_500_vs_1']:.2f}",
+                "flat latency", _yes(sc["latency_ratio_500_vs_1"] <= 1.5),
+            ]),
+            _row([
+                "6. scale: routed-net VmRSS at 1/100/500 endpoints",
+                rss, "—", f"{sc['rss_growth_kib_per_endpoint']:.1f} KiB/endpoint",
+                "< 10 KiB per endpoint", _yes(sc["rss_growth_kib_per_endpoint"] < 10),
+            ]),
+            _row([
+                "6. scale: `rt-` links left after deleting all 500", str(sc["rt_links_left"]),
+                "—", "—", "0", _yes(sc["rt_links_left"] == 0),
+            ]),
+        ]  # fmt: skip
+    for name, message in err.items():
+        rows.append(_row([name, f"failed: {message}", "—", "—", "—", "**no**"]))
+    m = r["machine"]
+    used = r.get("services", {}).get("used")
+    plugins = {"running": "the services already running", "started": "a pair started for it"}
+    rows += [
+        "",
+        f"Run {r['when']} on {m['cpus']} CPUs ({m['cpu_model']}), {m['memory']}, "
+        f"kernel {m['kernel']}, Python {m['python']}, dockerd {engine_text(m['dockerd'])}"
+        + (f", plugins: {plugins[used]}" if used in plugins else "")
+        + f"; whole run {r['duration_s']:.0f} s. Ratios are routed / baseline of interleaved "
+        "pairs.",
+        "",
+    ]
+    return "\n".join(rows)

@@ -1,0 +1,1 @@
+"""What several test suites share: fixture files under tests/data and run results."""
