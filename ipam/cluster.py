@@ -110,6 +110,7 @@ class ClusterAllocator:
         self._released: set[tuple[PoolRef, int]] = set()  # given up locally, not yet in etcd
         self._spare_wanted: set[str] = set()  # pool ids
         self._reconciled = False
+        self._last_keepalive = 0.0
         self._wake = threading.Event()
         self._load()
         self.worker = Worker("cluster", self._run)
@@ -522,21 +523,24 @@ class ClusterAllocator:
     # -- background: lease, mirror, spare blocks, empty blocks --
 
     def _run(self, stop: threading.Event) -> None:
-        last_keepalive = 0.0
         while not stop.is_set():
-            try:
-                if not self._reconciled:
-                    self._reconcile()
-                if time.monotonic() - last_keepalive >= LEASE_TTL_S / 4:
-                    self._keep_lease()
-                    last_keepalive = time.monotonic()
-                self._claim_spares()
-                self._release_empty()
-                self._mirror()
-            except NoEtcd:
-                pass  # Health has it; the next round tries again
+            self.round()
             self._wake.wait(ROUND_S)
             self._wake.clear()
+
+    def round(self) -> None:
+        """One round of the background work; what etcd refuses now waits for the next."""
+        try:
+            if not self._reconciled:
+                self._reconcile()
+            if time.monotonic() - self._last_keepalive >= LEASE_TTL_S / 4:
+                self._keep_lease()
+                self._last_keepalive = time.monotonic()
+            self._claim_spares()
+            self._release_empty()
+            self._mirror()
+        except NoEtcd:
+            pass  # Health has it
 
     def _keep_lease(self) -> None:
         health = self.health
@@ -623,15 +627,17 @@ class ClusterAllocator:
         held = self.service.run(
             lambda ipam: {(p.address_space, str(p.network)): p for p in ipam.pools.values()}
         )
+        due: list[tuple[Owned, int]] = []
         with self._lock:
-            due = [
-                (owned, start)
-                for owned in self._owned.values()
-                for start, since in owned.empty_since.items()
-                if now - since >= self.grace_s
-                and self._still_empty(held.get(owned.ref), owned, start)
-                and (owned.ref not in held or len(owned.starts) > 1)
-            ]
+            for owned in self._owned.values():
+                pool = held.get(owned.ref)
+                empty = sorted(
+                    start
+                    for start, since in owned.empty_since.items()
+                    if now - since >= self.grace_s and self._still_empty(pool, owned, start)
+                )
+                keep = 1 if pool is not None else 0
+                due += [(owned, start) for start in empty[: max(0, len(owned.starts) - keep)]]
         for owned, start in due:
             self._drop(owned, start)
             with self._lock:

@@ -1,12 +1,17 @@
 """routed-net: `python -m netdriver` (or the `routed-net` script).
 
 Environment (common.config / common.logs): ROUTED_PLUGIN_DIR (default /run/docker/plugins),
-ROUTED_RUN_DIR (/run/routed), ROUTED_STATE_DIR (/var/lib/routed), ROUTED_LOG_LEVEL (INFO).
+ROUTED_RUN_DIR (/run/routed), ROUTED_STATE_DIR (/var/lib/routed), ROUTED_LOG_LEVEL (INFO),
+and the cluster settings of common.settings, checked at start like routed-ipam's (part 2's
+route announcements will use them; a bad one stops both services alike).
 """
 
 from __future__ import annotations
 
+import os
+
 from common import logs
+from common import settings as cluster_settings
 from common.channel import ChannelClient
 from common.config import NET_PLUGIN, Paths
 from common.server import claim_instance, serve
@@ -23,6 +28,8 @@ STOP_RULES_S = 0.3
 
 def main() -> None:
     log = logs.setup(NET_PLUGIN)
+    settings = cluster_settings.load(os.environ, NET_PLUGIN)
+    log.info("datastore %s, node %s", settings.datastore, settings.node_name)
     paths = Paths.from_env()
     _lock = claim_instance(paths, NET_PLUGIN)  # held until the process exits
     store = Store(paths.store_file(NET_PLUGIN))

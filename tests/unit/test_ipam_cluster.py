@@ -1,0 +1,180 @@
+"""ipam.cluster.ClusterAllocator on an in-memory etcd (testkit.fakekv): two hosts, one pool."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import pytest
+
+from common.errors import BadRequest, PluginError
+from common.settings import Settings
+from common.store import Store
+from ipam import blocks
+from ipam.blocks import NoEtcd
+from ipam.cluster import ClusterAllocator
+from ipam.pools import Conflict, DefaultPool
+from ipam.service import IpamService
+from testkit.fakekv import FakeKv
+
+ip = ipaddress.ip_address
+net = ipaddress.ip_network
+SPACE = "LocalDefault"
+
+
+@dataclass
+class Host:
+    allocator: ClusterAllocator
+    store: Store
+
+
+@pytest.fixture
+def kv():
+    return FakeKv()
+
+
+@pytest.fixture
+def host(tmp_path, kv):
+    made: list[Host] = []
+
+    def make(name: str, grace: float = 300.0) -> Host:
+        store = Store(tmp_path / name / "ipam.db")
+        service = IpamService(store, DefaultPool(net("100.64.0.0/10"), 16))
+        settings = Settings("etcd", name, None, block_grace=grace)
+        made.append(Host(ClusterAllocator(service, kv, settings), store))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.store.close()
+
+
+def addresses(allocator, pool_id, count):
+    return [allocator.request_address(pool_id, None, False).split("/")[0] for _ in range(count)]
+
+
+def test_two_hosts_one_pool_disjoint_blocks_and_one_gateway(host, kv):
+    a, b = host("a").allocator, host("b").allocator
+    pa = a.request_pool(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False)
+    pb = b.request_pool(SPACE, net("10.0.0.0/24"), None, {}, False)
+    assert a.request_address(pa.pool_id, None, True) == "10.0.0.1/32"
+    assert b.request_address(pb.pool_id, None, True) == "10.0.0.1/32"
+    got_a, got_b = addresses(a, pa.pool_id, 40), addresses(b, pb.pool_id, 40)
+    assert not set(got_a) & set(got_b)
+    assert "10.0.0.1" not in got_a + got_b
+    owners = {e.value["block"]: e.value["node"] for e in kv.range(f"{blocks.ROOT}block/")}
+    for address in got_a:
+        block = str(net(f"{address}/28", strict=False))
+        assert owners[block] == "a"
+
+
+def test_strict_affinity_static_ip_and_aux(host):
+    a, b = host("a").allocator, host("b").allocator
+    pa = a.request_pool(SPACE, net("10.0.0.0/24"), None, {}, False)
+    pb = b.request_pool(SPACE, net("10.0.0.0/24"), None, {}, False)
+    a.request_address(pa.pool_id, ip("10.0.0.70"), False)  # aux window: reserved pool-wide
+    taken = addresses(a, pa.pool_id, 1)[0]
+    with pytest.raises(Conflict, match="host a owns"):
+        b.request_address(pb.pool_id, ip(taken), False)
+    b.request_address(pb.pool_id, ip("10.0.0.70"), False)  # granted to every host
+    with pytest.raises(Conflict, match="reserved"):
+        addresses(b, pb.pool_id, 1)  # closes b's aux window
+        b.request_address(pb.pool_id, ip("10.0.0.1"), False)
+
+
+def test_conflicting_cluster_settings_are_refused_and_nothing_is_written(host, kv):
+    a, b = host("a").allocator, host("b").allocator
+    a.request_pool(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False)
+    before = dict(kv.data)
+    for options in ({"block": "27"}, {"mode": "prefix"}, {"block": "zz"}, {"mode": "bogus"}):
+        with pytest.raises(BadRequest):
+            b.request_pool(SPACE, net("10.0.0.0/24"), None, options, False)
+    with pytest.raises(BadRequest, match="not inside"):
+        b.request_pool(SPACE, net("10.0.0.0/24"), net("10.9.0.0/26"), {}, False)
+    assert kv.data == before
+    assert b.service.ipam.pools == {}
+
+
+def test_named_pool_and_carved_subnets(host):
+    a, b = host("a").allocator, host("b").allocator
+    named = {h.request_pool(SPACE, None, None, {"pool": "web"}, False).network for h in (a, b)}
+    assert len(named) == 1
+    carved = {h.request_pool(SPACE, None, None, {}, False).network for h in (a, b)}
+    assert len(carved | named) == 3
+    with pytest.raises(BadRequest, match="pool=web"):
+        a.request_pool(SPACE, net("10.5.0.0/24"), None, {"pool": "web"}, False)
+
+
+def test_etcd_down_allocates_inside_owned_blocks_and_keeps_releases(host, kv):
+    h = host("a")
+    a = h.allocator
+    pool = a.request_pool(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False)
+    first = addresses(a, pool.pool_id, 5)
+    a.round()  # the spare block, the lease, the mirror
+    writes = kv.writes
+    kv.down = True
+    more = addresses(a, pool.pool_id, 20)  # the rest of the first block and the spare
+    with pytest.raises(NoEtcd, match="etcd"):
+        addresses(a, pool.pool_id, 20)
+    a.release_address(pool.pool_id, ip(first[0]))
+    a.round()
+    assert a.status()["pending"] > 0 and a.status()["etcd_error"]
+    kv.down = False
+    a.round()
+    assert a.status()["pending"] == 0 and kv.writes > writes
+    mirrored = {x for e in kv.range(f"{blocks.ROOT}addrs/") for x in e.value["addresses"]}
+    assert first[0] not in mirrored and set(first[1:] + more) <= mirrored
+
+
+def test_restart_keeps_blocks_and_reconciles_with_etcd(tmp_path, host, kv):
+    h = host("a")
+    pool = h.allocator.request_pool(SPACE, net("10.0.0.0/24"), None, {}, False)
+    got = addresses(h.allocator, pool.pool_id, 3)
+    owned = {b["block"] for b in h.allocator.status()["blocks"]}
+    h.store.close()
+    again = host("a").allocator
+    again.round()
+    later = addresses(again, pool.pool_id, 3)
+    assert not set(got) & set(later)
+    assert owned and owned <= {b["block"] for b in again.status()["blocks"]}
+
+
+def test_empty_blocks_go_after_the_grace_period_but_a_held_pool_keeps_one(host, kv):
+    a = host("a", grace=0).allocator
+    pool = a.request_pool(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False)
+    got = addresses(a, pool.pool_id, 30)
+    for address in got:
+        a.release_address(pool.pool_id, ip(address))
+    a.round()
+    assert len(kv.range(f"{blocks.ROOT}block/")) == 1
+    a.release_pool(pool.pool_id)
+    a.round()
+    assert kv.range(f"{blocks.ROOT}block/") == []
+
+
+def test_a_full_pool_names_the_holders(host):
+    a, b = host("a").allocator, host("b").allocator
+    pa = a.request_pool(SPACE, net("10.0.0.0/26"), None, {"block": "27"}, False)
+    pb = b.request_pool(SPACE, net("10.0.0.0/26"), None, {}, False)
+    addresses(a, pa.pool_id, 1)
+    addresses(b, pb.pool_id, 1)
+    with pytest.raises(PluginError, match="claimed by a, b"):
+        addresses(a, pa.pool_id, 40)
+
+
+def test_lease_lost_is_counted_and_the_node_registers_again(host, kv):
+    a = host("a").allocator
+    a.round()
+    assert kv.get(blocks.node_key("a")) is not None
+    kv.expire(a.health.lease)
+    a._last_keepalive = 0.0
+    a.round()
+    assert a.status()["lease_lost"] == 1 and kv.get(blocks.node_key("a")) is not None
+
+
+def test_ipv6_pool_with_default_blocks(host):
+    a, b = host("a").allocator, host("b").allocator
+    pa = a.request_pool(SPACE, net("fd00:1::/64"), None, {}, True)
+    pb = b.request_pool(SPACE, net("fd00:1::/64"), None, {}, True)
+    got = addresses(a, pa.pool_id, 70) + addresses(b, pb.pool_id, 70)
+    assert len(set(got)) == 140 and "fd00:1::1" not in got
