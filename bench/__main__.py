@@ -1,7 +1,8 @@
 """`make bench`: run every benchmark side by side with its baseline; write bench/results/.
 
-Order: IPAM allocator (in-process), then with both plugins serving the real
-/run/docker/plugins sockets (the ones already running, else a pair started here; see
+Order: IPAM allocator (in-process), cluster mode against SQLite mode (routed-ipam processes
+and a 3-member etcd on loopback, no dockerd: bench/cluster_alloc.py), then with both
+plugins serving the real /run/docker/plugins sockets (the ones already running, else a pair started here; see
 bench/services.py): container start, burst, data path, plugin API, scale.
 Timings are ratios and distributions; nothing here asserts a target.
 """
@@ -18,7 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import burst, datapath, docker_start, ipam_alloc, plugin_api, scale, services
+from bench import (
+    burst,
+    cluster_alloc,
+    datapath,
+    docker_start,
+    ipam_alloc,
+    plugin_api,
+    scale,
+    services,
+)
 from bench.report import markdown
 from bench.stats import machine
 from common.config import NET_PLUGIN, Paths
@@ -95,6 +105,8 @@ def main() -> None:
     _step(results, "ipam_alloc", ipam_alloc.run)
     if isinstance(results["ipam_alloc"], dict):
         results["ipam_alloc"].pop("table", None)
+    subprocess.run(["bash", "deploy/etcd.sh"], check=True)
+    _step(results, "cluster_alloc", cluster_alloc.run)
     try:
         _with_plugins(results)
     finally:

@@ -113,6 +113,24 @@ def markdown(r: dict[str, Any]) -> str:
             ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in mem.items()), "—",
             f"/10: {mem['/10'] / 1024:.1f} KiB", "< 1 MiB for a /10", _yes(mem["/10"] < 1 << 20),
         ]))  # fmt: skip
+    k = r.get("cluster_alloc", {})
+    if "etcd" in k:
+        for clients in (1, 8):
+            et, sq = k["etcd"][f"clients_{clients}"], k["sqlite"][f"clients_{clients}"]
+            rows.append(_row([
+                f"4b. allocate+release, {k['hosts']} hosts x {clients} clients, etcd vs SQLite",
+                f"p99 {et['p99_ms']:.2f} ms, {et['allocations_per_s']:.0f}/s",
+                f"p99 {sq['p99_ms']:.2f} ms, {sq['allocations_per_s']:.0f}/s",
+                f"p99 x{k['p99_ratio'][f'clients_{clients}']:.2f}", "p99 <= 2x",
+                _yes(k["p99_ratio"][f"clients_{clients}"] <= 2.0),
+            ]))  # fmt: skip
+        grow = k["etcd"]["grow"]
+        rows.append(_row([
+            "4b. cluster growth: block claims, etcd writes per 1,000 allocations",
+            f"{grow['claims']} claims, p50 {grow['claim_p50_ms']} ms, max {grow['claim_max_ms']} "
+            f"ms; {grow['etcd_writes_per_1000']} writes/1,000",
+            "—", "—", ">= 1,000 allocations/s (8 clients)", _yes(k["over_1000_per_s"]),
+        ]))  # fmt: skip
     d = r.get("datapath", {})
     if "routed" in d:
         ro, br = d["routed"], d["bridge"]
