@@ -2,8 +2,8 @@
 
 Order: IPAM allocator (in-process), cluster mode against SQLite mode (routed-ipam processes
 and a 3-member etcd on loopback, no dockerd: bench/cluster_alloc.py), then with both
-plugins serving the real /run/docker/plugins sockets (the ones already running, else a pair started here; see
-bench/services.py): container start, burst, data path, plugin API, scale.
+plugins serving the real /run/docker/plugins sockets (the ones already running, else a pair
+started here; see bench/services.py): container start, burst, data path, plugin API, scale.
 Timings are ratios and distributions; nothing here asserts a target.
 """
 

@@ -115,14 +115,14 @@ def markdown(r: dict[str, Any]) -> str:
         ]))  # fmt: skip
     k = r.get("cluster_alloc", {})
     if "etcd" in k:
-        for clients in (1, 8):
-            et, sq = k["etcd"][f"clients_{clients}"], k["sqlite"][f"clients_{clients}"]
+        for n_clients in (1, 8):
+            et, sq = k["etcd"][f"n_clients_{n_clients}"], k["sqlite"][f"n_clients_{n_clients}"]
             rows.append(_row([
-                f"4b. allocate+release, {k['hosts']} hosts x {clients} clients, etcd vs SQLite",
+                f"4b. allocate+release, {k['hosts']} hosts x {n_clients} clients, etcd vs SQLite",
                 f"p99 {et['p99_ms']:.2f} ms, {et['allocations_per_s']:.0f}/s",
                 f"p99 {sq['p99_ms']:.2f} ms, {sq['allocations_per_s']:.0f}/s",
-                f"p99 x{k['p99_ratio'][f'clients_{clients}']:.2f}", "p99 <= 2x",
-                _yes(k["p99_ratio"][f"clients_{clients}"] <= 2.0),
+                f"p99 x{k['p99_ratio'][f'n_clients_{n_clients}']:.2f}", "p99 <= 2x",
+                _yes(k["p99_ratio"][f"n_clients_{n_clients}"] <= 2.0),
             ]))  # fmt: skip
         grow = k["etcd"]["grow"]
         rows.append(_row([
