@@ -152,7 +152,11 @@ def _checked_file(values: Mapping[str, str], name: str, service: str) -> Path | 
     if not text:
         return None
     path = Path(text)
-    if not path.is_file():
+    try:
+        readable = path.is_file()
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        readable = False
+    if not readable:
         raise BadSetting(service, f"{name}={text[:200]!r} is not a readable file")
     return path
 
