@@ -35,7 +35,9 @@ EXAMPLES = int(os.environ.get("ROUTED_FUZZ_EXAMPLES", "200"))
 SUBNETS = ["10.40.0.0/24", "10.41.0.0/16", "fd00:40::/64", "", "10.40.0.0/25"]
 VALUES = st.one_of(
     st.sampled_from(hostile.SHELLISH),
-    st.sampled_from(["26", "/28", "0", "33", "129", "-1", "1e2", "\uff10", "\x00", "26 ", "web", "a" * 64]),
+    st.sampled_from(
+        ["26", "/28", "0", "33", "129", "-1", "1e2", "\uff10", "\x00", "26 ", "web", "a" * 64]
+    ),
     st.text(max_size=80),
 )
 
