@@ -81,7 +81,7 @@ def main() -> None:
     service = IpamService(store, *defaults)
     allocator: Allocator = LocalAllocator(service)
     on_stop = [store.close]
-    cluster_status = None
+    hooks = None
     if settings.etcd is not None:
         # Imported only in cluster mode: a single host needs nothing of etcd.
         from common.etcd import Etcd
@@ -89,7 +89,7 @@ def main() -> None:
 
         cluster = ClusterAllocator(service, Etcd(settings.etcd), settings)
         cluster.start()
-        allocator, cluster_status = cluster, cluster.status
+        allocator = hooks = cluster
         on_stop.insert(0, lambda: cluster.stop(STOP_S))
         log.info(
             "cluster mode: node %s, etcd at %s",
@@ -100,7 +100,7 @@ def main() -> None:
         "default pools %s",
         " and ".join(f"{d.pool} carved into /{d.prefix}" for d in defaults) + " subnets",
     )
-    channel_server = channel.server(service, paths.channel_endpoint, cluster_status)
+    channel_server = channel.server(service, paths.channel_endpoint, hooks)
     channel_server.start()
     serve(build_app(service, allocator), paths, on_stop=[channel_server.stop, *on_stop])
 

@@ -13,41 +13,57 @@ it never changes what is allocated.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from common import threads, wire
 from common.channel import ChannelServer, Message, MessageHandler
 from common.errors import BadRequest
 from ipam.service import IpamService
 
-ClusterStatus = Callable[[], dict[str, Any]] | None
+
+class ClusterHooks(Protocol):
+    """What cluster mode (ipam.cluster) wants to hear of the channel."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def bound(self, address: wire.IPAddress) -> None: ...
+
+    def unbound(self, endpoint_id: str, address: wire.IPAddress) -> None: ...
 
 
-def handlers(service: IpamService, cluster: ClusterStatus = None) -> dict[str, MessageHandler]:
+def handlers(
+    service: IpamService, cluster: ClusterHooks | None = None
+) -> dict[str, MessageHandler]:
     def bind(message: Message) -> Message:
         endpoint_id = wire.docker_id(message, "endpoint_id")
         network_id = wire.docker_id(message, "network_id")
         address = _address(message)
         known = service.run(lambda ipam: ipam.bind(endpoint_id, network_id, address))
+        if cluster is not None:
+            cluster.bound(address)
         return {"known": known}
 
     def unbind(message: Message) -> Message:
         endpoint_id = wire.docker_id(message, "endpoint_id")
         address = _address(message)
-        return {"known": service.run(lambda ipam: ipam.unbind(endpoint_id, address))}
+        known = service.run(lambda ipam: ipam.unbind(endpoint_id, address))
+        if known and cluster is not None:
+            cluster.unbound(endpoint_id, address)
+        return {"known": known}
 
     def status(_message: Message) -> Message:
         # "threads": each background thread alive or not, and how often it was restarted
         reply = {**service.run(lambda ipam: ipam.status()), "threads": threads.snapshot()}
         if cluster is not None:
-            reply["cluster"] = cluster()
+            reply["cluster"] = cluster.status()
         return reply
 
     return {"bind": bind, "unbind": unbind, "status": status}
 
 
-def server(service: IpamService, endpoint: str, cluster: ClusterStatus = None) -> ChannelServer:
+def server(
+    service: IpamService, endpoint: str, cluster: ClusterHooks | None = None
+) -> ChannelServer:
     return ChannelServer(endpoint, handlers(service, cluster))
 
 

@@ -24,6 +24,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, TypeVar
 
 from common.errors import BadRequest, PluginError
@@ -109,6 +110,8 @@ class ClusterAllocator:
         self._dirty: set[tuple[PoolRef, int]] = set()
         self._released: set[tuple[PoolRef, int]] = set()  # given up locally, not yet in etcd
         self._spare_wanted: set[str] = set()  # pool ids
+        # Addresses whose endpoint routed-net reported gone: endpoint id and since when.
+        self._unbound: dict[Address, tuple[str, float]] = {}
         self._reconciled = False
         self._last_keepalive = 0.0
         self._wake = threading.Event()
@@ -537,6 +540,7 @@ class ClusterAllocator:
                 self._keep_lease()
                 self._last_keepalive = time.monotonic()
             self._claim_spares()
+            self._release_orphans()
             self._release_empty()
             self._mirror()
         except NoEtcd:
@@ -705,6 +709,36 @@ class ClusterAllocator:
             out.append(((owned, start), record))
         return out
 
+    # -- holders (channel) --
+
+    def bound(self, address: Address) -> None:
+        with self._lock:
+            self._unbound.pop(address, None)
+
+    def unbound(self, endpoint_id: str, address: Address) -> None:
+        with self._lock:
+            self._unbound[address] = (endpoint_id, time.monotonic())
+
+    def _release_orphans(self) -> None:
+        """Release addresses whose endpoint is gone for longer than the grace period and that
+        dockerd never released (it crashed, or lost the endpoint): each would keep its block
+        claimed for good. Dockerd's own ReleaseAddress normally comes right after."""
+        now = time.monotonic()
+        with self._lock:
+            due = [(a, e) for a, (e, since) in self._unbound.items() if now - since >= self.grace_s]
+            for address, _endpoint in due:
+                del self._unbound[address]
+        for address, endpoint_id in due:
+            orphans = self.service.run(partial(_unheld, address=address))
+            for pool_id in orphans:
+                log.warning(
+                    "releasing %s in %s: its endpoint %s is gone and dockerd never released it",
+                    address,
+                    pool_id,
+                    endpoint_id[:12],
+                )
+                self.release_address(pool_id, address)
+
     # -- status (channel) --
 
     def status(self) -> dict[str, Any]:
@@ -727,3 +761,14 @@ class ClusterAllocator:
             "pending_s": None if health.pending_since is None else now - health.pending_since,
             "blocks": owned,
         }
+
+
+def _unheld(ipam: Ipam, *, address: Address) -> list[str]:
+    """Pools holding `address` as a container's lease that no endpoint holds now."""
+    found = []
+    for pool in ipam.pools.values():
+        if address.version == pool.network.version and address in pool.network:
+            lease = pool.leases.get(pool.offset(address))
+            if lease is not None and lease.kind in ("dynamic", "static") and not lease.endpoint_id:
+                found.append(pool.pool_id)
+    return found

@@ -178,3 +178,18 @@ def test_ipv6_pool_with_default_blocks(host):
     pb = b.request_pool(SPACE, net("fd00:1::/64"), None, {}, True)
     got = addresses(a, pa.pool_id, 70) + addresses(b, pb.pool_id, 70)
     assert len(set(got)) == 140 and "fd00:1::1" not in got
+
+
+def test_an_address_whose_endpoint_is_gone_is_released_after_the_grace(host, kv):
+    a = host("a", grace=0).allocator
+    pool = a.request_pool(SPACE, net("10.0.0.0/24"), None, {}, False)
+    kept, orphan = (ip(x) for x in addresses(a, pool.pool_id, 2))
+    for address in (kept, orphan):
+        a.service.run(lambda ipam, address=address: ipam.bind("e" * 64, "n" * 64, address))
+    a.service.run(lambda ipam: ipam.unbind("e" * 64, orphan))
+    a.unbound("e" * 64, orphan)
+    a.unbound("e" * 64, kept)
+    a.bound(kept)  # the endpoint came back
+    a.round()
+    held = {lease.address for lease in a.service.ipam.pools[pool.pool_id].leases.values()}
+    assert kept in held and orphan not in held
