@@ -404,7 +404,9 @@ class ClusterAllocator:
         if not self._claiming.acquire(timeout=CLAIM_WAIT_S):
             raise NoEtcd("cannot claim a block: etcd is slow to answer another claim")
         try:
-            if pool.bitmap.size - pool.bitmap.count > spare:
+            if spare == 0 and pool.next_free(pool.low) is not None:
+                return  # another call claimed one while this one waited
+            if spare and pool.bitmap.size - pool.bitmap.count > spare:
                 return
             for _ in range(CLAIM_ATTEMPTS):
                 if self._claim_one(owned, pool):
@@ -542,6 +544,7 @@ class ClusterAllocator:
             self._claim_spares()
             self._release_orphans()
             self._release_empty()
+            self._release_carved()
             self._mirror()
         except NoEtcd:
             pass  # Health has it
@@ -596,13 +599,28 @@ class ClusterAllocator:
                 )
         self._reconciled = True
 
-    def _drop(self, owned: Owned, start: int) -> None:
+    def _drop(self, owned: Owned, start: int, only_if_empty: bool = False) -> bool:
+        """Stop allocating from block `start`. With `only_if_empty`, only if it holds no
+        lease: checked under the service lock, so no allocation can slip in between."""
+
+        def call(ipam: Ipam) -> bool:
+            pools = [
+                p for p in ipam.pools.values() if (p.address_space, str(p.network)) == owned.ref
+            ]
+            if only_if_empty and not all(self._still_empty(p, owned, start) for p in pools):
+                return False
+            with self._lock:
+                owned.starts.discard(start)
+                owned.empty_since.pop(start, None)
+            for pool in pools:
+                self._mask(pool)
+            return True
+
+        if not self.service.run(call):
+            return False
         with self.store.transaction() as txn:
             txn.delete(BLOCK, f"{owned.pool.space}|{owned.network(start)}")
-        with self._lock:
-            owned.starts.discard(start)
-            owned.empty_since.pop(start, None)
-        self.service.run(self._mask_all)
+        return True
 
     def _claim_spares(self) -> None:
         """Keep more than a block's worth of addresses free in every pool that was asked
@@ -643,7 +661,8 @@ class ClusterAllocator:
                 keep = 1 if pool is not None else 0
                 due += [(owned, start) for start in empty[: max(0, len(owned.starts) - keep)]]
         for owned, start in due:
-            self._drop(owned, start)
+            if not self._drop(owned, start, only_if_empty=True):
+                continue  # an address went into it meanwhile
             with self._lock:
                 self._released.add((owned.ref, start))
                 self._dirty.discard((owned.ref, start))
@@ -660,6 +679,30 @@ class ClusterAllocator:
             with self._lock:
                 self._released.discard((ref, start))
             log.info("released empty block %s of %s", owned.network(start), owned.pool.subnet)
+
+    def _release_carved(self) -> None:
+        """A subnet this host carved for a network without --subnet is its alone: once the
+        network is gone and its blocks are released, give the subnet back to the cluster."""
+        held = self.service.run(
+            lambda ipam: {(p.address_space, str(p.network)) for p in ipam.pools.values()}
+        )
+        with self._lock:
+            done = [
+                owned
+                for ref, owned in self._owned.items()
+                if owned.pool.carved_by == self.node
+                and ref not in held
+                and not owned.starts
+                and not any(r == ref for r, _ in self._released)
+            ]
+        for owned in done:
+            key = blocks.pool_key(owned.pool.space, owned.pool.subnet)
+            self._etcd("release a carved subnet", self.kv.txn, [], [Delete(key)])
+            with self.store.transaction() as txn:
+                txn.delete(CPOOL, "|".join(owned.ref))
+            with self._lock:
+                self._owned.pop(owned.ref, None)
+            log.info("gave carved subnet %s back to the cluster", owned.pool.subnet)
 
     def _still_empty(self, pool: Pool | None, owned: Owned, start: int) -> bool:
         if pool is None:

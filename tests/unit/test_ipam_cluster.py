@@ -193,3 +193,16 @@ def test_an_address_whose_endpoint_is_gone_is_released_after_the_grace(host, kv)
     a.round()
     held = {lease.address for lease in a.service.ipam.pools[pool.pool_id].leases.values()}
     assert kept in held and orphan not in held
+
+
+def test_a_carved_subnet_goes_back_to_the_cluster_with_its_network(host, kv):
+    a = host("a", grace=0).allocator
+    pool = a.request_pool(SPACE, None, None, {}, False)
+    addresses(a, pool.pool_id, 3)
+    a.release_pool(pool.pool_id)
+    a.round()
+    assert kv.range(blocks.pools_prefix(SPACE)) == []
+    named = a.request_pool(SPACE, None, None, {"pool": "kept"}, False)
+    a.release_pool(named.pool_id)
+    a.round()
+    assert len(kv.range(blocks.pools_prefix(SPACE))) == 1  # a named pool stays
