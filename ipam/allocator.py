@@ -6,21 +6,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ipam.pools import Address, Ipam, Network, Pool
 from ipam.service import IpamService
 
 
+@dataclass(frozen=True)
+class PoolRequest:
+    """One RequestPool as the handlers parsed it."""
+
+    space: str
+    network: Network | None  # --subnet
+    sub_pool: Network | None  # --ip-range
+    options: dict[str, str]  # --ipam-opt
+    v6: bool
+
+    def on(self, ipam: Ipam, **changed: object) -> Pool:
+        """Ask the logic for this pool, with some fields changed (replace)."""
+        request = replace(self, **changed)  # type: ignore[arg-type]
+        return ipam.request_pool(
+            request.space, request.network, request.sub_pool, request.options, request.v6
+        )
+
+
 class Allocator(Protocol):
-    def request_pool(
-        self,
-        space: str,
-        network: Network | None,
-        sub_pool: Network | None,
-        options: dict[str, str],
-        v6: bool,
-    ) -> Pool: ...
+    def request_pool(self, request: PoolRequest) -> Pool: ...
 
     def release_pool(self, pool_id: str) -> None: ...
 
@@ -35,17 +47,8 @@ class LocalAllocator:
     def __init__(self, service: IpamService) -> None:
         self.service = service
 
-    def request_pool(
-        self,
-        space: str,
-        network: Network | None,
-        sub_pool: Network | None,
-        options: dict[str, str],
-        v6: bool,
-    ) -> Pool:
-        return self.service.run(
-            lambda ipam: ipam.request_pool(space, network, sub_pool, options, v6)
-        )
+    def request_pool(self, request: PoolRequest) -> Pool:
+        return self.service.run(request.on)
 
     def release_pool(self, pool_id: str) -> None:
         self.service.run(lambda ipam: ipam.release_pool(pool_id))

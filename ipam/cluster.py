@@ -33,6 +33,7 @@ from common.settings import Settings
 from common.store import Store
 from common.threads import Worker
 from ipam import blocks
+from ipam.allocator import PoolRequest
 from ipam.blocks import ClusterPool, NoEtcd
 from ipam.pools import Address, Conflict, Ipam, Network, Pool
 from ipam.service import IpamService
@@ -179,28 +180,19 @@ class ClusterAllocator:
 
     # -- pools --
 
-    def request_pool(
-        self,
-        space: str,
-        network: Network | None,
-        sub_pool: Network | None,
-        options: dict[str, str],
-        v6: bool,
-    ) -> Pool:
-        wanted, rest = blocks.split_options(options)
-        version = 6 if v6 else 4
+    def request_pool(self, request: PoolRequest) -> Pool:
+        wanted, rest = blocks.split_options(request.options)
+        network = request.network
         # Everything the logic would refuse is refused before etcd is asked anything.
-        scratch = Ipam(*self.service.ipam.default_pools.values())
-        scratch.request_pool(space, network, sub_pool, rest, v6)
+        request.on(Ipam(*self.service.ipam.default_pools.values()), options=rest)
         if network is not None and wanted.block is not None:
             blocks.check_block(wanted.block, network)
         mode = rest.get("mode")
-        held = self._cluster_pool(space, version, network, wanted, mode)
+        held = self._cluster_pool(request.space, 6 if request.v6 else 4, network, wanted, mode)
         self._owned_for(held)
-        options = {**rest, "mode": held.mode}
 
         def call(ipam: Ipam) -> Pool:
-            pool = ipam.request_pool(space, held.subnet, sub_pool, options, v6)
+            pool = request.on(ipam, network=held.subnet, options={**rest, "mode": held.mode})
             self._mask(pool)
             return pool
 

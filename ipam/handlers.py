@@ -9,7 +9,7 @@ from __future__ import annotations
 from common import wire
 from common.errors import BadRequest
 from common.server import PluginApp
-from ipam.allocator import Allocator, LocalAllocator
+from ipam.allocator import Allocator, LocalAllocator, PoolRequest
 from ipam.pools import GATEWAY_TYPE, GLOBAL_SPACE, LOCAL_SPACE
 from ipam.service import IpamService
 
@@ -35,7 +35,7 @@ def build_app(service: IpamService, allocator: Allocator | None = None) -> Plugi
         sub_pool = wire.network(sub_text, "SubPool") if sub_text else None
         options = _string_map(wire.obj(body, "Options"), "Options")
         v6 = wire.flag(body, "V6")
-        pool = ipam.request_pool(space, network, sub_pool, options, v6)
+        pool = ipam.request_pool(PoolRequest(space, network, sub_pool, options, v6))
         return {"PoolID": pool.pool_id, "Pool": str(pool.network), "Data": {}}
 
     def release_pool(body: wire.Body) -> wire.Body:

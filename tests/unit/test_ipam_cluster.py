@@ -11,6 +11,7 @@ from common.errors import BadRequest, PluginError
 from common.settings import Settings
 from common.store import Store
 from ipam import blocks
+from ipam.allocator import PoolRequest
 from ipam.blocks import NoEtcd
 from ipam.cluster import ClusterAllocator
 from ipam.pools import Conflict, DefaultPool
@@ -55,8 +56,8 @@ def addresses(allocator, pool_id, count):
 
 def test_two_hosts_one_pool_disjoint_blocks_and_one_gateway(host, kv):
     a, b = host("a").allocator, host("b").allocator
-    pa = a.request_pool(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False)
-    pb = b.request_pool(SPACE, net("10.0.0.0/24"), None, {}, False)
+    pa = a.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False))
+    pb = b.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {}, False))
     assert a.request_address(pa.pool_id, None, True) == "10.0.0.1/32"
     assert b.request_address(pb.pool_id, None, True) == "10.0.0.1/32"
     got_a, got_b = addresses(a, pa.pool_id, 40), addresses(b, pb.pool_id, 40)
@@ -70,8 +71,8 @@ def test_two_hosts_one_pool_disjoint_blocks_and_one_gateway(host, kv):
 
 def test_strict_affinity_static_ip_and_aux(host):
     a, b = host("a").allocator, host("b").allocator
-    pa = a.request_pool(SPACE, net("10.0.0.0/24"), None, {}, False)
-    pb = b.request_pool(SPACE, net("10.0.0.0/24"), None, {}, False)
+    pa = a.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {}, False))
+    pb = b.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {}, False))
     a.request_address(pa.pool_id, ip("10.0.0.70"), False)  # aux window: reserved pool-wide
     taken = addresses(a, pa.pool_id, 1)[0]
     with pytest.raises(Conflict, match="host a owns"):
@@ -84,31 +85,34 @@ def test_strict_affinity_static_ip_and_aux(host):
 
 def test_conflicting_cluster_settings_are_refused_and_nothing_is_written(host, kv):
     a, b = host("a").allocator, host("b").allocator
-    a.request_pool(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False)
+    a.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False))
     before = dict(kv.data)
     for options in ({"block": "27"}, {"mode": "prefix"}, {"block": "zz"}, {"mode": "bogus"}):
         with pytest.raises(BadRequest):
-            b.request_pool(SPACE, net("10.0.0.0/24"), None, options, False)
+            b.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, options, False))
     with pytest.raises(BadRequest, match="not inside"):
-        b.request_pool(SPACE, net("10.0.0.0/24"), net("10.9.0.0/26"), {}, False)
+        b.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), net("10.9.0.0/26"), {}, False))
     assert kv.data == before
     assert b.service.ipam.pools == {}
 
 
 def test_named_pool_and_carved_subnets(host):
     a, b = host("a").allocator, host("b").allocator
-    named = {h.request_pool(SPACE, None, None, {"pool": "web"}, False).network for h in (a, b)}
+    named = {
+        h.request_pool(PoolRequest(SPACE, None, None, {"pool": "web"}, False)).network
+        for h in (a, b)
+    }
     assert len(named) == 1
-    carved = {h.request_pool(SPACE, None, None, {}, False).network for h in (a, b)}
+    carved = {h.request_pool(PoolRequest(SPACE, None, None, {}, False)).network for h in (a, b)}
     assert len(carved | named) == 3
     with pytest.raises(BadRequest, match="pool=web"):
-        a.request_pool(SPACE, net("10.5.0.0/24"), None, {"pool": "web"}, False)
+        a.request_pool(PoolRequest(SPACE, net("10.5.0.0/24"), None, {"pool": "web"}, False))
 
 
 def test_etcd_down_allocates_inside_owned_blocks_and_keeps_releases(host, kv):
     h = host("a")
     a = h.allocator
-    pool = a.request_pool(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False)
+    pool = a.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False))
     first = addresses(a, pool.pool_id, 5)
     a.round()  # the spare block, the lease, the mirror
     writes = kv.writes
@@ -128,7 +132,7 @@ def test_etcd_down_allocates_inside_owned_blocks_and_keeps_releases(host, kv):
 
 def test_restart_keeps_blocks_and_reconciles_with_etcd(tmp_path, host, kv):
     h = host("a")
-    pool = h.allocator.request_pool(SPACE, net("10.0.0.0/24"), None, {}, False)
+    pool = h.allocator.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {}, False))
     got = addresses(h.allocator, pool.pool_id, 3)
     owned = {b["block"] for b in h.allocator.status()["blocks"]}
     h.store.close()
@@ -141,7 +145,7 @@ def test_restart_keeps_blocks_and_reconciles_with_etcd(tmp_path, host, kv):
 
 def test_empty_blocks_go_after_the_grace_period_but_a_held_pool_keeps_one(host, kv):
     a = host("a", grace=0).allocator
-    pool = a.request_pool(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False)
+    pool = a.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False))
     got = addresses(a, pool.pool_id, 30)
     for address in got:
         a.release_address(pool.pool_id, ip(address))
@@ -154,8 +158,8 @@ def test_empty_blocks_go_after_the_grace_period_but_a_held_pool_keeps_one(host, 
 
 def test_a_full_pool_names_the_holders(host):
     a, b = host("a").allocator, host("b").allocator
-    pa = a.request_pool(SPACE, net("10.0.0.0/26"), None, {"block": "27"}, False)
-    pb = b.request_pool(SPACE, net("10.0.0.0/26"), None, {}, False)
+    pa = a.request_pool(PoolRequest(SPACE, net("10.0.0.0/26"), None, {"block": "27"}, False))
+    pb = b.request_pool(PoolRequest(SPACE, net("10.0.0.0/26"), None, {}, False))
     addresses(a, pa.pool_id, 1)
     addresses(b, pb.pool_id, 1)
     with pytest.raises(PluginError, match="claimed by a, b"):
@@ -174,15 +178,15 @@ def test_lease_lost_is_counted_and_the_node_registers_again(host, kv):
 
 def test_ipv6_pool_with_default_blocks(host):
     a, b = host("a").allocator, host("b").allocator
-    pa = a.request_pool(SPACE, net("fd00:1::/64"), None, {}, True)
-    pb = b.request_pool(SPACE, net("fd00:1::/64"), None, {}, True)
+    pa = a.request_pool(PoolRequest(SPACE, net("fd00:1::/64"), None, {}, True))
+    pb = b.request_pool(PoolRequest(SPACE, net("fd00:1::/64"), None, {}, True))
     got = addresses(a, pa.pool_id, 70) + addresses(b, pb.pool_id, 70)
     assert len(set(got)) == 140 and "fd00:1::1" not in got
 
 
 def test_an_address_whose_endpoint_is_gone_is_released_after_the_grace(host, kv):
     a = host("a", grace=0).allocator
-    pool = a.request_pool(SPACE, net("10.0.0.0/24"), None, {}, False)
+    pool = a.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {}, False))
     kept, orphan = (ip(x) for x in addresses(a, pool.pool_id, 2))
     for address in (kept, orphan):
         a.service.run(lambda ipam, address=address: ipam.bind("e" * 64, "n" * 64, address))
@@ -197,12 +201,12 @@ def test_an_address_whose_endpoint_is_gone_is_released_after_the_grace(host, kv)
 
 def test_a_carved_subnet_goes_back_to_the_cluster_with_its_network(host, kv):
     a = host("a", grace=0).allocator
-    pool = a.request_pool(SPACE, None, None, {}, False)
+    pool = a.request_pool(PoolRequest(SPACE, None, None, {}, False))
     addresses(a, pool.pool_id, 3)
     a.release_pool(pool.pool_id)
     a.round()
     assert kv.range(blocks.pools_prefix(SPACE)) == []
-    named = a.request_pool(SPACE, None, None, {"pool": "kept"}, False)
+    named = a.request_pool(PoolRequest(SPACE, None, None, {"pool": "kept"}, False))
     a.release_pool(named.pool_id)
     a.round()
     assert len(kv.range(blocks.pools_prefix(SPACE))) == 1  # a named pool stays
