@@ -28,7 +28,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from common.errors import BadRequest, PluginError
-from common.etcd import Absent, Delete, EtcdUnavailable, Holds, Kv, Op, Put, Unchanged
+from common.etcd import Absent, Delete, EtcdUnavailable, Guard, Holds, Kv, Op, Put, Unchanged
 from common.settings import Settings
 from common.store import Store
 from common.threads import Worker
@@ -45,7 +45,7 @@ LEASE_TTL_S = 10
 ROUND_S = 1.0  # mirror writes, keepalives and claims ahead: at most a few etcd writes a second
 CLAIM_ATTEMPTS = 8
 CLAIM_WAIT_S = 2.0  # a call waits this long for another call's claim before it gives up
-MAX_TXN_OPS = 100  # etcd refuses transactions of more than 128 operations by default
+MAX_TXN_OPS = 60  # etcd refuses transactions of more than 128 operations by default
 CPOOL, BLOCK = "cluster_pool", "cluster_block"  # local records, beside persist.py's kinds
 PoolRef = tuple[str, str]  # (address space, subnet CIDR): one cluster pool
 
@@ -548,6 +548,7 @@ class ClusterAllocator:
         if health.lease:
             health.lease_lost += 1
             log.warning("lease of node %s expired: registering again", self.node)
+            self._reconciled = False  # an operator may have forgotten this host meanwhile
         lease = self._etcd("grant a lease", self.kv.grant, LEASE_TTL_S)
         record = {"node": self.node}
         self._etcd(
@@ -564,14 +565,15 @@ class ClusterAllocator:
         for owned in owned_list:
             for start in sorted(owned.starts):
                 entry = by_block.pop((owned.pool.space, str(owned.network(start))), None)
+                owner = entry.value.get("node") if entry is not None else None
                 if entry is None:
-                    self._claim(owned, start)  # it was ours: say so again
-                elif entry.value.get("node") != self.node:
+                    owner = self._claim(owned, start)  # it was ours: say so again
+                if owner is not None and owner != self.node:
                     log.error(
                         "block %s is owned by %s in etcd (forgotten by an operator?): "
                         "not allocating from it any more",
                         owned.network(start),
-                        entry.value.get("node"),
+                        owner,
                     )
                     self._drop(owned, start)
         for (space, block), entry in by_block.items():
@@ -712,13 +714,26 @@ class ClusterAllocator:
         if self.health.pending_since is None:
             self.health.pending_since = time.monotonic()
         snapshot = self.service.run(lambda ipam: self._addresses(ipam, dirty))
-        ops: list[Op] = [
-            Put(blocks.addrs_key(owned.pool.space, owned.network(start)), record)
-            for (owned, start), record in snapshot
-        ]
-        for first in range(0, len(ops), MAX_TXN_OPS):
-            chunk = ops[first : first + MAX_TXN_OPS]
-            self._etcd("mirror addresses", self.kv.txn, [], chunk)
+        for first in range(0, len(snapshot), MAX_TXN_OPS):
+            chunk = snapshot[first : first + MAX_TXN_OPS]
+            # Each write is guarded by the block still being this host's: an operator may
+            # have forgotten this host while it was cut off, and given its blocks away.
+            guards: list[Guard] = [
+                Holds(
+                    blocks.block_key(owned.pool.space, owned.network(start)),
+                    {**owned.record(start), "node": self.node},
+                )
+                for (owned, start), _record in chunk
+            ]
+            ops: list[Op] = [
+                Put(blocks.addrs_key(owned.pool.space, owned.network(start)), record)
+                for (owned, start), record in chunk
+            ]
+            applied, _ = self._etcd("mirror addresses", self.kv.txn, guards, ops)
+            if not applied:
+                log.error("some blocks of this host are not its own in etcd any more: checking")
+                self._reconciled = False
+                return
         with self._lock:
             self._dirty.difference_update(dirty)
             if not self._dirty:

@@ -210,3 +210,19 @@ def test_a_carved_subnet_goes_back_to_the_cluster_with_its_network(host, kv):
     a.release_pool(named.pool_id)
     a.round()
     assert len(kv.range(blocks.pools_prefix(SPACE))) == 1  # a named pool stays
+
+
+def test_a_host_forgotten_while_cut_off_stops_using_blocks_given_away(host, kv):
+    a = host("a").allocator
+    pool = a.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False))
+    first = addresses(a, pool.pool_id, 1)[0]
+    a.round()
+    block = str(net(f"{first}/28", strict=False))
+    key = blocks.block_key(SPACE, net(block))
+    kv.data[key] = type(kv.data[key])(key, {**kv.data[key].value, "node": "b"}, 99)
+    addresses(a, pool.pool_id, 1)  # makes the block dirty: the mirror finds out
+    a.round()
+    a.round()
+    assert block not in {b["block"] for b in a.status()["blocks"]}
+    later = addresses(a, pool.pool_id, 20)
+    assert not any(ip(x) in net(block) for x in later)
