@@ -12,8 +12,9 @@ is at worst a block nobody uses until the next reconcile adopts or releases it.
 
 Liveness: a background worker keeps the node key on a lease, mirrors the addresses of changed
 blocks in one transaction per round, claims a spare block ahead of need, releases blocks left
-empty longer than the grace period, and reconciles local claims with etcd after a start. When
-etcd does not answer, the worker just tries again next round: that work is "pending".
+empty longer than the grace period and addresses whose endpoint routed-net reported gone, and
+reconciles local claims with etcd after a start or a lost lease. When etcd does not answer,
+the worker just tries again next round: that work is "pending".
 """
 
 from __future__ import annotations
@@ -540,6 +541,9 @@ class ClusterAllocator:
             self._mirror()
         except NoEtcd:
             pass  # Health has it
+        except (KeyError, TypeError, ValueError) as err:
+            # a record under the cluster's root that no routed wrote: say so, keep serving
+            log.error("unreadable cluster record in etcd: %s: %s", type(err).__name__, err)
 
     def _keep_lease(self) -> None:
         health = self.health
@@ -637,8 +641,8 @@ class ClusterAllocator:
                 log.info("no spare block for %s: %s", pool_id, err)
 
     def _release_empty(self) -> None:
-        """Give up blocks empty for longer than the grace period (never a held pool's last
-        one), locally first: etcd learns of it now or in a later round."""
+        """Give up blocks empty for longer than the grace period (but a held pool's spare),
+        locally first: etcd learns of it now or in a later round."""
         now = time.monotonic()
         held = self.service.run(
             lambda ipam: {(p.address_space, str(p.network)): p for p in ipam.pools.values()}
@@ -652,8 +656,8 @@ class ClusterAllocator:
                     for start, since in owned.empty_since.items()
                     if now - since >= self.grace_s and self._still_empty(pool, owned, start)
                 )
-                keep = 1 if pool is not None else 0
-                due += [(owned, start) for start in empty[: max(0, len(owned.starts) - keep)]]
+                # A held pool keeps one empty block: its spare, claimed ahead of an outage.
+                due += [(owned, start) for start in empty[1 if pool is not None else 0 :]]
         for owned, start in due:
             if not self._drop(owned, start, only_if_empty=True):
                 continue  # an address went into it meanwhile
