@@ -29,18 +29,9 @@ import pytest
 from pyroute2 import IPRoute
 
 from common.sdnotify import wait_until as poll_until
-from tests.security.services import (
-    IPAM,
-    NET,
-    REPO,
-    Layout,
-    PluginClient,
-    Service,
-    channel_call,
-    make_root,
-    records,
-    remove_tree,
-)
+from common.unixhttp import UnixClient
+from testkit.services import IPAM, NET, REPO, Layout, Service, make_root, records
+from tests.security.services import channel_call, remove_tree
 
 BOUND_S = 20  # "answers within bounded time": generous, never a performance figure
 STOPWAITSECS = 4  # supervisord.conf: what a stop must fit in
@@ -70,23 +61,23 @@ def service(layout: Layout, name: str, **env: str) -> Service:
     return made
 
 
-def ok(client: PluginClient, method: str, body: dict[str, Any]) -> Any:
+def ok(client: UnixClient, method: str, body: dict[str, Any]) -> Any:
     status, reply = client.call(method, body)
     assert status == 200, (method, reply)
     return reply
 
 
-def request_pool(client: PluginClient, pool: str) -> str:
+def request_pool(client: UnixClient, pool: str) -> str:
     body = {"AddressSpace": "LocalDefault", "Pool": pool, "SubPool": "", "Options": {}, "V6": False}
     return str(ok(client, "IpamDriver.RequestPool", body)["PoolID"])
 
 
-def request_address(client: PluginClient, pool_id: str, address: str = "") -> str:
+def request_address(client: UnixClient, pool_id: str, address: str = "") -> str:
     body = {"PoolID": pool_id, "Address": address, "Options": None}
     return str(ok(client, "IpamDriver.RequestAddress", body)["Address"])
 
 
-def create_network(client: PluginClient, pool: str) -> str:
+def create_network(client: UnixClient, pool: str) -> str:
     network_id = uuid.uuid4().hex * 2
     body = {
         "NetworkID": network_id,
@@ -129,7 +120,7 @@ def holder(layout: Layout, address: str) -> str | None:
 
 def stop_all(layout: Layout, net: Service, ipam: Service, network_id: str, store: Path) -> None:
     """Delete what is left the way dockerd would, then stop both: nothing stays behind."""
-    client = PluginClient(layout.socket(NET))
+    client = UnixClient(layout.socket(NET), timeout=30)
     for endpoint_id in records(store, "endpoint"):
         body = {"NetworkID": network_id, "EndpointID": endpoint_id}
         ok(client, "NetworkDriver.DeleteEndpoint", body)
@@ -168,12 +159,12 @@ GRACE_S = 2.0
 def test_a_crash_between_commit_and_reply_leaves_no_endpoint_for_ever(layout: Layout) -> None:
     ipam = service(layout, IPAM)
     ipam.start()
-    ipam_client = PluginClient(layout.socket(IPAM))
+    ipam_client = UnixClient(layout.socket(IPAM), timeout=30)
     pool_id = request_pool(ipam_client, "10.202.0.0/24")
     address = request_address(ipam_client, pool_id, "10.202.0.10")
     net = service(layout, NET, ROUTED_TEST_STALE_AFTER_S=str(GRACE_S))
     net.start([sys.executable, "-c", CRASHING_NET])
-    client = PluginClient(layout.socket(NET))
+    client = UnixClient(layout.socket(NET), timeout=30)
     network_id = create_network(client, "10.202.0.0/24")
     forgotten = uuid.uuid4().hex * 2
     with pytest.raises((OSError, ValueError)):  # the connection dies with the process
@@ -186,7 +177,7 @@ def test_a_crash_between_commit_and_reply_leaves_no_endpoint_for_ever(layout: La
     ok(ipam_client, "IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": "10.202.0.10"})
     address = request_address(ipam_client, pool_id, "10.202.0.10")
     net.start([sys.executable, "-c", SHORT_GRACE_NET])
-    client = PluginClient(layout.socket(NET))
+    client = UnixClient(layout.socket(NET), timeout=30)
     time.sleep(GRACE_S)  # the forgotten endpoint is now older than the grace period
     taker = uuid.uuid4().hex * 2
     ok(client, "NetworkDriver.CreateEndpoint", endpoint_body(network_id, taker, address))
@@ -263,7 +254,10 @@ def test_full_state_directories_fail_clearly_and_lose_no_binding(
     net = service(layout, NET, ROUTED_STATE_DIR=str(net_disk.path))
     net.start()
     net_store = net_disk.path / f"{NET}.db"
-    ipam_client, client = PluginClient(layout.socket(IPAM)), PluginClient(layout.socket(NET))
+    ipam_client, client = (
+        UnixClient(layout.socket(IPAM), timeout=30),
+        UnixClient(layout.socket(NET), timeout=30),
+    )
     pool_id = request_pool(ipam_client, "10.203.0.0/24")
     first, second = (request_address(ipam_client, pool_id) for _ in range(2))
     network_id = create_network(client, "10.203.0.0/24")
@@ -307,7 +301,7 @@ def test_full_state_directories_fail_clearly_and_lose_no_binding(
 def test_sigterm_fits_stopwaitsecs_and_loses_nothing(layout: Layout) -> None:
     net = service(layout, NET)
     net.start()  # routed-ipam is down: every binding waits in the outbox
-    client = PluginClient(layout.socket(NET))
+    client = UnixClient(layout.socket(NET), timeout=30)
     network_id = create_network(client, "10.204.0.0/24")
     endpoints = [uuid.uuid4().hex * 2 for _ in range(12)]
     for number, endpoint_id in enumerate(endpoints):
@@ -334,7 +328,7 @@ def test_sigterm_fits_stopwaitsecs_and_loses_nothing(layout: Layout) -> None:
 
     ipam = service(layout, IPAM)
     ipam.start()
-    client = PluginClient(layout.socket(IPAM))
+    client = UnixClient(layout.socket(IPAM), timeout=30)
     pool_id = request_pool(client, "10.204.0.0/24")
     for number in range(len(endpoints)):
         request_address(client, pool_id, f"10.204.0.{number + 10}")
