@@ -213,14 +213,14 @@ RECORDING_IPAM = """
 import json, os
 from ipam import channel
 original = channel.handlers
-def handlers(service):
+def handlers(service, *rest):
     log = open(os.environ["ROUTED_TEST_CHANNEL_LOG"], "a", buffering=1)
     def wrap(kind, handle):
         def run(message):
             log.write(json.dumps({"type": kind, "id": message.get("id")}) + "\\n")
             return handle(message)
         return run
-    return {kind: wrap(kind, handle) for kind, handle in original(service).items()}
+    return {kind: wrap(kind, handle) for kind, handle in original(service, *rest).items()}
 channel.handlers = handlers
 from ipam.__main__ import main
 main()
