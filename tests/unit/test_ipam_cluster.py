@@ -226,3 +226,25 @@ def test_a_host_forgotten_while_cut_off_stops_using_blocks_given_away(host, kv):
     assert block not in {b["block"] for b in a.status()["blocks"]}
     later = addresses(a, pool.pool_id, 20)
     assert not any(ip(x) in net(block) for x in later)
+
+
+def test_ip_range_uses_only_blocks_inside_it(host, kv):
+    a = host("a").allocator
+    request = PoolRequest(SPACE, net("10.0.0.0/24"), net("10.0.0.128/25"), {"block": "28"}, False)
+    pool = a.request_pool(request)
+    got = addresses(a, pool.pool_id, 40)
+    assert all(ip(x) in net("10.0.0.128/25") for x in got)
+    claimed = [net(e.value["block"]) for e in kv.range(f"{blocks.ROOT}block/")]
+    assert claimed and all(b.subnet_of(net("10.0.0.128/25")) for b in claimed)
+
+
+def test_an_explicit_gateway_is_reserved_pool_wide_for_every_host(host):
+    a, b = host("a").allocator, host("b").allocator
+    pa = a.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {}, False))
+    pb = b.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {}, False))
+    assert a.request_address(pa.pool_id, ip("10.0.0.254"), True) == "10.0.0.254/32"
+    assert b.request_address(pb.pool_id, ip("10.0.0.254"), True) == "10.0.0.254/32"
+    got: list[str] = []
+    for allocator, pool in ((a, pa), (b, pb)):
+        got += addresses(allocator, pool.pool_id, 60)
+    assert "10.0.0.254" not in got and len(set(got)) == len(got)

@@ -7,6 +7,7 @@ import ipaddress
 
 import pytest
 
+from ipam.status import ClusterHealth
 from ipam.status import LeaseStatus as Lease
 from ipam.status import PoolStatus as Pool
 from ipam.status import Status as IpamView
@@ -638,3 +639,41 @@ def test_status_view_with_ipv6() -> None:
         True,
         "six",
     )
+
+
+def with_cluster(snap: Snapshot, **health: object) -> Snapshot:
+    fields: dict[str, object] = {
+        "node": "host-a",
+        "etcd_error": "",
+        "etcd_down_s": None,
+        "lease_alive": True,
+        "lease_lost": 0,
+        "pending": 0,
+        "pending_s": None,
+        **health,
+    }
+    cluster = ClusterHealth(**fields)  # type: ignore[arg-type]
+    assert snap.ipam is not None
+    return dataclasses.replace(snap, ipam=dataclasses.replace(snap.ipam, cluster=cluster))
+
+
+def test_cluster_mode_healthy_has_no_findings() -> None:
+    assert logic.diagnose(with_cluster(healthy_snapshot())) == []
+
+
+@pytest.mark.parametrize(
+    ("health", "code"),
+    [
+        ({"etcd_error": "etcd did not answer", "etcd_down_s": 12.0, "lease_alive": False},
+         "etcd-unreachable"),
+        ({"lease_alive": False}, "lease-lost"),
+        ({"pending": 3, "pending_s": logic.PENDING_LIMIT_S + 1}, "writeback-stuck"),
+    ],
+)  # fmt: skip
+def test_cluster_trouble_is_a_problem(health: dict[str, object], code: str) -> None:
+    assert codes(with_cluster(healthy_snapshot(), **health)) == [code]
+
+
+def test_a_lease_that_expired_once_is_a_note() -> None:
+    findings = logic.diagnose(with_cluster(healthy_snapshot(), lease_lost=2))
+    assert [(f.severity, f.code) for f in findings] == [("note", "lease-expired")]
