@@ -22,6 +22,9 @@ PROTOCOL_NUMBERS = {name: number for number, name in PROTOCOLS.items()}
 # Each binding becomes a DNAT rule per family; a few thousand would slow every rewrite of
 # the host's rules down for all containers, so an endpoint gets at most this many.
 MAX_BINDINGS = 1024
+# Host ports one call may try in all (ranges, -P): enough for a whole port range, and a
+# bound on the time a call of many ranges on a crowded host can take.
+MAX_TRIES = 65536
 # What dockerd's port allocator uses when /proc/sys/net/ipv4/ip_local_port_range is unreadable.
 DEFAULT_DYNAMIC_RANGE = (49153, 65535)
 
@@ -236,13 +239,31 @@ def choose(
     PortInUse when the host has the port in use). A single port that cannot be had fails
     with the reason; so does a range with no free port."""
     chosen: list[Binding] = []
-    held: list[tuple[Reservation, str]] = list(taken)
+    held: dict[tuple[str, int, int], list[tuple[Reservation, str]]] = {}
+    for reservation, holder in taken:
+        held.setdefault(_slot(reservation), []).append((reservation, holder))
+    tries = 0
     for request in requests:
         last_error = ""
-        for host_port in request.candidates(dynamic):
+        candidates = request.candidates(dynamic)
+        for host_port in candidates:
+            tries += 1
+            if tries > MAX_TRIES:
+                raise PortInUse(
+                    f"cannot publish {request.describe()}: tried {MAX_TRIES} host ports "
+                    "without finding free ones for every binding"
+                )
             binding = Binding(request, host_port)
             wanted = reservations(binding, versions)
-            owner = next((who for want in wanted for have, who in held if want.clashes(have)), None)
+            owner = next(
+                (
+                    who
+                    for want in wanted
+                    for have, who in held.get(_slot(want), [])
+                    if want.clashes(have)
+                ),
+                None,
+            )
             if owner is not None:
                 last_error = (
                     f"host port {host_port}/{request.proto} is already published by {owner}"
@@ -254,13 +275,18 @@ def choose(
                 last_error = str(err)
                 continue
             chosen.append(binding)
-            held += [(want, "this container") for want in wanted]
+            for want in wanted:
+                held.setdefault(_slot(want), []).append((want, "this container"))
             break
         else:
-            if len(request.candidates(dynamic)) == 1:
+            if len(candidates) == 1:
                 raise PortInUse(f"cannot publish {request.describe()}: {last_error}")
             raise PortInUse(f"cannot publish {request.describe()}: no free host port in the range")
     return chosen
+
+
+def _slot(reservation: Reservation) -> tuple[str, int, int]:
+    return reservation.proto, reservation.version, reservation.host_port
 
 
 def forwards(bindings: Iterable[Binding], container_ips: Sequence[IPAddress]) -> list[Forward]:

@@ -122,6 +122,19 @@ def test_choose_for_dash_p_capital_takes_the_dynamic_range_in_order():
         choose([request(80, 0, end=0)] * 3, [4], [], (32768, 32769), len)
 
 
+def test_many_ranges_on_a_crowded_host_stop_after_a_bounded_number_of_tries():
+    def busy_below_30000(wanted):
+        if wanted[0].host_port < 30000:
+            raise PortInUse("in use")
+
+    with pytest.raises(PortInUse, match="no free host port in the range"):
+        choose([request(1, 1, end=29999)], [4], [], (1, 2), busy_below_30000)
+    # each range finds its port near its end: the third runs out of tries
+    ranges = [request(port, 1, end=31000) for port in range(1, 4)]
+    with pytest.raises(PortInUse, match="tried 65536 host ports"):
+        choose(ranges, [4], [], (1, 2), busy_below_30000)
+
+
 def test_forwards_cover_each_family_of_an_any_address_binding():
     both = Binding(request(), 18080)
     only4 = Binding(request(host_ip=HOST), 8080)

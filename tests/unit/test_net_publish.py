@@ -18,6 +18,13 @@ def joined(rig, address="198.51.100.5/32", endpoint_id=EP_1, network_id=NET_A):
     rig.driver.join(network_id, endpoint_id)
 
 
+def publishing(rig, *requests):
+    """A network, a joined endpoint EP_1 on it, and its ports programmed."""
+    rig.driver.create_network(request())
+    joined(rig)
+    rig.driver.program_external_connectivity(NET_A, EP_1, list(requests))
+
+
 def published(rig):
     return sorted(
         (f.proto, f.host_port, str(f.container_ip), f.port) for f in rig.firewall.forwards
@@ -25,9 +32,7 @@ def published(rig):
 
 
 def test_program_publishes_stores_and_holds_the_ports(rig):
-    rig.driver.create_network(request())
-    joined(rig)
-    rig.driver.program_external_connectivity(NET_A, EP_1, [WEB, DNS])
+    publishing(rig, WEB, DNS)
     assert published(rig) == [("tcp", 18080, "198.51.100.5", 80), ("udp", 5353, "198.51.100.5", 53)]
     assert {r.host_port for r in rig.host_ports.held[EP_1]} == {18080, 5353}
     assert rig.store.load("endpoint")[EP_1]["ports"][0]["chosen"] == 18080
@@ -38,9 +43,7 @@ def test_program_publishes_stores_and_holds_the_ports(rig):
 
 
 def test_revoke_and_leave_take_the_ports_away(rig):
-    rig.driver.create_network(request())
-    joined(rig)
-    rig.driver.program_external_connectivity(NET_A, EP_1, [WEB])
+    publishing(rig, WEB)
     rig.driver.revoke_external_connectivity(NET_A, EP_1)
     assert published(rig) == [] and EP_1 not in rig.host_ports.held
     rig.driver.revoke_external_connectivity(NET_A, EP_1)  # idempotent
@@ -51,9 +54,7 @@ def test_revoke_and_leave_take_the_ports_away(rig):
 
 
 def test_delete_endpoint_takes_the_ports_away(rig):
-    rig.driver.create_network(request())
-    joined(rig)
-    rig.driver.program_external_connectivity(NET_A, EP_1, [WEB])
+    publishing(rig, WEB)
     rig.driver.delete_endpoint(NET_A, EP_1)
     assert published(rig) == [] and EP_1 not in rig.host_ports.held
 
@@ -109,9 +110,7 @@ def test_a_host_ip_of_a_family_the_container_lacks_is_refused(rig):
 
 
 def test_a_restart_restores_rules_and_holds_again(rig):
-    rig.driver.create_network(request())
-    joined(rig)
-    rig.driver.program_external_connectivity(NET_A, EP_1, [PortRequest("tcp", 80, None, 0, 0)])
+    publishing(rig, PortRequest("tcp", 80, None, 0, 0))
     chosen = published(rig)
     assert chosen[0][1] == 32768  # -P: the first port of the dynamic range
     again = rig.restart()
@@ -122,9 +121,7 @@ def test_a_restart_restores_rules_and_holds_again(rig):
 
 
 def test_a_vanished_endpoint_loses_its_ports_at_reconcile(rig):
-    rig.driver.create_network(request())
-    joined(rig)
-    rig.driver.program_external_connectivity(NET_A, EP_1, [WEB])
+    publishing(rig, WEB)
     rig.datapath.vanish(rig.driver.endpoints[EP_1].host_veth)
     again = rig.restart()
     again.driver.reconcile()
