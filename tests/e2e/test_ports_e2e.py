@@ -18,6 +18,7 @@ from tests.e2e.harness import (
     Docker,
     PluginProcess,
     docker,
+    host_links,
     iptables_rules,
     plugin_call,
     unique,
@@ -319,7 +320,16 @@ def test_compose_service_with_ports(dock: Docker, tmp_path: Path) -> None:
 
 
 def test_nothing_left_behind(dock: Docker) -> None:
+    net = dock.network(*ROUTED)
+    port = free_port()
+    dock.run(net, "-p", f"{port}:80", "-p", f"{port}:53/udp", cmd=WEB)
+    assert answers("127.0.0.1", port)
     dock.cleanup()
-    time.sleep(0.5)
-    rules = nat_rules()
-    assert "DNAT --to-destination" not in rules.split("-N ROUTED-DNAT", 1)[-1].split("-N", 1)[0]
+    # with the last routed network gone, so are our chains, their jumps and the held ports
+    assert wait_until(lambda: "ROUTED" not in nat_rules() + iptables_rules("filter"), timeout=10), (
+        nat_rules()
+    )
+    assert not host_links("rt-")
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("0.0.0.0", port))
+        udp.bind(("0.0.0.0", port))
