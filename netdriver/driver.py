@@ -322,15 +322,23 @@ class Driver:
         except Exception as err:
             log.error("endpoint %s: cannot drop its record: %s", endpoint.endpoint_id, err)
 
-    def join(self, network_id: str, endpoint_id: str) -> JoinInfo:
+    def join(
+        self, network_id: str, endpoint_id: str, requested: Sequence[PortRequest] = ()
+    ) -> JoinInfo:
         """The container gets its gateway as an on-link /32, so a default route via it is valid
-        whatever the container's prefix length; libnetwork then moves the peer and configures it."""
+        whatever the container's prefix length; libnetwork then moves the peer and configures it.
+        `requested`: the container's port map (Join carries it), published later by
+        ProgramExternalConnectivity; an internal network refuses it here, clearly, since
+        dockerd would send no Program there and say nothing."""
         with self._serial("Join"):
-            return self._join(network_id, endpoint_id)
+            return self._join(network_id, endpoint_id, requested)
 
-    def _join(self, network_id: str, endpoint_id: str) -> JoinInfo:
+    def _join(
+        self, network_id: str, endpoint_id: str, requested: Sequence[PortRequest]
+    ) -> JoinInfo:
         network = self._network(network_id)
         endpoint = self._endpoint(network_id, endpoint_id)
+        self._check_publishable(network, requested)
         if not self._datapath.link_exists(endpoint.host_veth):
             log.warning("endpoint %s lost its veth before Join; re-creating it", endpoint_id[:12])
             self._create_host_side(network, endpoint)
@@ -398,18 +406,12 @@ class Driver:
             log.info(
                 "endpoint %s publishes %s",
                 endpoint_id[:12],
-                ", ".join(f"{b.host_port}->{b.request.describe()}" for b in published.ports),
+                ", ".join(binding.describe() for binding in published.ports),
             )
 
     def revoke_external_connectivity(self, network_id: str, endpoint_id: str) -> None:
         """Idempotent: newer dockerd may revoke an endpoint it no longer knows (29.0)."""
         self._revoke_logged(network_id, endpoint_id, "RevokeExternalConnectivity")
-
-    def check_join_ports(self, network_id: str, requests: Sequence[PortRequest]) -> None:
-        """Join carries the container's port map: an internal network refuses it clearly,
-        since dockerd would publish nothing there and say nothing."""
-        with self._serial("Join (ports)"):
-            self._check_publishable(self._network(network_id), requests)
 
     def port_info(self, network_id: str, endpoint_id: str) -> list[Forward]:
         endpoint = self.endpoints.get(endpoint_id)

@@ -143,10 +143,7 @@ def join(driver: Driver, body: wire.Body) -> wire.Body:
     network_id = wire.docker_id(body, "NetworkID")
     endpoint_id = wire.docker_id(body, "EndpointID")
     wire.text(body, "SandboxKey", required=False)  # type-checked only: it may not exist yet
-    requested = _port_map(body)
-    if requested:
-        driver.check_join_ports(network_id, requested)
-    return join_reply(driver.join(network_id, endpoint_id))
+    return join_reply(driver.join(network_id, endpoint_id, _port_map(body)))
 
 
 def join_reply(info: JoinInfo) -> wire.Body:

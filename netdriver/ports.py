@@ -81,6 +81,10 @@ class Binding:
     def host_ip(self) -> IPAddress | None:
         return self.request.host_ip
 
+    def describe(self) -> str:
+        host = f"{_bracketed(self.host_ip)}:" if self.host_ip is not None else ""
+        return f"{host}{self.host_port}->{self.port}/{self.proto}"
+
     def to_record(self) -> dict[str, Any]:
         request = self.request
         return {

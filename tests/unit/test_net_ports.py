@@ -157,6 +157,7 @@ def test_forwards_cover_each_family_of_an_any_address_binding():
 def test_binding_records_round_trip():
     binding = Binding(request(host_ip=HOST, end=18090), 18085)
     assert Binding.from_record(binding.to_record()) == binding
+    assert binding.describe() == "192.0.2.10:18085->80/tcp"
 
 
 def net(subnet, *, masquerade=True):

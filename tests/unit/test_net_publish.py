@@ -97,8 +97,9 @@ def test_internal_networks_refuse_publishing_at_join(rig):
     rig.driver.create_network(request(internal=True))
     with_endpoint(rig)
     with pytest.raises(BadRequest, match=r"internal .* cannot publish ports .*18080->80/tcp"):
-        rig.driver.check_join_ports(NET_A, [WEB])
-    rig.driver.check_join_ports(NET_A, [])
+        rig.driver.join(NET_A, EP_1, [WEB])
+    assert not rig.driver.endpoints[EP_1].joined
+    rig.driver.join(NET_A, EP_1, [])
 
 
 def test_a_host_ip_of_a_family_the_container_lacks_is_refused(rig):
