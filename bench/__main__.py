@@ -2,7 +2,7 @@
 
 Order: IPAM allocator (in-process), then with both plugins serving the real
 /run/docker/plugins sockets (the ones already running, else a pair started here; see
-bench/services.py): container start, burst, data path, plugin API, scale.
+bench/services.py): container start, burst, data path, published ports, plugin API, scale.
 Timings are ratios and distributions; nothing here asserts a target.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import burst, datapath, docker_start, ipam_alloc, plugin_api, scale, services
+from bench import burst, datapath, docker_start, ipam_alloc, plugin_api, ports, scale, services
 from bench.report import markdown
 from bench.stats import machine
 from common.config import NET_PLUGIN, Paths
@@ -70,6 +70,7 @@ def _measure(results: dict[str, Any]) -> None:
         _step(results, "container_start", lambda: docker_start.container_start(networks))
         _step(results, "burst", lambda: burst.run(networks))
         _step(results, "datapath", lambda: datapath.run(routed))
+        _step(results, "ports", lambda: ports.run({"routed": routed, "bridge": "bridge"}))
         docker("network", "rm", routed, check=False)
         _step(results, "plugin_api", plugin_api.run)
         net_pid = pids[NET_PLUGIN]
