@@ -3,7 +3,8 @@
 Order: IPAM allocator (in-process), cluster mode against SQLite mode (routed-ipam processes
 and a 3-member etcd on loopback, no dockerd: bench/cluster_alloc.py), then with both
 plugins serving the real /run/docker/plugins sockets (the ones already running, else a pair
-started here; see bench/services.py): container start, burst, data path, plugin API, scale.
+started here; see bench/services.py): container start, burst, data path, published ports,
+plugin API, scale.
 Timings are ratios and distributions; nothing here asserts a target.
 """
 
@@ -26,6 +27,7 @@ from bench import (
     docker_start,
     ipam_alloc,
     plugin_api,
+    ports,
     scale,
     services,
 )
@@ -80,6 +82,7 @@ def _measure(results: dict[str, Any]) -> None:
         _step(results, "container_start", lambda: docker_start.container_start(networks))
         _step(results, "burst", lambda: burst.run(networks))
         _step(results, "datapath", lambda: datapath.run(routed))
+        _step(results, "ports", lambda: ports.run({"routed": routed, "bridge": "bridge"}))
         docker("network", "rm", routed, check=False)
         _step(results, "plugin_api", plugin_api.run)
         net_pid = pids[NET_PLUGIN]

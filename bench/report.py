@@ -5,6 +5,7 @@ Written to bench/results/latest.md by `make bench` and into README.md by bench/r
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from bench import docker_start
@@ -156,6 +157,25 @@ def markdown(r: dict[str, Any]) -> str:
                 f"x{d['tcp_ratio']:.2f}", ">= 0.95x bridge", _yes(d["tcp_ratio"] >= 0.95),
             ]),
         ]  # fmt: skip
+    p = r.get("ports", {})
+    if "first_answer" in p:
+        fa = p["first_answer"]
+        rows.append(_row([
+            f"5. published port: `docker run -d -p` to the first HTTP answer at 127.0.0.1 "
+            f"(median of {fa['routed']['n']})",
+            _fmt(fa["routed"]["median_ms"], " ms", 0), _fmt(fa["bridge"]["median_ms"], " ms", 0),
+            _ratio_cell(fa["routed_vs_bridge"]), "median ratio <= 1.0",
+            _yes(fa["routed_vs_bridge"]["median_ratio"] <= 1.0),
+        ]))  # fmt: skip
+        for where, label in (("host", "from the host, 127.0.0.1"), ("upstream", "from upstream")):
+            rq = p["requests_per_s"][where]
+            rows.append(_row([
+                f"5. published port: requests/s {label} (wrk {p['wrk']}, median)",
+                f"{statistics.median(rq['routed']):.0f}/s",
+                f"{statistics.median(rq['bridge']):.0f}/s",
+                _ratio_cell(rq["routed_vs_bridge"]), ">= 0.95x bridge",
+                _yes(rq["routed_vs_bridge"]["median_ratio"] >= 0.95),
+            ]))  # fmt: skip
     sc = r.get("scale", {})
     if "levels" in sc:
         cyc = ", ".join(f"{lv['endpoints']}: {lv['cycle_median_ms']:.1f} ms" for lv in sc["levels"])

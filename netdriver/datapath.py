@@ -247,6 +247,9 @@ class LinuxDatapath:
         # Strict reverse-path check: a container can only send from its own address(es),
         # which the subnet-based isolation rules rely on (Calico's Felix sets the same).
         _write_sysctl(SYSCTL / "conf" / host_veth / "rp_filter", "1")
+        # The host's own connections to a published port (127.0.0.1:HOSTPORT, DNATed in
+        # OUTPUT) leave from 127.0.0.1 by this veth: the kernel refuses that without it.
+        _write_sysctl(SYSCTL / "conf" / host_veth / "route_localnet", "1")
 
     @_on_netlink_thread
     def delete_endpoint(self, host_veth: str, container_ips: Sequence[IPAddress]) -> None:

@@ -24,6 +24,8 @@ from typing import Protocol
 from common import channel
 from common.errors import BadRequest, PluginError
 from common.store import Record, Transaction
+from netdriver import ports
+from netdriver.hostports import SocketPortHolder
 from netdriver.model import (
     ENDPOINT_KIND,
     HOST_VETH,
@@ -39,6 +41,7 @@ from netdriver.model import (
 )
 from netdriver.options import NetworkOptions
 from netdriver.outbox import bind_message, unbind_message
+from netdriver.ports import Binding, Forward, PortRequest, Reservation
 
 log = logging.getLogger("routed.net.driver")
 
@@ -81,10 +84,19 @@ class Datapath(Protocol):
 
 
 class Firewall(Protocol):
-    """Rules for `networks`, asked for at once (`want`), then waited for (`wait`)."""
+    """Rules for `networks` and published ports, asked for at once (`want`), then waited
+    for (`wait`)."""
 
-    def want(self, networks: Sequence[Network]) -> int: ...
+    def want(self, networks: Sequence[Network], forwards: Sequence[Forward] = ()) -> int: ...
     def wait(self, generation: int, timeout_s: float) -> None: ...
+
+
+class HostPorts(Protocol):
+    """Published host ports held for their endpoints (see netdriver.hostports)."""
+
+    def hold(self, owner: str, wanted: Sequence[Reservation]) -> None: ...
+    def release(self, owner: str) -> None: ...
+    def dynamic_range(self) -> tuple[int, int]: ...
 
 
 class Persistence(Protocol):
@@ -137,8 +149,10 @@ class Driver:
         store: Persistence,
         outbox: Outbox,
         clock: Callable[[], float] = time.time,
+        host_ports: HostPorts | None = None,
     ) -> None:
         self._datapath = datapath
+        self._host_ports = host_ports or SocketPortHolder()
         self._firewall = firewall
         self._store = store
         self._outbox = outbox
@@ -308,15 +322,23 @@ class Driver:
         except Exception as err:
             log.error("endpoint %s: cannot drop its record: %s", endpoint.endpoint_id, err)
 
-    def join(self, network_id: str, endpoint_id: str) -> JoinInfo:
+    def join(
+        self, network_id: str, endpoint_id: str, requested: Sequence[PortRequest] = ()
+    ) -> JoinInfo:
         """The container gets its gateway as an on-link /32, so a default route via it is valid
-        whatever the container's prefix length; libnetwork then moves the peer and configures it."""
+        whatever the container's prefix length; libnetwork then moves the peer and configures it.
+        `requested`: the container's port map (Join carries it), published later by
+        ProgramExternalConnectivity; an internal network refuses it here, clearly, since
+        dockerd would send no Program there and say nothing."""
         with self._serial("Join"):
-            return self._join(network_id, endpoint_id)
+            return self._join(network_id, endpoint_id, requested)
 
-    def _join(self, network_id: str, endpoint_id: str) -> JoinInfo:
+    def _join(
+        self, network_id: str, endpoint_id: str, requested: Sequence[PortRequest]
+    ) -> JoinInfo:
         network = self._network(network_id)
         endpoint = self._endpoint(network_id, endpoint_id)
+        self._check_publishable(network, requested)
         if not self._datapath.link_exists(endpoint.host_veth):
             log.warning("endpoint %s lost its veth before Join; re-creating it", endpoint_id[:12])
             self._create_host_side(network, endpoint)
@@ -353,7 +375,102 @@ class Driver:
             self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ips)
         except PluginError as err:  # DeleteEndpoint tries again; Leave errors are only logged
             log.warning("leave %s: %s", endpoint_id[:12], err)
-        self._save_endpoint(endpoint.with_joined(False))
+        self._save_endpoint(endpoint.with_joined(False).with_ports(()))
+        if endpoint.ports:
+            self._unpublished(endpoint)
+
+    # -- published ports ------------------------------------------------------------------
+
+    def program_external_connectivity(
+        self, network_id: str, endpoint_id: str, requests: Sequence[PortRequest]
+    ) -> None:
+        """Publish the endpoint's ports: host ports chosen and held, stored, then the DNAT
+        rules. Any failure undoes all of it (dockerd then fails the run, naming our error)."""
+        with self._serial("ProgramExternalConnectivity"):
+            known = self.endpoints.get(endpoint_id)
+            if not requests and (known is None or not known.ports):
+                return  # nothing to publish (NAT is per subnet): the common case
+            endpoint = self._endpoint(network_id, endpoint_id)
+            if endpoint.ports and tuple(b.request for b in endpoint.ports) == tuple(requests):
+                self._hold(endpoint, endpoint.ports)  # a repeat: keep what is in force
+                return
+            self._check_publishable(self._network(network_id), requests)
+            published = self._publish(endpoint, tuple(requests))
+            rules = self._want_rules()
+        try:
+            self._firewall.wait(rules, RULES_WAIT_S)
+        except PluginError:
+            self._revoke_logged(network_id, endpoint_id, "ProgramExternalConnectivity (undo)")
+            raise
+        if published.ports:
+            log.info(
+                "endpoint %s publishes %s",
+                endpoint_id[:12],
+                ", ".join(binding.describe() for binding in published.ports),
+            )
+
+    def revoke_external_connectivity(self, network_id: str, endpoint_id: str) -> None:
+        """Idempotent: newer dockerd may revoke an endpoint it no longer knows (29.0)."""
+        self._revoke_logged(network_id, endpoint_id, "RevokeExternalConnectivity")
+
+    def port_info(self, network_id: str, endpoint_id: str) -> list[Forward]:
+        endpoint = self.endpoints.get(endpoint_id)
+        if endpoint is None or endpoint.network_id != network_id:
+            return []
+        return ports.forwards(endpoint.ports, endpoint.ips)
+
+    def _check_publishable(self, network: Network, requests: Sequence[PortRequest]) -> None:
+        if requests and network.internal:
+            raise BadRequest(
+                f"network {network.network_id[:12]} is internal (--internal): it cannot "
+                f"publish ports ({', '.join(r.describe() for r in requests[:4])}); "
+                "drop -p/-P or use a network that is not internal"
+            )
+
+    def _publish(self, endpoint: Endpoint, requests: tuple[PortRequest, ...]) -> Endpoint:
+        if endpoint.ports:
+            self._host_ports.release(endpoint.endpoint_id)
+        ports.check_families(requests, [a.version for a in endpoint.addresses])
+        taken = [
+            (reservation, f"routed endpoint {other.endpoint_id[:12]}")
+            for other in self.endpoints.values()
+            if other.endpoint_id != endpoint.endpoint_id
+            for binding in other.ports
+            for reservation in ports.reservations(binding, [a.version for a in other.addresses])
+        ]
+        try:
+            chosen = ports.choose(
+                requests,
+                [a.version for a in endpoint.addresses],
+                taken,
+                self._host_ports.dynamic_range(),
+                partial(self._host_ports.hold, endpoint.endpoint_id),
+            )
+            published = endpoint.with_ports(tuple(chosen))
+            self._save_endpoint(published)
+        except Exception:
+            self._host_ports.release(endpoint.endpoint_id)
+            raise
+        return published
+
+    def _hold(self, endpoint: Endpoint, bindings: Sequence[Binding]) -> None:
+        versions = [a.version for a in endpoint.addresses]
+        wanted = [r for binding in bindings for r in ports.reservations(binding, versions)]
+        self._host_ports.hold(endpoint.endpoint_id, wanted)
+
+    def _revoke_logged(self, network_id: str, endpoint_id: str, call: str) -> None:
+        with self._serial(call):
+            endpoint = self.endpoints.get(endpoint_id)
+            if endpoint is None or endpoint.network_id != network_id or not endpoint.ports:
+                return
+            self._save_endpoint(endpoint.with_ports(()))
+            rules = self._unpublished(endpoint)
+        _logged(partial(self._firewall.wait, rules, RULES_WAIT_S))
+
+    def _unpublished(self, endpoint: Endpoint) -> int:
+        """The endpoint's ports are no longer stored: let their host ports and rules go."""
+        self._host_ports.release(endpoint.endpoint_id)
+        return self._want_rules()
 
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
         with self._serial("DeleteEndpoint"):
@@ -366,6 +483,9 @@ class Driver:
                     f"{endpoint.network_id[:12]}, not {network_id[:12]}"
                 )
             self._remove_endpoint(endpoint)
+            rules = self._want_rules() if endpoint.ports else None
+        if rules is not None:
+            _logged(partial(self._firewall.wait, rules, RULES_WAIT_S))
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -385,9 +505,9 @@ class Driver:
             steps.append(self._datapath.ensure_ip6_forward)
         for step in steps:
             _logged(step)
-        rules = self._want_rules()
         for endpoint in list(self.endpoints.values()):
             _logged(partial(self._reconcile_endpoint, endpoint))
+        rules = self._want_rules()  # after the endpoints: the ports of vanished ones go
         owned = {endpoint.host_veth for endpoint in self.endpoints.values()}
         for ifname in self._datapath.links():
             if HOST_VETH.fullmatch(ifname) and ifname not in owned:
@@ -405,6 +525,10 @@ class Driver:
             self._remove_endpoint(endpoint)
         else:
             self._create_host_side(network, endpoint)
+            if endpoint.ports:
+                # Taken while we were down: the rules stay (the store says they are
+                # published), and the log says who lost.
+                self._hold(endpoint, endpoint.ports)
 
     def _stale(self, endpoint: Endpoint) -> bool:
         return not endpoint.joined and self._clock() - endpoint.created > STALE_AFTER_S
@@ -522,8 +646,10 @@ class Driver:
         )
 
     def _remove_endpoint(self, endpoint: Endpoint) -> None:
+        """The caller asks for new rules if the endpoint had published ports."""
         self._datapath.delete_endpoint(endpoint.host_veth, endpoint.ips)
         self._drop_endpoint(endpoint)
+        self._host_ports.release(endpoint.endpoint_id)
 
     def _drop_endpoint(self, endpoint: Endpoint) -> None:
         with self._store.transaction() as txn:
@@ -544,7 +670,12 @@ class Driver:
         del self.networks[network_id]
 
     def _want_rules(self) -> int:
-        return self._firewall.want(list(self.networks.values()))
+        forwards = [
+            forward
+            for endpoint in self.endpoints.values()
+            for forward in ports.forwards(endpoint.ports, endpoint.ips)
+        ]
+        return self._firewall.want(list(self.networks.values()), forwards)
 
 
 def _logged(step: Callable[[], object]) -> None:

@@ -22,6 +22,7 @@ from common.errors import PluginError
 from common.threads import Worker
 from netdriver import rules
 from netdriver.model import Network
+from netdriver.ports import Forward
 
 # Under RuleSync's caller deadline (RULES_WAIT_S), so that a held xtables lock reaches the
 # caller as iptables' own message; the rules thread retries anyway.
@@ -31,8 +32,16 @@ RETRY_S = 1.0  # first pause after a failed rewrite; doubled up to RETRY_MAX_S
 RETRY_MAX_S = 30.0
 log = logging.getLogger("routed.net.firewall")
 
-# (table, built-in chain, our chain)
-_JUMPS = (("filter", "FORWARD", rules.FORWARD_CHAIN), ("nat", "POSTROUTING", rules.NAT_CHAIN))
+LOCAL = ("-m", "addrtype", "--dst-type", "LOCAL")  # to any of the host's own addresses
+# (table, built-in chain, our chain, the jump's match)
+_JUMPS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("filter", "FORWARD", rules.FORWARD_CHAIN, ()),
+    ("filter", "INPUT", rules.INPUT_CHAIN, ()),
+    ("nat", "POSTROUTING", rules.NAT_CHAIN, ()),
+    # Published ports: from outside and from containers (PREROUTING), from the host (OUTPUT).
+    ("nat", "PREROUTING", rules.DNAT_CHAIN, LOCAL),
+    ("nat", "OUTPUT", rules.DNAT_CHAIN, LOCAL),
+)
 
 
 class FirewallError(PluginError):
@@ -67,10 +76,10 @@ class IptablesFirewall:
     """The real firewall: `apply(networks)` makes our chains say exactly what rules.render says,
     in iptables for the networks' IPv4 subnets and in ip6tables for their IPv6 subnets."""
 
-    def apply(self, networks: Sequence[Network]) -> None:
+    def apply(self, networks: Sequence[Network], forwards: Sequence[Forward] = ()) -> None:
         for family in FAMILIES:
             if rules.has_family(networks, family.version):
-                self._apply_family(family, networks)
+                self._apply_family(family, networks, forwards)
             else:
                 self._remove_family(family)
 
@@ -79,37 +88,44 @@ class IptablesFirewall:
         for family in FAMILIES:
             self._remove_family(family)
 
-    def _apply_family(self, family: Family, networks: Sequence[Network]) -> None:
-        text = rules.render(networks, family.version)
+    def _apply_family(
+        self, family: Family, networks: Sequence[Network], forwards: Sequence[Forward]
+    ) -> None:
+        text = rules.render(networks, family.version, forwards)
         done = _run([family.restore, "-w", WAIT_S, "--noflush"], stdin=text)
         if done.returncode != 0:
             raise FirewallError(f"{family.restore} refused our rules: {done.stderr.strip()}")
-        for table, builtin, chain in _JUMPS:
-            self._ensure_jump_once(family, table, builtin, chain)
+        for table, builtin, chain, match in _JUMPS:
+            self._ensure_jump_once(family, table, builtin, chain, match)
 
     def _remove_family(self, family: Family) -> None:
         if family.version == 6 and shutil.which(family.tool) is None:
             return  # no ip6tables on this host: nothing of ours can be there
-        for table, builtin, chain in _JUMPS:
+        for table, builtin, chain, match in _JUMPS:
             if family.run(table, "-S", chain).returncode != 0:
                 continue  # no such chain, hence no jump to it either (cheap common case)
-            while family.run(table, "-C", builtin, "-j", chain).returncode == 0:
-                if family.run(table, "-D", builtin, "-j", chain).returncode != 0:
+            jump = (*match, "-j", chain)
+            while family.run(table, "-C", builtin, *jump).returncode == 0:
+                if family.run(table, "-D", builtin, *jump).returncode != 0:
                     break
+        for table, _builtin, chain, _match in _JUMPS:  # a chain goes once no jump is left
             family.run(table, "-F", chain)
             family.run(table, "-X", chain)
 
-    def _ensure_jump_once(self, family: Family, table: str, builtin: str, chain: str) -> None:
+    def _ensure_jump_once(
+        self, family: Family, table: str, builtin: str, chain: str, match: tuple[str, ...]
+    ) -> None:
         listing = family.run(table, "-S", builtin)
         if listing.returncode != 0:
             raise FirewallError(
                 f"cannot list {family.tool} {table} {builtin}: {listing.stderr.strip()}"
             )
-        count = listing.stdout.splitlines().count(f"-A {builtin} -j {chain}")
+        jump = (*match, "-j", chain)
+        count = listing.stdout.splitlines().count(" ".join(("-A", builtin, *jump)))
         for _ in range(count - 1):  # duplicates, e.g. from an admin's script: keep one
-            family.run(table, "-D", builtin, "-j", chain)
+            family.run(table, "-D", builtin, *jump)
         if count == 0:
-            added = family.run(table, "-A", builtin, "-j", chain)
+            added = family.run(table, "-A", builtin, *jump)
             if added.returncode != 0:
                 raise FirewallError(
                     f"cannot add the {family.tool} {builtin} jump: {added.stderr.strip()}"
@@ -118,7 +134,7 @@ class IptablesFirewall:
 
 
 class Applier(Protocol):
-    def apply(self, networks: Sequence[Network]) -> None: ...
+    def apply(self, networks: Sequence[Network], forwards: Sequence[Forward] = ()) -> None: ...
 
 
 class RuleSync:
@@ -137,6 +153,7 @@ class RuleSync:
         self._retry_s = retry_s
         self._changed = threading.Condition()
         self._networks: list[Network] = []
+        self._forwards: list[Forward] = []
         self._wanted = 0  # generation of the newest wish
         self._done = 0  # newest generation in force
         self._failed = 0  # newest generation whose rewrite failed, with why
@@ -152,10 +169,11 @@ class RuleSync:
             self._changed.notify_all()
         self._worker.stop(timeout_s)
 
-    def want(self, networks: Sequence[Network]) -> int:
+    def want(self, networks: Sequence[Network], forwards: Sequence[Forward] = ()) -> int:
         with self._changed:
             self._wanted += 1
             self._networks = list(networks)
+            self._forwards = list(forwards)
             self._changed.notify_all()
             return self._wanted
 
@@ -186,8 +204,9 @@ class RuleSync:
                         self._changed.wait()
                     continue
                 generation, networks = self._wanted, self._networks
+                forwards = self._forwards
             try:
-                self._firewall.apply(networks)
+                self._firewall.apply(networks, forwards)
             except Exception as err:  # a bug too: the callers hear of it, the retries go on
                 error = str(err) if isinstance(err, PluginError) else f"internal error: {err!r}"
                 log.warning("rule rewrite failed (retrying in %g s): %s", pause, error)

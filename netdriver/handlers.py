@@ -16,7 +16,7 @@ from common import wire
 from common.config import NET_PLUGIN
 from common.errors import BadRequest
 from common.server import Handler, PluginApp
-from netdriver import options
+from netdriver import options, ports
 from netdriver.driver import Driver, JoinInfo, NetworkRequest, PoolRequest
 
 PORTMAP = "com.docker.network.portmap"
@@ -38,12 +38,12 @@ def build_plugin(driver: Driver) -> PluginApp:
         "NetworkDriver.CreateNetwork": bound(create_network),
         "NetworkDriver.DeleteNetwork": bound(delete_network),
         "NetworkDriver.CreateEndpoint": bound(create_endpoint),
-        "NetworkDriver.EndpointOperInfo": lambda _body: {"Value": {}},  # fatal on 20.10 if absent
+        "NetworkDriver.EndpointOperInfo": bound(endpoint_oper_info),  # fatal on 20.10 if absent
         "NetworkDriver.DeleteEndpoint": bound(delete_endpoint),
         "NetworkDriver.Join": bound(join),
         "NetworkDriver.Leave": bound(leave),
-        "NetworkDriver.ProgramExternalConnectivity": program_external_connectivity,
-        "NetworkDriver.RevokeExternalConnectivity": revoke_external_connectivity,
+        "NetworkDriver.ProgramExternalConnectivity": bound(program_external_connectivity),
+        "NetworkDriver.RevokeExternalConnectivity": bound(revoke_external_connectivity),
         "NetworkDriver.DiscoverNew": lambda _body: {},
         "NetworkDriver.DiscoverDelete": lambda _body: {},
         "NetworkDriver.AllocateNetwork": lambda _body: {"Options": {}},
@@ -125,7 +125,7 @@ def create_endpoint(driver: Driver, body: wire.Body) -> wire.Body:
     mac = wire.text(interface, "MacAddress", required=False)
     if mac and (not MAC.fullmatch(mac) or int(mac[:2], 16) & 1):
         raise BadRequest(f"Interface MacAddress {mac[:32]!r} is not a unicast MAC address")
-    _note_ports(wire.obj(body, "Options"), endpoint_id)
+    _port_map(body)  # checked here too: a bad one fails before anything is made
     driver.create_endpoint(network_id, endpoint_id, addresses, mac or None)
     # Only fields dockerd left empty may be filled; we fill none, and never echo Address,
     # AddressIPv6 or MacAddress back (protocol.md §3.4).
@@ -143,7 +143,7 @@ def join(driver: Driver, body: wire.Body) -> wire.Body:
     network_id = wire.docker_id(body, "NetworkID")
     endpoint_id = wire.docker_id(body, "EndpointID")
     wire.text(body, "SandboxKey", required=False)  # type-checked only: it may not exist yet
-    return join_reply(driver.join(network_id, endpoint_id))
+    return join_reply(driver.join(network_id, endpoint_id, _port_map(body)))
 
 
 def join_reply(info: JoinInfo) -> wire.Body:
@@ -179,27 +179,30 @@ def delete_endpoint(driver: Driver, body: wire.Body) -> wire.Body:
     return {}
 
 
-def program_external_connectivity(body: wire.Body) -> wire.Body:
-    # NAT is per subnet (firewall rules), so there is nothing to do per endpoint.
+def program_external_connectivity(driver: Driver, body: wire.Body) -> wire.Body:
+    network_id = wire.docker_id(body, "NetworkID")
     endpoint_id = wire.docker_id(body, "EndpointID")
-    wire.docker_id(body, "NetworkID")
-    _note_ports(wire.obj(body, "Options"), endpoint_id)
+    driver.program_external_connectivity(network_id, endpoint_id, _port_map(body))
     return {}
 
 
-def revoke_external_connectivity(body: wire.Body) -> wire.Body:
-    wire.docker_id(body, "NetworkID")
-    wire.docker_id(body, "EndpointID")
+def revoke_external_connectivity(driver: Driver, body: wire.Body) -> wire.Body:
+    network_id = wire.docker_id(body, "NetworkID")
+    driver.revoke_external_connectivity(network_id, wire.docker_id(body, "EndpointID"))
     return {}
 
 
-def _note_ports(endpoint_options: wire.Body, endpoint_id: str) -> None:
-    if _array(endpoint_options, PORTMAP):
-        log.warning(
-            "endpoint %s asks for published ports (-p): routed-net does not publish ports; "
-            "the container is reachable directly at its address",
-            endpoint_id[:12],
-        )
+def endpoint_oper_info(driver: Driver, body: wire.Body) -> wire.Body:
+    """The bindings in force, as Go's types.PortBinding (an unknown endpoint has none)."""
+    network_id = wire.docker_id(body, "NetworkID")
+    forwards = driver.port_info(network_id, wire.docker_id(body, "EndpointID"))
+    if not forwards:
+        return {"Value": {}}
+    return {"Value": {PORTMAP: ports.wire_bindings(forwards)}}
+
+
+def _port_map(body: wire.Body) -> tuple[ports.PortRequest, ...]:
+    return ports.parse_portmap(wire.obj(body, "Options").get(PORTMAP))
 
 
 def _array(body: wire.Body, key: str) -> list[Any]:

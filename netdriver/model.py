@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from netdriver.options import NetworkOptions
+from netdriver.ports import Binding
 
 NETWORK_KIND = "network"
 ENDPOINT_KIND = "endpoint"
@@ -127,6 +128,9 @@ class Endpoint:
     # When CreateEndpoint stored it (seconds since the epoch: it must survive restarts);
     # 0 for records from before it was kept, which counts as long ago.
     created: float = 0.0
+    # Published ports in force (ProgramExternalConnectivity), with the host ports chosen:
+    # kept so that a restart restores the same rules and reservations.
+    ports: tuple[Binding, ...] = ()
 
     @classmethod
     def new(
@@ -156,6 +160,9 @@ class Endpoint:
     def with_joined(self, joined: bool) -> Endpoint:
         return replace(self, joined=joined)
 
+    def with_ports(self, ports: tuple[Binding, ...]) -> Endpoint:
+        return replace(self, ports=ports)
+
     def to_record(self) -> Record:
         record: Record = {"endpoint_id": self.endpoint_id, "network_id": self.network_id}
         for version in VERSIONS:
@@ -163,12 +170,15 @@ class Endpoint:
             record[f"address{RECORD_SUFFIX[version]}"] = (
                 address.with_prefixlen if address is not None else ""
             )
-        return record | {
+        record |= {
             "host_veth": self.host_veth,
             "peer": self.peer,
             "joined": self.joined,
             "created": self.created,
         }
+        if self.ports:  # records without published ports stay as older versions wrote them
+            record["ports"] = [binding.to_record() for binding in self.ports]
+        return record
 
     @classmethod
     def from_record(cls, record: Record) -> Endpoint:
@@ -185,4 +195,5 @@ class Endpoint:
             peer=record["peer"],
             joined=bool(record["joined"]),
             created=float(record.get("created", 0.0)),
+            ports=tuple(Binding.from_record(entry) for entry in record.get("ports", [])),
         )

@@ -5,6 +5,13 @@ networks without a subnet of that family are left out. The rules are otherwise i
 (isolation between networks, --internal, ACCEPT past dockerd's DROP policy, MASQUERADE for
 egress when the network's `masquerade` option is on, for IPv6 as for IPv4).
 
+Published ports (-p) add a nat chain jumped from PREROUTING and OUTPUT for local
+destinations: a DNAT per binding and family; FORWARD accepts what it DNATed whatever the
+isolation (a published port is public, as with bridge); POSTROUTING masquerades a container
+reaching its own published port (hairpin) and, for IPv4, connections from the host's
+127.0.0.0/8 (route_localnet on the host veths lets them out; a filter INPUT rule keeps
+containers themselves from reaching the host's loopback services through it).
+
 Only our own chains appear. Declaring `:CHAIN - [0:0]` under `--noflush` empties and refills
 just that chain in one atomic batch, so the host never sees a half-written rule set and
 nobody else's rules are touched. Every value written here is an ipaddress object (or a
@@ -16,9 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from netdriver.model import HOST_PREFIX, IPNetwork, Network
+from netdriver.ports import Forward
 
 FORWARD_CHAIN = "ROUTED-FORWARD"
 NAT_CHAIN = "ROUTED-POSTROUTING"
+DNAT_CHAIN = "ROUTED-DNAT"
+INPUT_CHAIN = "ROUTED-INPUT"
+LOOPBACK = "127.0.0.0/8"
 ROUTED_IFACES = HOST_PREFIX + "+"  # every host veth we create
 
 
@@ -37,10 +48,15 @@ def has_family(networks: Iterable[Network], version: int) -> bool:
     return bool(_with_subnets(networks, version))
 
 
-def forward_rules(networks: Sequence[Network], version: int = 4) -> list[str]:
-    rules: list[str] = []
+def forward_rules(
+    networks: Sequence[Network], version: int = 4, published: bool = False
+) -> list[str]:
+    # Published ports first: what our DNAT sent to a container (and its replies) passes
+    # whatever the isolation, as a bridge container's published port does.
+    ways = ("-o", "-i") if published else ()
+    rules = [f"{way} {ROUTED_IFACES} -m conntrack --ctstate DNAT -j ACCEPT" for way in ways]
     members = _with_subnets(networks, version)
-    # Drops first: the ACCEPTs below would otherwise let everything routed through.
+    # Drops next: the ACCEPTs below would otherwise let everything routed through.
     for a, a_subnet in members:
         for b, b_subnet in members:
             if a.network_id != b.network_id and _isolated(a, b):
@@ -57,16 +73,58 @@ def forward_rules(networks: Sequence[Network], version: int = 4) -> list[str]:
     return rules
 
 
-def nat_rules(networks: Iterable[Network], version: int = 4) -> list[str]:
-    return [
+def nat_rules(
+    networks: Iterable[Network], version: int = 4, forwards: Sequence[Forward] = ()
+) -> list[str]:
+    rules = [
         f"-s {subnet} ! -o {ROUTED_IFACES} -j MASQUERADE"
         for net, subnet in _with_subnets(networks, version)
         if net.masquerade
     ]
+    mine = _of_family(forwards, version)
+    for forward in mine:
+        # A container reaching its own published port: without this its reply would not
+        # come back from the address it called.
+        rules.append(
+            f"-s {forward.container_ip} -d {forward.container_ip} -p {forward.proto} "
+            f"--dport {forward.port} -j MASQUERADE"
+        )
+    if mine and version == 4:
+        rules.append(f"-s {LOOPBACK} -o {ROUTED_IFACES} -j MASQUERADE")
+    return rules
 
 
-def render(networks: Iterable[Network], version: int = 4) -> str:
-    """The full (ip6)tables-restore text for both of our chains (empty chains if no network)."""
+def _of_family(forwards: Iterable[Forward], version: int) -> list[Forward]:
+    return sorted(
+        (f for f in forwards if f.version == version),
+        key=lambda f: (f.proto, f.host_port, str(f.host_ip or ""), f.container_ip),
+    )
+
+
+def dnat_rules(forwards: Sequence[Forward], version: int = 4) -> list[str]:
+    rules = []
+    for forward in _of_family(forwards, version):
+        host = f"-d {forward.host_ip} " if forward.host_ip is not None else ""
+        target = forward.container_ip if version == 4 else f"[{forward.container_ip}]"
+        rules.append(
+            f"{host}-p {forward.proto} --dport {forward.host_port} "
+            f"-j DNAT --to-destination {target}:{forward.port}"
+        )
+    return rules
+
+
+def input_rules(version: int = 4) -> list[str]:
+    # route_localnet lets 127.0.0.0/8 in on the host veths for the replies of the host's own
+    # connections to published ports; a container must not open new ones to the loopback.
+    if version != 4:
+        return []
+    return [
+        f"-i {ROUTED_IFACES} -d {LOOPBACK} -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP"
+    ]
+
+
+def render(networks: Iterable[Network], version: int = 4, forwards: Sequence[Forward] = ()) -> str:
+    """The full (ip6)tables-restore text for all of our chains (empty ones if no network)."""
     # Stable output whatever the input order: by this family's subnet, then id.
     ordered = [
         net
@@ -75,9 +133,12 @@ def render(networks: Iterable[Network], version: int = 4) -> str:
             key=lambda pair: (pair[0], pair[1].network_id),
         )
     ]
-    lines = ["*filter", f":{FORWARD_CHAIN} - [0:0]"]
-    lines += [f"-A {FORWARD_CHAIN} {rule}" for rule in forward_rules(ordered, version)]
-    lines += ["COMMIT", "*nat", f":{NAT_CHAIN} - [0:0]"]
-    lines += [f"-A {NAT_CHAIN} {rule}" for rule in nat_rules(ordered, version)]
+    lines = ["*filter", f":{FORWARD_CHAIN} - [0:0]", f":{INPUT_CHAIN} - [0:0]"]
+    published = bool(_of_family(forwards, version))
+    lines += [f"-A {FORWARD_CHAIN} {rule}" for rule in forward_rules(ordered, version, published)]
+    lines += [f"-A {INPUT_CHAIN} {rule}" for rule in input_rules(version)]
+    lines += ["COMMIT", "*nat", f":{NAT_CHAIN} - [0:0]", f":{DNAT_CHAIN} - [0:0]"]
+    lines += [f"-A {NAT_CHAIN} {rule}" for rule in nat_rules(ordered, version, forwards)]
+    lines += [f"-A {DNAT_CHAIN} {rule}" for rule in dnat_rules(forwards, version)]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"

@@ -85,16 +85,25 @@ EXTRA_BASES: dict[str, list[dict[str, Any]]] = {
 
 # The only commands the firewall may ever run (written out here, not imported: the test must
 # notice if the code starts running anything else). ip6tables appears with IPv6 networks.
-_JUMPS = [("filter", "FORWARD", "ROUTED-FORWARD"), ("nat", "POSTROUTING", "ROUTED-POSTROUTING")]
+_LOCAL = ("-m", "addrtype", "--dst-type", "LOCAL")
+_JUMPS = [
+    ("filter", "FORWARD", "ROUTED-FORWARD", ()),
+    ("filter", "INPUT", "ROUTED-INPUT", ()),
+    ("nat", "POSTROUTING", "ROUTED-POSTROUTING", ()),
+    ("nat", "PREROUTING", "ROUTED-DNAT", _LOCAL),
+    ("nat", "OUTPUT", "ROUTED-DNAT", _LOCAL),
+]
+_BUILTINS = {builtin for _table, builtin, _chain, _match in _JUMPS}
+_OURS = {(table, chain) for table, _builtin, chain, _match in _JUMPS}
 ALLOWED_ARGV: set[tuple[str, ...]] = set()
 for _tool in ("iptables", "ip6tables"):
     ALLOWED_ARGV.add((f"{_tool}-restore", "-w", WAIT_S, "--noflush"))
-    for _table, _builtin, _chain in _JUMPS:
+    for _table, _builtin, _chain, _match in _JUMPS:
         _base = (_tool, "-w", WAIT_S, "-t", _table)
         ALLOWED_ARGV |= {
-            (*_base, "-C", _builtin, "-j", _chain),
-            (*_base, "-D", _builtin, "-j", _chain),
-            (*_base, "-A", _builtin, "-j", _chain),
+            (*_base, "-C", _builtin, *_match, "-j", _chain),
+            (*_base, "-D", _builtin, *_match, "-j", _chain),
+            (*_base, "-A", _builtin, *_match, "-j", _chain),
             (*_base, "-S", _builtin),
             (*_base, "-S", _chain),
             (*_base, "-F", _chain),
@@ -104,12 +113,21 @@ _CIDRS = {
     "iptables-restore": r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}/\d{1,2}",
     "ip6tables-restore": r"[0-9a-f:]+/\d{1,3}",
 }
+_IPS = {
+    "iptables-restore": (
+        r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
+        r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
+    ),
+    "ip6tables-restore": (r"[0-9a-f:.]+", r"\[[0-9a-f:.]+\]"),
+}
 
 
-def restore_grammar(cidr: str) -> re.Pattern[str]:
-    """Everything iptables-restore may be fed: our two chains, rules built from subnets only."""
+def restore_grammar(cidr: str, ip: str, target: str) -> re.Pattern[str]:
+    """Everything iptables-restore may be fed: our chains, rules built from subnets, validated
+    addresses, protocol names and port numbers only."""
     forward = "|".join(
         [
+            r"-[io] rt-\+ -m conntrack --ctstate DNAT -j ACCEPT",
             rf"-i rt-\+ -s {cidr} -d {cidr} -j DROP",
             rf"-i rt-\+ -s {cidr} ! -o rt-\+ -j DROP",
             rf"! -i rt-\+ -o rt-\+ -d {cidr} -j DROP",
@@ -117,16 +135,27 @@ def restore_grammar(cidr: str) -> re.Pattern[str]:
             rf"-o rt-\+ -d {cidr} -j ACCEPT",
         ]
     )
+    port = r"-p (?:tcp|udp|sctp) --dport \d{1,5}"
+    postrouting = "|".join(
+        [
+            rf"-s {cidr} ! -o rt-\+ -j MASQUERADE",
+            rf"-s {ip} -d {ip} {port} -j MASQUERADE",
+            r"-s 127\.0\.0\.0/8 -o rt-\+ -j MASQUERADE",
+        ]
+    )
     return re.compile(
-        r"\*filter\n:ROUTED-FORWARD - \[0:0\]\n"
+        r"\*filter\n:ROUTED-FORWARD - \[0:0\]\n:ROUTED-INPUT - \[0:0\]\n"
         rf"(?:-A ROUTED-FORWARD (?:{forward})\n)*"
-        r"COMMIT\n\*nat\n:ROUTED-POSTROUTING - \[0:0\]\n"
-        rf"(?:-A ROUTED-POSTROUTING -s {cidr} ! -o rt-\+ -j MASQUERADE\n)*"
+        r"(?:-A ROUTED-INPUT -i rt-\+ -d 127\.0\.0\.0/8 -m conntrack "
+        r"! --ctstate RELATED,ESTABLISHED -j DROP\n)?"
+        r"COMMIT\n\*nat\n:ROUTED-POSTROUTING - \[0:0\]\n:ROUTED-DNAT - \[0:0\]\n"
+        rf"(?:-A ROUTED-POSTROUTING (?:{postrouting})\n)*"
+        rf"(?:-A ROUTED-DNAT (?:-d {ip} )?{port} -j DNAT --to-destination {target}:\d{{1,5}}\n)*"
         r"COMMIT\n"
     )
 
 
-RESTORE_INPUT = {tool: restore_grammar(cidr) for tool, cidr in _CIDRS.items()}
+RESTORE_INPUT = {tool: restore_grammar(cidr, *_IPS[tool]) for tool, cidr in _CIDRS.items()}
 
 
 class ProcessGuard:
@@ -162,13 +191,13 @@ class ProcessGuard:
         if argv_t[0].endswith("-restore"):
             stdin = kwargs.get("input")
             assert stdin is not None and RESTORE_INPUT[argv_t[0]].fullmatch(stdin), stdin
-            self.chains |= {(tool, "filter", "ROUTED-FORWARD"), (tool, "nat", "ROUTED-POSTROUTING")}
+            self.chains |= {(tool, table, chain) for table, chain in _OURS}
             return self._done(argv_t, 0)
         table, op, target = argv_t[4], argv_t[5], argv_t[6]
-        if op == "-S" and target in ("FORWARD", "POSTROUTING"):
+        if op == "-S" and target in _BUILTINS:
             lines = [f"-P {target} ACCEPT"] + [
-                f"-A {target} -j {chain}"
-                for (t, tb, b, chain), n in self.jumps.items()
+                f"-A {target} {jump}"
+                for (t, tb, b, jump), n in self.jumps.items()
                 if (t, tb, b) == (tool, table, target)
                 for _ in range(n)
             ]
@@ -179,7 +208,7 @@ class ProcessGuard:
             known = (tool, table, target) in self.chains
             self.chains.discard((tool, table, target))
             return self._done(argv_t, 0 if known else 1)
-        key = (tool, table, target, argv_t[8])
+        key = (tool, table, target, " ".join(argv_t[7:]))
         if op == "-A":
             self.jumps[key] += 1
             return self._done(argv_t, 0)
@@ -406,3 +435,56 @@ def test_huge_bodies(rig: NetRig) -> None:
         hostile.count("net-http:huge-body", outcome)
         assert reply.status_code in expected, (method, len(raw), reply.text[:200])
         assert rig.snapshot() == before
+
+
+PORT_VALUES = st.one_of(
+    st.sampled_from([0, 1, 80, 8080, 65535, 65536, -1, 2**63, 6, 17, 132, 255, 256]),
+    st.sampled_from(["80", "", "0.0.0.0", "::", "127.0.0.1", "::1", "224.0.0.1", "fe80::1%eth0"]),
+    st.sampled_from(hostile.SHELLISH),
+    hostile.scalars,
+)
+PORT_BINDINGS = st.fixed_dictionaries(
+    {},
+    optional={
+        "Proto": st.one_of(st.sampled_from([6, 17, 132]), PORT_VALUES),
+        "IP": PORT_VALUES,
+        "Port": st.one_of(st.integers(1, 65535), PORT_VALUES),
+        "HostIP": st.one_of(st.sampled_from(["", "127.0.0.1", "0.0.0.0", "::"]), PORT_VALUES),
+        "HostPort": st.one_of(st.integers(0, 65535), PORT_VALUES),
+        "HostPortEnd": st.one_of(st.integers(0, 65535), PORT_VALUES),
+    },
+)
+
+
+@hostile.fuzz_settings(EXAMPLES)
+@given(
+    portmap=st.one_of(
+        st.lists(st.one_of(PORT_BINDINGS, PORT_VALUES), max_size=6),
+        PORT_VALUES,
+        st.just([{"Proto": 6, "Port": 80, "HostPort": 1, "HostPortEnd": 65535}] * 2000),
+    ),
+    method=st.sampled_from(
+        [
+            "NetworkDriver.ProgramExternalConnectivity",
+            "NetworkDriver.Join",
+            "NetworkDriver.CreateEndpoint",
+        ]
+    ),
+)
+def test_port_maps(rig: NetRig, portmap: Any, method: str) -> None:
+    """Bad port maps (wrong types, out of range, reversed or huge ranges, too many) get a clear
+    error and change nothing; good ones publish, and are revoked again."""
+    rig.seed()
+    base = rig.bases["NetworkDriver.CreateEndpoint"][0]
+    body = {
+        "NetworkID": base["NetworkID"],
+        "EndpointID": base["EndpointID"],
+        "Options": {"com.docker.network.portmap": portmap},
+    }
+    if method == "NetworkDriver.CreateEndpoint":
+        body = {**base, "Options": body["Options"]}
+    exercise(rig, method, hostile.dumps(body), "net-http:port-map")
+    revoke = {"NetworkID": base["NetworkID"], "EndpointID": base["EndpointID"]}
+    reply = rig.post("NetworkDriver.RevokeExternalConnectivity", hostile.dumps(revoke))
+    assert reply.status_code == 200, reply.text
+    assert not any(e.ports for e in rig.driver.endpoints.values())

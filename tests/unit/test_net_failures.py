@@ -16,6 +16,7 @@ from netdriver.driver import STALE_AFTER_S, NetworkRequest, PoolRequest
 from netdriver.firewall import FirewallError, RuleSync
 from netdriver.model import Endpoint, Family, Network
 from netdriver.options import NetworkOptions
+from netdriver.ports import Forward
 from tests.unit.test_net_fakes import EP_1, EP_2, NET_A, Rig, rig_fixture  # noqa: F401 (fixture "rig")
 
 ADDRESS = ipaddress.IPv4Interface("198.51.100.5/32")
@@ -152,7 +153,7 @@ class SlowFirewall:
         self.entered = threading.Event()
         self.error: str | None = None
 
-    def apply(self, networks: Sequence[Network]) -> None:
+    def apply(self, networks: Sequence[Network], forwards: Sequence[Forward] = ()) -> None:
         self.entered.set()
         self.gate.wait(BOUND_S)
         if self.error is not None:
@@ -221,7 +222,7 @@ def test_a_failed_rewrite_is_reported_and_retried(slow: SlowFirewall, sync: Rule
 
 
 class BuggyFirewall:
-    def apply(self, networks: Sequence[Network]) -> None:
+    def apply(self, networks: Sequence[Network], forwards: Sequence[Forward] = ()) -> None:
         raise KeyError("a bug in the rules")
 
 

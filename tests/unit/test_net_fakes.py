@@ -17,6 +17,7 @@ from common.store import Store
 from netdriver.driver import Driver
 from netdriver.model import Attachment, IPAddress, Network
 from netdriver.outbox import Outbox
+from netdriver.ports import Forward, PortInUse, Reservation
 
 NET_A = "a" * 64
 NET_B = "b" * 64
@@ -102,13 +103,15 @@ class FakeFirewall:
     applied: list[list[Network]] = field(default_factory=list)
     fail: bool = False
     failed: set[int] = field(default_factory=set)
+    forwards: list[Forward] = field(default_factory=list)  # of the newest wish applied
 
-    def want(self, networks: Sequence[Network]) -> int:
+    def want(self, networks: Sequence[Network], forwards: Sequence[Forward] = ()) -> int:
         generation = len(self.applied) + len(self.failed) + 1
         if self.fail:
             self.failed.add(generation)
         else:
             self.applied.append(list(networks))
+            self.forwards = list(forwards)
         return generation
 
     def wait(self, generation: int, timeout_s: float) -> None:
@@ -118,6 +121,30 @@ class FakeFirewall:
     @property
     def current(self) -> list[Network]:
         return self.applied[-1] if self.applied else []
+
+
+@dataclass
+class FakeHostPorts:
+    """The host's sockets: `busy` are held by someone else (a host program, a bridge
+    container); `held` by owner is what routed-net holds."""
+
+    busy: set[tuple[str, int]] = field(default_factory=set)  # (proto, port)
+    held: dict[str, set[Reservation]] = field(default_factory=dict)
+    dynamic: tuple[int, int] = (32768, 32770)
+
+    def hold(self, owner: str, wanted: Sequence[Reservation]) -> None:
+        for reservation in wanted:
+            if (reservation.proto, reservation.host_port) in self.busy:
+                raise PortInUse(
+                    f"host port {reservation.host_port}/{reservation.proto} is already in use"
+                )
+        self.held.setdefault(owner, set()).update(wanted)
+
+    def release(self, owner: str) -> None:
+        self.held.pop(owner, None)
+
+    def dynamic_range(self) -> tuple[int, int]:
+        return self.dynamic
 
 
 class FakeClient:
@@ -151,17 +178,20 @@ class Rig:
     outbox: Outbox
     driver: Driver
     clock: FakeClock
+    host_ports: FakeHostPorts
 
     def restart(self) -> Rig:
-        """A new process on the same store and host."""
+        """A new process on the same store and host (its sockets died with the old one)."""
         outbox = Outbox(self.store, FakeClient)
+        host_ports = FakeHostPorts(busy=self.host_ports.busy)
         return Rig(
             self.datapath,
             self.firewall,
             self.store,
             outbox,
-            Driver(self.datapath, self.firewall, self.store, outbox, self.clock),
+            Driver(self.datapath, self.firewall, self.store, outbox, self.clock, host_ports),
             self.clock,
+            host_ports,
         )
 
     def messages(self) -> list[tuple[str, str]]:
@@ -174,9 +204,10 @@ def rig_fixture(tmp_path):
     datapath, firewall = FakeDatapath(), FakeFirewall()
     outbox = Outbox(store, FakeClient)
     clock = FakeClock()
+    host_ports = FakeHostPorts()
     try:
-        driver = Driver(datapath, firewall, store, outbox, clock)
-        yield Rig(datapath, firewall, store, outbox, driver, clock)
+        driver = Driver(datapath, firewall, store, outbox, clock, host_ports)
+        yield Rig(datapath, firewall, store, outbox, driver, clock, host_ports)
     finally:
         store.close()
 

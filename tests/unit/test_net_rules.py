@@ -14,6 +14,7 @@ def net(letter, subnet, *, isolate=True, masquerade=True, internal=False):
     )
 
 
+LOOPBACK_GUARD = "-i rt-+ -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP"
 A = "198.51.100.0/24"
 B = "203.0.113.0/24"
 
@@ -21,7 +22,9 @@ B = "203.0.113.0/24"
 def test_no_networks_renders_empty_chains():
     text = render([])
     assert text == (
-        "*filter\n:ROUTED-FORWARD - [0:0]\nCOMMIT\n*nat\n:ROUTED-POSTROUTING - [0:0]\nCOMMIT\n"
+        "*filter\n:ROUTED-FORWARD - [0:0]\n:ROUTED-INPUT - [0:0]\n"
+        f"-A ROUTED-INPUT {LOOPBACK_GUARD}\nCOMMIT\n"
+        "*nat\n:ROUTED-POSTROUTING - [0:0]\n:ROUTED-DNAT - [0:0]\nCOMMIT\n"
     )
 
 
@@ -31,10 +34,11 @@ def test_one_network_accepts_both_directions_and_masquerades():
     assert f"-A ROUTED-FORWARD -i rt-+ -s {A} -j ACCEPT" in lines
     assert f"-A ROUTED-FORWARD -o rt-+ -d {A} -j ACCEPT" in lines
     assert f"-A ROUTED-POSTROUTING -s {A} ! -o rt-+ -j MASQUERADE" in lines
-    assert not any("DROP" in line for line in lines)
+    assert not any("DROP" in line for line in lines if "ROUTED-INPUT" not in line)
     # every rule lives in our chains only, and each table is committed
     rules = [line for line in lines if line.startswith("-")]
-    assert all(line.startswith(("-A ROUTED-FORWARD ", "-A ROUTED-POSTROUTING ")) for line in rules)
+    ours = ("-A ROUTED-FORWARD ", "-A ROUTED-POSTROUTING ", "-A ROUTED-INPUT ")
+    assert all(line.startswith(ours) for line in rules)
     assert lines.count("COMMIT") == 2
 
 
