@@ -60,6 +60,7 @@ cluster: venv
 	$(VENV)/bin/pytest -q tests/cluster
 
 e2e: venv host
+	bash deploy/etcd.sh
 	$(VENV)/bin/pytest -q tests/e2e
 
 # The whole e2e suite on the newest engine and on Debian 12's 20.10, the smoke subset on 26.
