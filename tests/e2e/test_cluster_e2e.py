@@ -92,19 +92,19 @@ def test_restarts_keep_addresses_and_never_reissue_one(
 def test_static_ip_in_another_hosts_block_is_refused_with_its_name(
     etcd: EtcdCluster, dock: Docker
 ) -> None:
-    net = dock.network(*ROUTED, "--subnet", "10.232.0.0/24")
+    subnet = ipaddress.ip_network("10.232.0.0/22")
+    net = dock.network(*ROUTED, "--subnet", str(subnet))
     dock.run(net)
-    key = blocks.block_key("LocalDefault", ipaddress.ip_network("10.232.0.192/26"))
-    record = {
-        "space": "LocalDefault",
-        "subnet": "10.232.0.0/24",
-        "block": "10.232.0.192/26",
-        "node": "elsewhere",
-    }
-    applied, _ = kv(etcd).txn([Absent(key)], [Put(key, record)])
+    # A block nobody holds yet (this host claims its first ones and a spare ahead), given
+    # to another node behind routed-ipam's back, as that node would claim it.
+    held = owners(etcd)
+    block = next(b for b in reversed(list(subnet.subnets(new_prefix=26))) if str(b) not in held)
+    key = blocks.block_key("LocalDefault", block)
+    record = {"space": "LocalDefault", "subnet": str(subnet), "block": str(block)}
+    applied, _ = kv(etcd).txn([Absent(key)], [Put(key, record | {"node": "elsewhere"})])
     assert applied
     refused = docker(
-        "run", "-d", "--label", "routed-e2e", "--net", net, "--ip", "10.232.0.200",
+        "run", "-d", "--label", "routed-e2e", "--net", net, "--ip", str(block[8]),
         "routed-test:latest", "sleep", "600", check=False,
     )  # fmt: skip
     assert refused.returncode != 0 and "elsewhere" in refused.stderr
