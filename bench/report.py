@@ -117,13 +117,13 @@ def markdown(r: dict[str, Any]) -> str:
     k = r.get("cluster_alloc", {})
     if "etcd" in k:
         for n_clients in (1, 8):
-            et, sq = k["etcd"][f"n_clients_{n_clients}"], k["sqlite"][f"n_clients_{n_clients}"]
+            key = f"clients_{n_clients}"
+            et, sq, ratio = k["etcd"][key], k["sqlite"][key], k["p99_ratio"][key]
             rows.append(_row([
                 f"4b. allocate+release, {k['hosts']} hosts x {n_clients} clients, etcd vs SQLite",
                 f"p99 {et['p99_ms']:.2f} ms, {et['allocations_per_s']:.0f}/s",
                 f"p99 {sq['p99_ms']:.2f} ms, {sq['allocations_per_s']:.0f}/s",
-                f"p99 x{k['p99_ratio'][f'n_clients_{n_clients}']:.2f}", "p99 <= 2x",
-                _yes(k["p99_ratio"][f"n_clients_{n_clients}"] <= 2.0),
+                f"p99 x{ratio:.2f}", "p99 <= 2x", _yes(ratio <= 2.0),
             ]))  # fmt: skip
         grow = k["etcd"]["grow"]
         rows.append(_row([
