@@ -430,18 +430,18 @@ class Driver:
     def _publish(self, endpoint: Endpoint, requests: tuple[PortRequest, ...]) -> Endpoint:
         if endpoint.ports:
             self._host_ports.release(endpoint.endpoint_id)
-        ports.check_families(requests, [a.version for a in endpoint.addresses])
+        ports.check_families(requests, endpoint.versions)
         taken = [
             (reservation, f"routed endpoint {other.endpoint_id[:12]}")
             for other in self.endpoints.values()
             if other.endpoint_id != endpoint.endpoint_id
             for binding in other.ports
-            for reservation in ports.reservations(binding, [a.version for a in other.addresses])
+            for reservation in ports.reservations(binding, other.versions)
         ]
         try:
             chosen = ports.choose(
                 requests,
-                [a.version for a in endpoint.addresses],
+                endpoint.versions,
                 taken,
                 self._host_ports.dynamic_range(),
                 partial(self._host_ports.hold, endpoint.endpoint_id),
@@ -454,8 +454,7 @@ class Driver:
         return published
 
     def _hold(self, endpoint: Endpoint, bindings: Sequence[Binding]) -> None:
-        versions = [a.version for a in endpoint.addresses]
-        wanted = [r for binding in bindings for r in ports.reservations(binding, versions)]
+        wanted = [r for binding in bindings for r in ports.reservations(binding, endpoint.versions)]
         self._host_ports.hold(endpoint.endpoint_id, wanted)
 
     def _revoke_logged(self, network_id: str, endpoint_id: str, call: str) -> None:
