@@ -116,9 +116,9 @@ class LinuxDatapath:
     routes at once and hands the link to a reaper thread with a session of its own: dockerd
     need not wait for it. The reapers are several threads, each with a session of its own:
     the kernel's wait is a grace period, not work, so deletions in parallel overlap their waits
-    and a burst of removals does not queue behind one another. A crash (or a stop cut short) before the reaper ran leaves an `rt-`
-    veth that reconcile removes (no endpoint owns it) or re-creates (its endpoint is still
-    stored; DeleteEndpoint follows).
+    and a burst of removals does not queue behind one another. A crash (or a stop cut short)
+    before a reaper ran leaves an `rt-` veth that reconcile removes (no endpoint owns it) or
+    re-creates (its endpoint is still stored; DeleteEndpoint follows).
 
     The session is opened and used on a thread of its own, whichever thread calls: pyroute2
     0.9 keeps a session's asyncio loop only on the thread that opened it. Called from any
