@@ -34,7 +34,7 @@ lint: venv
 	$(PY) -m bench.readme --check
 
 typecheck: venv
-	$(VENV)/bin/mypy common ipam netdriver routedctl testkit
+	$(VENV)/bin/mypy common ipam netdriver routedctl testkit bgp
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit
