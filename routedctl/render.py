@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from routedctl.logic import Finding, StatusView, healthy, short
+from routedctl.logic import BgpView, Finding, StatusView, healthy, short
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
@@ -110,11 +110,69 @@ def status_text(view: StatusView) -> str:
         )
     else:
         out.append("  none")
+    if view.bgp is not None:
+        out.append("")
+        out += bgp_lines(view.bgp)
     out.append("")
     out.append(f"store:  {view.store}")
     if view.docker:
         out.append(f"docker: {view.docker}")
     return "\n".join(out) + "\n"
+
+
+def bgp_lines(bgp: BgpView) -> list[str]:
+    out = ["BGP SESSIONS (BIRD)"]
+    if bgp.sessions is None:
+        out.append("  unknown: BIRD is not answering (see SERVICES)")
+    elif bgp.sessions:
+        out.append(
+            table(
+                ("PEER", "AS", "STATE", "SINCE", "SENT", "LAST ERROR"),
+                [
+                    (
+                        s.peer,
+                        str(s.peer_as) if s.peer_as is not None else "-",
+                        s.state,
+                        duration(s.uptime_s),
+                        str(s.sent),
+                        s.last_error or "-",
+                    )
+                    for s in bgp.sessions
+                ],
+            )
+        )
+    else:
+        out.append("  none")
+    out.append("")
+    out.append(f"PREFIXES ({sum(bool(p.announced_to) for p in bgp.prefixes)} announced)")
+    if bgp.prefixes:
+        out.append(
+            table(
+                ("PREFIX", "ANNOUNCED TO", "KERNEL AGGREGATE"),
+                [
+                    (
+                        p.prefix,
+                        ", ".join(p.announced_to) or "NOT ANNOUNCED",
+                        "yes" if p.aggregate else "MISSING",
+                    )
+                    for p in bgp.prefixes
+                ],
+            )
+        )
+    else:
+        out.append("  none")
+    return out
+
+
+def duration(seconds: float | None) -> str:
+    """45s, 12m03s, 3h04m, 2d03h: how long a session has been in its state."""
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if whole >= size:
+            return f"{whole // size}{unit}{whole % size // sub_size:02d}{sub}"
+    return f"{whole // 60}m{whole % 60:02d}s" if whole >= 60 else f"{whole}s"
 
 
 def doctor_text(findings: Sequence[Finding]) -> str:
