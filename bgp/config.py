@@ -58,8 +58,7 @@ def _aggregate() -> str:
     # `source` first: BGP routes (ROUTED_BGP_IMPORT=all) have no krt_source, and reading an
     # undefined attribute is a runtime error in BIRD's filters.
     return (
-        f"function {AGGREGATE}()\n"
-        "{\n"
+        f"function {AGGREGATE}() {{\n"
         f"  return source = RTS_INHERIT && krt_source = {RTPROT_ROUTED}"
         " && dest = RTD_UNREACHABLE;\n"
         "}\n"
