@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -35,6 +36,18 @@ def make_root(prefix: str) -> Path:
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     root.chmod(0o755)
     return root
+
+
+def supervisord_conf(root: Path) -> str:
+    """The repo's supervisord.conf with every host path moved into `root` (logs in root/log)."""
+    text = (REPO / "supervisord.conf").read_text()
+    text = text.replace("%(here)s", str(REPO))
+    text = text.replace("/var/log/routed", str(root / "log"))
+    text = text.replace("/run/routed-supervisord.pid", str(root / "supervisord.pid"))
+    text = text.replace("/run/routed-supervisor.sock", str(root / "supervisor.sock"))
+    leftovers = re.findall(r"(?<![\w.])/(?:run|var)/\S*", text)
+    assert not leftovers, f"supervisord.conf paths not rewritten: {leftovers}"
+    return text
 
 
 @dataclass
