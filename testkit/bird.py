@@ -135,6 +135,11 @@ class Router:
             return None
         return next((s for s in sessions if s.name == SESSIONS[version]), None)
 
+    def ceased(self, version: int) -> int:
+        """How many times the host closed that session with a Cease (administrative
+        shutdown), from the router's log: its session state moves on as it reconnects."""
+        return self.log.read_text().count(f"{SESSIONS[version]}: Received: Administrative shutdown")
+
     def ask(self, command: str) -> list[bird.Line]:
         with bird.BirdSocket(self.socket) as client:
             return client.ask(command)
