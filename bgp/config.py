@@ -70,7 +70,10 @@ def _device() -> str:
 
 
 def _kernel(version: int, settings: BgpSettings) -> str:
-    export = "where source = RTS_BGP" if settings.import_routes == "all" else "none"
+    # Only routes with a next hop: one BIRD could not resolve (a multihop peer's, as this
+    # table holds no route to its next hop) is `unreachable` and would black-hole the prefix.
+    installs = settings.import_routes == "all"
+    export = "where source = RTS_BGP && dest = RTD_UNICAST" if installs else "none"
     return (
         f"protocol kernel {KERNEL_PROTOCOLS[version]} {{\n"
         "  learn;\n"

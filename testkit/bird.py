@@ -3,13 +3,15 @@ running a BIRD of the test's own configuration that peers with the host's BIRD (
 
 The caller's namespace plays the host: it gets HOST / HOST6 on its end of the veth, the
 router ROUTER / ROUTER6 on its own (documentation prefixes, only ever on this veth). The
-router imports what the host announces and exports nothing, and retries quickly (1 s), so a
+router imports what the host announces, offers the host only the prefixes it is given (as
+unreachable routes of its own), and retries quickly (1 s), so a
 restarted host is peered again within a few seconds. Its learned routes are read through its
 control socket with common.bird, as routedctl reads the host's.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import tempfile
 import uuid
@@ -25,19 +27,21 @@ BIRD = "/usr/sbin/bird"
 SESSIONS = {4: "host4", 6: "host6"}  # the router's protocol per address family
 
 
+def _family(prefix: str) -> int:
+    return ipaddress.ip_network(prefix).version
+
+
 def _ip(*argv: str) -> None:
     done = subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=30, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"ip {' '.join(argv)}: {done.stderr.strip()}")
 
 
-def router_config(hold_time: int, password: str | None) -> str:
+def router_config(hold_time: int, password: str | None, offers: tuple[str, ...] = ()) -> str:
+    """`offers`: prefixes the router announces to the host (as unreachable static routes)."""
     secret = f'  password "{password}";\n' if password else ""
     sessions = "".join(
-        f"protocol bgp {SESSIONS[version]} from hosts {{\n"
-        f"  neighbor {address} as {HOST_AS};\n"
-        f"  ipv{version} {{ import all; export none; }};\n"
-        "}\n"
+        _session(version, address, [p for p in offers if _family(p) == version])
         for version, address in ((4, HOST), (6, HOST6))
     )
     return (
@@ -56,6 +60,17 @@ def router_config(hold_time: int, password: str | None) -> str:
     )
 
 
+def _session(version: int, host: str, offers: list[str]) -> str:
+    routes = "".join(f"  route {prefix} unreachable;\n" for prefix in offers)
+    return (
+        f"protocol static static{version} {{\n  ipv{version};\n{routes}}}\n"
+        f"protocol bgp {SESSIONS[version]} from hosts {{\n"
+        f"  neighbor {host} as {HOST_AS};\n"
+        f"  ipv{version} {{ import all; export {'all' if offers else 'none'}; }};\n"
+        "}\n"
+    )
+
+
 @dataclass
 class Router:
     netns: str
@@ -64,12 +79,14 @@ class Router:
     proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def create(cls, hold_time: int = 3, password: str | None = None) -> Router:
+    def create(
+        cls, hold_time: int = 3, password: str | None = None, offers: tuple[str, ...] = ()
+    ) -> Router:
         tag = uuid.uuid4().hex[:6]
         router = cls(f"rtbgp-r-{tag}", f"rtbgp{tag}", Path(tempfile.mkdtemp(prefix="rtbgp-r-")))
         try:
             router._link()
-            router.start(hold_time, password)
+            router.start(hold_time, password, offers)
         except BaseException:
             router.close()
             raise
@@ -97,9 +114,11 @@ class Router:
         _ip(*inside, "link", "set", peer, "up")
         _ip(*inside, "link", "set", "lo", "up")
 
-    def start(self, hold_time: int = 3, password: str | None = None) -> None:
+    def start(
+        self, hold_time: int = 3, password: str | None = None, offers: tuple[str, ...] = ()
+    ) -> None:
         conf = self.workdir / "bird.conf"
-        conf.write_text(router_config(hold_time, password))
+        conf.write_text(router_config(hold_time, password, offers))
         argv = [BIRD, "-f", "-c", str(conf), "-s", str(self.socket)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(

@@ -35,6 +35,7 @@ POLL_S = 0.05
 AGGREGATE, AGGREGATE6 = "10.99.0.0/24", "fd00:99::/64"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 RTPROT_STATIC = 4
+RTPROT_BIRD = 12  # what BIRD's kernel protocol tags the routes it installs with
 
 
 @dataclass
@@ -145,12 +146,11 @@ def router() -> Iterator[Router]:
         router.close()
 
 
-@pytest.fixture
-def speaker(router: Router) -> Iterator[Speaker]:
+@contextlib.contextmanager
+def speaking(**settings: str) -> Iterator[Speaker]:
+    """The host's routed-bgp, started and peered (both sessions Established)."""
     root = make_root("rtbgp-")
-    speaker = Speaker(
-        Layout(root), {**host_settings(PASSWORD), "ROUTED_BGP_COMMUNITIES": "65000:100"}
-    )
+    speaker = Speaker(Layout(root), {**host_settings(PASSWORD), **settings})
     try:
         speaker.start()
         assert wait_until(speaker.established, ESTABLISH_S, POLL_S), speaker.log.read_text()
@@ -158,6 +158,12 @@ def speaker(router: Router) -> Iterator[Speaker]:
     finally:
         speaker.stop()
         remove_tree(root)
+
+
+@pytest.fixture
+def speaker(router: Router) -> Iterator[Speaker]:
+    with speaking(ROUTED_BGP_COMMUNITIES="65000:100") as speaker:
+        yield speaker
 
 
 def both_learned(router: Router, v4: tuple[str, ...], v6: tuple[str, ...]) -> bool:
@@ -272,3 +278,27 @@ def test_routedctl_shows_sessions_and_flags_a_missing_announcement(
     speaker.stop()  # BIRD itself gone: one finding says so
     doctor = routedctl_json(capsys, monkeypatch, speaker, "doctor")
     assert bgp_codes(doctor) == {("service-down", "routed-bgp")}
+
+
+def kernel_routes(protocol: int) -> set[tuple[str, str]]:
+    """(destination, gateway) of the host's routes of that protocol, both families."""
+    with IPRoute() as ipr:
+        return {
+            (f"{r.get_attr('RTA_DST')}/{r['dst_len']}", str(r.get_attr("RTA_GATEWAY")))
+            for family in (socket.AF_INET, socket.AF_INET6)
+            for r in ipr.get_routes(family=family, proto=protocol)
+        }
+
+
+def test_import_all_installs_the_peers_routes_until_bird_stops():
+    offers = ("203.0.113.0/24", "2001:db8:aaaa::/48")
+    installed = {(offers[0], ROUTER), (offers[1], ROUTER6)}
+    router = Router.create(hold_time=3, password=PASSWORD, offers=offers)
+    try:
+        with speaking(ROUTED_BGP_IMPORT="all") as speaker:
+            assert wait_until(lambda: kernel_routes(RTPROT_BIRD) == installed, ANNOUNCE_S, POLL_S)
+            assert speaker.learned("kernel4") == ()  # BIRD's own routes are not learned back
+            speaker.stop()
+            assert kernel_routes(RTPROT_BIRD) == set()  # BIRD removed them before it exited
+    finally:
+        router.close()

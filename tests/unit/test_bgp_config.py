@@ -75,7 +75,8 @@ def test_every_setting_reaches_the_config():
     assert "ipv6 {" in v6 and "ipv4" not in v6
     # With import all, the kernel protocols install the peers' routes.
     for kernel in ("kernel4", "kernel6"):
-        assert "export where source = RTS_BGP;" in block(text, f"protocol kernel {kernel}")
+        kernel_block = block(text, f"protocol kernel {kernel}")
+        assert "export where source = RTS_BGP && dest = RTD_UNICAST;" in kernel_block
 
 
 def test_defaults_announce_only_and_leave_the_rest_to_bird():
