@@ -21,6 +21,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
     )
 
 
+def table_or_none(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    return table(headers, rows) if rows else "  none"
+
+
 def status_text(view: StatusView) -> str:
     out = ["SERVICES"]
     out.append(
@@ -47,69 +51,60 @@ def status_text(view: StatusView) -> str:
         out.append("  unknown: routed-ipam's channel is not answering")
     else:
         out.append(f"POOLS ({len(view.pools)})")
-        if view.pools:
-            out.append(
-                table(
-                    ("POOL ID", "POOL", "SUB-POOL", "MODE", "USED", "SIZE", "USE%"),
-                    [
-                        (
-                            p.pool_id,
-                            p.pool,
-                            p.sub_pool or "-",
-                            p.mode,
-                            str(p.allocated),
-                            str(p.size),
-                            f"{p.percent:.2f}%",
-                        )
-                        for p in view.pools
-                    ],
-                )
-            )
-        else:
-            out.append("  none")
-        out.append("")
-        out.append(f"LEASES ({len(view.leases)})")
-        if view.leases:
-            out.append(
-                table(
-                    ("ADDRESS", "KIND", "POOL ID", "HOLDER", "ENDPOINT", "NETWORK"),
-                    [
-                        (
-                            lease.address,
-                            lease.kind,
-                            lease.pool_id,
-                            lease.holder,
-                            short(lease.endpoint_id),
-                            short(lease.network_id),
-                        )
-                        for lease in view.leases
-                    ],
-                )
-            )
-        else:
-            out.append("  none")
-    out.append("")
-    out.append(f"ENDPOINTS ({len(view.endpoints)} in {view.networks} networks)")
-    if view.endpoints:
         out.append(
-            table(
-                ("ENDPOINT", "NETWORK", "ADDRESS", "CONTAINER", "VETH", "LINK", "ROUTE"),
+            table_or_none(
+                ("POOL ID", "POOL", "SUB-POOL", "MODE", "USED", "SIZE", "USE%"),
                 [
                     (
-                        short(e.endpoint_id),
-                        short(e.network_id),
-                        " ".join(a for a in (e.address, e.address6) if a),
-                        e.container or "-",
-                        e.veth,
-                        e.link,
-                        "yes" if e.route else "MISSING",
+                        p.pool_id,
+                        p.pool,
+                        p.sub_pool or "-",
+                        p.mode,
+                        str(p.allocated),
+                        str(p.size),
+                        f"{p.percent:.2f}%",
                     )
-                    for e in view.endpoints
+                    for p in view.pools
                 ],
             )
         )
-    else:
-        out.append("  none")
+        out.append("")
+        out.append(f"LEASES ({len(view.leases)})")
+        out.append(
+            table_or_none(
+                ("ADDRESS", "KIND", "POOL ID", "HOLDER", "ENDPOINT", "NETWORK"),
+                [
+                    (
+                        lease.address,
+                        lease.kind,
+                        lease.pool_id,
+                        lease.holder,
+                        short(lease.endpoint_id),
+                        short(lease.network_id),
+                    )
+                    for lease in view.leases
+                ],
+            )
+        )
+    out.append("")
+    out.append(f"ENDPOINTS ({len(view.endpoints)} in {view.networks} networks)")
+    out.append(
+        table_or_none(
+            ("ENDPOINT", "NETWORK", "ADDRESS", "CONTAINER", "VETH", "LINK", "ROUTE"),
+            [
+                (
+                    short(e.endpoint_id),
+                    short(e.network_id),
+                    " ".join(a for a in (e.address, e.address6) if a),
+                    e.container or "-",
+                    e.veth,
+                    e.link,
+                    "yes" if e.route else "MISSING",
+                )
+                for e in view.endpoints
+            ],
+        )
+    )
     if view.bgp is not None:
         out.append("")
         out += bgp_lines(view.bgp)
@@ -124,9 +119,9 @@ def bgp_lines(bgp: BgpView) -> list[str]:
     out = ["BGP SESSIONS (BIRD)"]
     if bgp.sessions is None:
         out.append("  unknown: BIRD is not answering (see SERVICES)")
-    elif bgp.sessions:
+    else:
         out.append(
-            table(
+            table_or_none(
                 ("PEER", "AS", "STATE", "SINCE", "SENT", "LAST ERROR"),
                 [
                     (
@@ -141,26 +136,21 @@ def bgp_lines(bgp: BgpView) -> list[str]:
                 ],
             )
         )
-    else:
-        out.append("  none")
     out.append("")
     out.append(f"PREFIXES ({sum(bool(p.announced_to) for p in bgp.prefixes)} announced)")
-    if bgp.prefixes:
-        out.append(
-            table(
-                ("PREFIX", "ANNOUNCED TO", "KERNEL AGGREGATE"),
-                [
-                    (
-                        p.prefix,
-                        ", ".join(p.announced_to) or "NOT ANNOUNCED",
-                        "yes" if p.aggregate else "MISSING",
-                    )
-                    for p in bgp.prefixes
-                ],
-            )
+    out.append(
+        table_or_none(
+            ("PREFIX", "ANNOUNCED TO", "KERNEL AGGREGATE"),
+            [
+                (
+                    p.prefix,
+                    ", ".join(p.announced_to) or "NOT ANNOUNCED",
+                    "yes" if p.aggregate else "MISSING",
+                )
+                for p in bgp.prefixes
+            ],
         )
-    else:
-        out.append("  none")
+    )
     return out
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import bird
+from testkit.services import stop_process
 
 HOST, ROUTER = "192.0.2.1", "192.0.2.2"  # TEST-NET-1
 HOST6, ROUTER6 = "2001:db8:b9::1", "2001:db8:b9::2"
@@ -129,13 +130,7 @@ class Router:
 
     def stop(self) -> None:
         """SIGTERM: BIRD closes its sessions with a Cease."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
         self.proc = None
 
     def learned(self, version: int) -> tuple[str, ...]:

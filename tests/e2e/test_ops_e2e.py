@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from testkit.services import supervisorctl
 from tests.e2e import engine
 from tests.e2e.harness import (
     REPO,
@@ -71,14 +72,7 @@ class Supervised:
         )
 
     def ctl(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.conf), *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        return result.stdout
+        return supervisorctl(self.conf, *args)
 
     def pid(self, program: str) -> int:
         return int(self.ctl("pid", program).strip() or 0)

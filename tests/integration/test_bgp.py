@@ -25,15 +25,14 @@ from common.bgp import RTPROT_ROUTED
 from common.sdnotify import wait_until
 from routedctl.__main__ import main as routedctl
 from testkit.bird import ROUTER, ROUTER6, Router, host_settings
-from testkit.services import REPO, Layout, make_root
-from tests.security.services import remove_tree
+from testkit.services import REPO, Layout, make_root, stop_process
+from tests.security.services import NOBODY, remove_tree
 
 PASSWORD = "md5-s3cret"
 ANNOUNCE_S = 2.0  # the bound for a new prefix to be announced, and a removed withdrawn
 ESTABLISH_S = 30.0  # generous: the first connection waits for BIRD's connect timers
 POLL_S = 0.05
 AGGREGATE, AGGREGATE6 = "10.99.0.0/24", "fd00:99::/64"
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 RTPROT_STATIC = 4
 RTPROT_BIRD = 12  # what BIRD's kernel protocol tags the routes it installs with
 
@@ -72,16 +71,7 @@ class Speaker:
             )
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return stop_process(self.proc)
 
     def established(self) -> bool:
         try:

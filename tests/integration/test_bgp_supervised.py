@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 
 from common.sdnotify import wait_until
 from testkit.bird import BIRD, Router, host_settings
-from testkit.services import REPO, Layout, make_root, supervisord_conf
+from testkit.services import REPO, Layout, make_root, supervisorctl, supervisord_conf
 from tests.security.services import descendants, remove_tree
 
 START_S = 60.0  # generous: three programs, each RUNNING once up for startsecs=2
@@ -40,14 +39,7 @@ class Supervised:
         return self.root / "log" / "routed-bgp.log"
 
     def ctl(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.conf), *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        return done.stdout
+        return supervisorctl(self.conf, *args)
 
     def states(self) -> dict[str, str]:
         return dict(line.split()[:2] for line in self.ctl("status").splitlines() if line.strip())

@@ -31,10 +31,9 @@ from testkit.services import (
     supervisord_conf,
     wait_for_socket,
 )
-from tests.security.services import descendants, remove_tree
+from tests.security.services import NOBODY, descendants, remove_tree
 
 PROBE = Path(__file__).with_name("probe.py")
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 @dataclass
