@@ -122,7 +122,7 @@ def bgp_lines(bgp: BgpView) -> list[str]:
     else:
         out.append(
             table_or_none(
-                ("PEER", "AS", "STATE", "SINCE", "SENT", "LAST ERROR"),
+                ("PEER", "AS", "STATE", "FOR", "SENT", "LAST ERROR"),
                 [
                     (
                         s.peer,
