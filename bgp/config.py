@@ -40,9 +40,8 @@ def _header(settings: BgpSettings) -> str:
     lines = [
         "# Rendered by routed (bgp/config.py) from the ROUTED_BGP_* settings at start;",
         "# never edited at run time: change the settings and restart routed-bgp instead.",
-        # A file name, not `stderr`: BIRD's stderr log has no time stamps, a log file does.
-        # The file is supervisord's pipe, which files it in routed-bgp.log.
-        'log "/dev/stderr" { info, trace, remote, warning, error, auth, fatal, bug };',
+        # Not syslog (BIRD's default): supervisord files stderr in routed-bgp.log.
+        "log stderr { info, trace, remote, warning, error, auth, fatal, bug };",
         # Epoch seconds: routedctl reads when a session changed state without guessing
         # the time zone.
         'timeformat protocol "%s";',
