@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 TIMEOUT_S = 2.0
-MAX_REPLY = 4 * 1024 * 1024  # a table of a few thousand prefixes fits many times over
+MAX_LINE = 1024 * 1024  # one line: BIRD's are short, whatever the size of a table
 _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _COUNTS = re.compile(r"(\d+) (imported|filtered|exported|preferred)")
 
@@ -97,15 +97,14 @@ class BirdSocket:
         self._buffer = b""
 
     def __enter__(self) -> BirdSocket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout_s)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(str(self.path))
-        except OSError:
-            sock.close()
+            self._sock.settimeout(self.timeout_s)
+            self._sock.connect(str(self.path))
+            welcome = self._reply(time.monotonic() + self.timeout_s)
+        except BaseException:
+            self.__exit__(None, None, None)
             raise
-        self._sock = sock
-        welcome = self._reply(time.monotonic() + self.timeout_s)
         self.version = welcome[0].text.removesuffix(" ready.") if welcome else ""
         return self
 
@@ -135,8 +134,10 @@ class BirdSocket:
         assert self._sock is not None
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
-            if left <= 0 or len(self._buffer) > MAX_REPLY:
+            if left <= 0:
                 raise BirdError(f"no complete answer from BIRD at {self.path} in time")
+            if len(self._buffer) > MAX_LINE:
+                raise BirdError(f"BIRD at {self.path} sent a line longer than {MAX_LINE} bytes")
             self._sock.settimeout(left)
             try:
                 chunk = self._sock.recv(65536)

@@ -160,3 +160,12 @@ def test_a_silent_bird_costs_one_deadline(tmp_path):
 def test_a_missing_socket_is_an_os_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         bird.read(tmp_path / "absent.ctl")
+
+
+def test_a_bird_that_never_greets_costs_one_deadline(tmp_path):
+    path = tmp_path / "bird.ctl"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen(1)  # connections complete in the backlog; nobody answers them
+        with pytest.raises(bird.BirdError, match="in time"):
+            bird.read(path, timeout_s=0.3)
