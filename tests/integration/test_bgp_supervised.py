@@ -38,6 +38,10 @@ class Supervised:
     def bgp_log(self) -> Path:
         return self.root / "log" / "routed-bgp.log"
 
+    @property
+    def supervisord_log(self) -> str:
+        return (self.root / "log" / "supervisord.log").read_text()
+
     def ctl(self, *args: str) -> str:
         return supervisorctl(self.conf, *args)
 
@@ -112,6 +116,7 @@ def test_without_bgp_settings_there_is_no_bird_and_supervisord_stays_up(supervis
     assert supervised.birds() == []
     assert "BGP off (ROUTED_BGP_ASN unset): no BIRD" in supervised.bgp_log.read_text()
     assert supervised.proc.poll() is None and not (supervised.root / "fatal").exists()
+    assert "exited: routed-bgp" not in supervised.supervisord_log  # quiet: no restarts
 
 
 @pytest.mark.parametrize("supervised", [host_settings()], indirect=True, ids=["bgp-on"])
@@ -126,6 +131,7 @@ def test_with_bgp_settings_bird_is_supervised_restarted_and_stops_with_a_cease(r
     assert wait_until(lambda: supervised.pid("routed-bgp") not in (0, first), START_S, POLL_S)
     assert wait_until(supervised.all_running, START_S, POLL_S), supervised.ctl("status")
     assert supervised.bgp_log.read_text().count("<INFO> Started") == 2
+    assert "exited: routed-bgp (terminated by SIGKILL; not expected)" in supervised.supervisord_log
     assert wait_until(lambda: _established(router), START_S, POLL_S)
 
     subprocess.run(["ip", "route", "add", "unreachable", AGGREGATE, "proto", "211"], check=True)
