@@ -6,6 +6,7 @@ when it dies, and a supervisord stop ends its sessions with a Cease.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -63,7 +64,13 @@ class Supervised:
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # hung: leave no process behind all the same
+            for pid in descendants(self.proc.pid)[::-1]:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            return self.proc.wait(timeout=10)
 
 
 def _exe(pid: int) -> str:
