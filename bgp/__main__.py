@@ -49,8 +49,9 @@ def main() -> int:
     check(paths.bird_config)
     peers = ", ".join(f"{peer.address} AS {peer.asn}" for peer in settings.peers)
     log.info("starting BIRD: AS %d, peers %s, config %s", settings.asn, peers, paths.bird_config)
-    sys.stdout.flush()
-    os.umask(0o077)  # whatever BIRD creates is root-only; the directory is already
+    # Whatever BIRD creates is root-only. It makes its socket 0660 (root's group) itself;
+    # the 0700 directory around it is what keeps every other user out.
+    os.umask(0o077)
     argv = [str(BIRD), "-f", "-c", str(paths.bird_config), "-s", str(paths.bird_socket)]
     os.execv(argv[0], argv)
 
