@@ -9,9 +9,8 @@ unreachable for an unused address of an aggregate, seen from an upstream namespa
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from pyroute2 import IPRoute
 from common.bgp import RTPROT_ROUTED
 from common.unixhttp import UnixClient
 from netdriver.announcer import Announcer
+from testkit.routes import RouteWatch, aggregates, wait_for_aggregates
 from testkit.services import Layout, Service, make_root
 from tests.integration.conftest import Host
 from tests.integration.nettools import (
@@ -39,27 +39,10 @@ DEADLINE_S = 2.0  # the issue's: a new prefix announced, a removed one withdrawn
 BGP_ENV = {"ROUTED_BGP_ASN": "65001", "ROUTED_BGP_PEERS": "192.0.2.1=65000"}
 
 
-def aggregates() -> set[str]:
-    """routed's unreachable routes, as `ip` shows them (independent of routed's own reader)."""
-    found = set()
-    for family in ("-4", "-6"):
-        shown = run("ip", "-j", family, "route", "show", "table", "main", "proto", "211",
-                    "type", "unreachable").stdout  # fmt: skip
-        found |= {route["dst"] for route in json.loads(shown or "[]")}
-    return found
-
-
 def protocol_of(prefix: str) -> str:
     family = "-6" if ":" in prefix else "-4"
     [route] = json.loads(run("ip", "-j", family, "route", "show", "exact", prefix).stdout)
     return str(route.get("protocol", "boot"))
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout_s} s"
-        time.sleep(0.02)
 
 
 class Blocks:
@@ -84,34 +67,7 @@ def test_host_routes_carry_routed_protocol(host: Host) -> None:
     assert aggregates() == set()  # host routes are unicast: BIRD never learns them
 
 
-@pytest.fixture
-def route_events() -> Iterator[Callable[[], Callable[[], list[str]]]]:
-    """Each call starts watching and returns `stop`, which gives the route changes the kernel
-    reported meanwhile, one `ip monitor` line each ("Deleted ..." for a deletion)."""
-    watchers: list[subprocess.Popen[str]] = []
-
-    def start() -> Callable[[], list[str]]:
-        watcher = subprocess.Popen(["ip", "monitor", "route"], stdout=subprocess.PIPE, text=True)
-        watchers.append(watcher)
-        time.sleep(0.2)  # subscribed before the test acts
-
-        def stop() -> list[str]:
-            time.sleep(0.2)  # the last events delivered
-            watcher.terminate()
-            return watcher.communicate(timeout=10)[0].splitlines()
-
-        return stop
-
-    try:
-        yield start
-    finally:
-        for watcher in watchers:
-            if watcher.poll() is None:
-                watcher.kill()
-                watcher.wait(10)
-
-
-def test_untagged_routes_of_an_earlier_version_are_upgraded_and_deleted(host, route_events):
+def test_untagged_routes_of_an_earlier_version_are_upgraded_and_deleted(host: Host) -> None:
     net = host.network("a", SUBNET, pool6=SUBNET6, gateway6="2001:db8:a::1")
     host.run_container(net, A1, "198.51.100.5/32", "2001:db8:a::5/128")  # stays across restarts
     veth = host.driver.endpoints[A1].host_veth
@@ -120,21 +76,21 @@ def test_untagged_routes_of_an_earlier_version_are_upgraded_and_deleted(host, ro
     host.restart().reconcile()
     assert protocol_of("198.51.100.5/32") == protocol_of("2001:db8:a::5/128") == "211"
     run("ip", "route", "replace", "198.51.100.5/32", "dev", veth, "proto", "boot")
-    watch = route_events()
-    host.driver.delete_endpoint(net, A1)
-    host.datapath.flush()
+    with RouteWatch() as watch:
+        host.driver.delete_endpoint(net, A1)
+        host.datapath.flush()
     # The kernel reports no deletion of the IPv4 routes that go with their link: this one is
     # routed-net's own delete, which must match a route of any protocol.
-    assert any(line.startswith("Deleted 198.51.100.5 ") for line in watch())
+    assert any(line.startswith("Deleted ") for line in watch.about("198.51.100.5"))
 
 
 def test_aggregates_follow_networks_in_both_families(host: Host) -> None:
     assert host.announcer is not None
     host.announcer.start(host.driver.network_list)
     net = host.network("a", SUBNET, pool6=SUBNET6, gateway6="2001:db8:a::1")
-    wait_for(lambda: aggregates() == {SUBNET, SUBNET6})
+    wait_for_aggregates({SUBNET, SUBNET6}, DEADLINE_S)
     host.driver.delete_network(net)
-    wait_for(lambda: aggregates() == set())
+    wait_for_aggregates(set(), DEADLINE_S)
 
 
 def test_owned_blocks_not_the_subnet_in_cluster_mode(host: Host) -> None:
@@ -185,7 +141,7 @@ def test_unused_address_of_an_aggregate_is_icmp_unreachable_seen_from_upstream(h
         host.announcer.start(host.driver.network_list)
         net = host.network("a", SUBNET, pool6=SUBNET6, gateway6="2001:db8:a::1", masquerade=False)
         host.run_container(net, A1, "198.51.100.5/32", "2001:db8:a::5/128")
-        wait_for(lambda: aggregates() == {SUBNET, SUBNET6})
+        wait_for_aggregates({SUBNET, SUBNET6}, DEADLINE_S)
         assert icmp_outcome("198.51.100.5", upstream.name) == "reply"  # the /32 wins
         assert icmp_outcome("2001:db8:a::5", upstream.name) == "reply"
         assert icmp_outcome("198.51.100.77", upstream.name) == "unreachable 1"  # host unreachable
@@ -227,19 +183,17 @@ def create_network(service: Service, letter: str, subnet: str) -> str:
     return network_id
 
 
-def test_kill9_of_routed_net_withdraws_nothing_and_a_restart_changes_nothing(
-    routed_net, route_events
-):
+def test_kill9_of_routed_net_withdraws_nothing_and_a_restart_changes_nothing(routed_net):
     routed_net.start()
     create_network(routed_net, "a", SUBNET)
-    wait_for(lambda: aggregates() == {SUBNET})
+    wait_for_aggregates({SUBNET}, DEADLINE_S)
     routed_net.kill9()
     assert aggregates() == {SUBNET}
-    watch = route_events()
-    routed_net.start()
-    time.sleep(3 * DEADLINE_S)  # several rounds of the new process
+    with RouteWatch() as watch:
+        routed_net.start()
+        time.sleep(3 * DEADLINE_S)  # several rounds of the new process
     assert aggregates() == {SUBNET}
-    assert [line for line in watch() if SUBNET in line] == []  # never deleted and re-added
+    assert watch.about(SUBNET) == []  # never deleted and re-added
 
 
 def test_etcd_mode_before_routed_ipam_answers_adds_and_removes_nothing_inside(routed_net):
