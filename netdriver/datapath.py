@@ -306,15 +306,7 @@ class LinuxDatapath:
 
     @_on_netlink_thread
     def aggregates(self) -> list[IPNetwork]:
-        """routed's unreachable routes in the main table, IPv4 and IPv6."""
-        found: list[IPNetwork] = []
-        for family, unspecified in ((socket.AF_INET, "0.0.0.0"), (AF_INET6, "::")):
-            for route in self._ipr.get_routes(
-                family=family, table=MAIN_TABLE, proto=RTPROT_ROUTED, type="unreachable"
-            ):
-                destination = route.get_attr("RTA_DST") or unspecified
-                found.append(ipaddress.ip_network((destination, route["dst_len"])))
-        return found
+        return read_aggregates(self._ipr)
 
     @_on_netlink_thread
     def add_aggregate(self, prefix: IPNetwork) -> None:
@@ -342,6 +334,19 @@ def _host_route(index: int, ip: IPAddress) -> dict[str, Any]:
         return {"dst": f"{ip}/32", "oif": index, "scope": "link"}
     # IPv6 routes have no scope of their own (the kernel reports universe): none is given.
     return {"dst": f"{ip}/128", "oif": index, "family": AF_INET6}
+
+
+def read_aggregates(ipr: IPRoute) -> list[IPNetwork]:
+    """routed's unreachable routes in the main table, IPv4 and IPv6 (routedctl reads them
+    the same way)."""
+    found: list[IPNetwork] = []
+    for family, unspecified in ((socket.AF_INET, "0.0.0.0"), (AF_INET6, "::")):
+        for route in ipr.get_routes(
+            family=family, table=MAIN_TABLE, proto=RTPROT_ROUTED, type="unreachable"
+        ):
+            destination = route.get_attr("RTA_DST") or unspecified
+            found.append(ipaddress.ip_network((destination, route["dst_len"])))
+    return found
 
 
 def _aggregate(prefix: IPNetwork) -> dict[str, Any]:

@@ -9,6 +9,8 @@ unreachable for an unused address of an aggregate, seen from an upstream namespa
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +22,7 @@ from common.bgp import RTPROT_ROUTED
 from common.unixhttp import UnixClient
 from netdriver.announcer import Announcer
 from testkit.routes import RouteWatch, aggregates, wait_for_aggregates
-from testkit.services import Layout, Service, make_root
+from testkit.services import REPO, Layout, Service, make_root
 from tests.integration.conftest import Host
 from tests.integration.nettools import (
     Container,
@@ -221,3 +223,28 @@ def test_a_start_with_bgp_off_removes_an_earlier_runs_aggregates(routed_net):
         assert "192.0.2.0/24" in run("ip", "route", "show", "type", "unreachable").stdout
     finally:
         run("ip", "route", "del", "unreachable", "192.0.2.0/24", check=False)
+
+
+def doctor(service: Service) -> list[tuple[str, str]]:
+    """routedctl doctor's aggregate findings (code, prefix) for this routed-net's state."""
+    env = service.layout.env(**service.extra_env)
+    done = subprocess.run(
+        [sys.executable, "-m", "routedctl", "doctor", "--json"],
+        capture_output=True, text=True, timeout=60, env=env, cwd=REPO, check=False,
+    )  # fmt: skip
+    findings = json.loads(done.stdout)["findings"]
+    return [(f["code"], f["subject"]) for f in findings if f["code"].startswith("aggregate-")]
+
+
+def test_routedctl_doctor_names_missing_and_extra_aggregates(routed_net: Service) -> None:
+    routed_net.start()
+    create_network(routed_net, "a", SUBNET)
+    wait_for_aggregates({SUBNET}, DEADLINE_S)
+    assert doctor(routed_net) == []
+    routed_net.kill9()  # nothing puts them right meanwhile
+    run("ip", "route", "del", "unreachable", SUBNET, "proto", "211")
+    run("ip", "route", "add", "unreachable", "203.0.113.0/24", "proto", "211")
+    assert doctor(routed_net) == [
+        ("aggregate-missing", SUBNET),
+        ("aggregate-extra", "203.0.113.0/24"),
+    ]
