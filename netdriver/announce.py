@@ -122,12 +122,12 @@ def decide(networks: Iterable[Network], view: IpamView | None, etcd: bool) -> li
     for network in networks:
         for family in network.families.values():
             subnet = family.subnet
-            answered = view is not None and network.network_id in view.networks
-            pool = view.cluster_pool(subnet) if view is not None and answered else None
+            answer = view if view is not None and network.network_id in view.networks else None
+            pool = answer.cluster_pool(subnet) if answer is not None else None
             if pool is not None:
                 inside = tuple(block for block in pool.blocks if _inside(block, subnet))
                 decisions.append(Decision(network.network_id, subnet, "cluster", inside))
-            elif answered or not etcd:
+            elif answer is not None or not etcd:
                 decisions.append(Decision(network.network_id, subnet, "plain", (subnet,)))
             else:
                 decisions.append(Decision(network.network_id, subnet, "undecided", ()))

@@ -54,6 +54,7 @@ class Announcer:
         self.view: IpamView | None = None  # routed-ipam's last answer
         self._wake = threading.Event()
         self._failures: dict[IPNetwork, str] = {}  # the last error of each prefix, logged once
+        self._bad_reply = ""  # the last unusable answer's error, logged once
         self._networks: Callable[[], Sequence[Network]] = list
         self._worker = Worker("announcer", self._run)
 
@@ -88,8 +89,11 @@ class Announcer:
         try:
             pools = announce.parse_blocks(reply)
         except BadReply as err:
-            log.warning("routed-ipam's blocks answer is unusable, keeping the last one: %s", err)
+            if str(err) != self._bad_reply:  # once, not every round
+                log.warning("routed-ipam's blocks answer is unusable, keeping the last: %s", err)
+            self._bad_reply = str(err)
             return
+        self._bad_reply = ""
         if self.view is None:
             shared = sum(pool.cluster for pool in pools)
             log.info("routed-ipam answered: %d pools, %d of them cluster pools", len(pools), shared)
