@@ -101,7 +101,8 @@ def parse_blocks(reply: Mapping[str, Any]) -> tuple[IpamPool, ...]:
     """The pools of routed-ipam's `blocks` reply; BadReply when it is not one."""
     pools = reply.get("pools")
     if reply.get("ok") is not True or not isinstance(pools, list):
-        raise BadReply(f"not a blocks reply: {str(reply)[:200]}")
+        shown = {key: value for key, value in reply.items() if key != "id"}  # ids change
+        raise BadReply(f"not a blocks reply: {str(shown)[:200]}")
     try:
         return tuple(
             IpamPool(
