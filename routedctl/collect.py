@@ -1,12 +1,12 @@
 """Gather a `state.Snapshot` from the running system (all of routedctl's I/O lives here).
 
-Read only, always: plugin sockets get one Plugin.Activate, routed-ipam a channel `status` and
-`blocks` (what routed-net announces by),
-routed-net's SQLite store is opened with mode=ro, netlink is only dumped, /proc/sys only read,
-and iptables and ip6tables only run `-S` listings with a fixed argv. Every probe has a short
-timeout and turns failure into data, so a down service shows up in the report instead of a
-traceback. routed-net's records are read by netdriver's own model, routed-ipam's answer by
-ipam's own status classes: no second copy of either schema lives here.
+Read only, always: plugin sockets get one Plugin.Activate, routed-ipam a channel `status` and a
+`blocks` (what routed-net announces by), routed-net's SQLite store is opened with mode=ro,
+netlink is only dumped, /proc/sys only read, and iptables and ip6tables only run `-S` listings
+with a fixed argv. Every probe has a short timeout and turns failure into data, so a down
+service shows up in the report instead of a traceback. routed-net's records are read by
+netdriver's own model, routed-ipam's answers by ipam's own status classes and netdriver's
+announce: no second copy of any schema lives here.
 """
 
 from __future__ import annotations
