@@ -15,11 +15,11 @@ def call(client: UnixClient, method: str, body: dict[str, Any]) -> tuple[int, An
     return client.call(f"IpamDriver.{method}", body)
 
 
-def pool(host: Host, subnet: str = "", **options: str) -> str:
+def pool(host: Host, subnet: str = "", v6: bool = False, **options: str) -> str:
     status, reply = call(
         host.client(),
         "RequestPool",
-        {"AddressSpace": "LocalDefault", "Pool": subnet, "Options": options, "V6": False},
+        {"AddressSpace": "LocalDefault", "Pool": subnet, "Options": options, "V6": v6},
     )
     assert status == 200, reply
     return str(reply["PoolID"])

@@ -59,6 +59,27 @@ def test_concurrent_hosts_never_share_an_address(make_host):
     assert len(blocks) == len(set(blocks))  # each block has one owner
 
 
+def test_ipv6_concurrent_hosts_never_share_an_address(make_host):
+    hosts = [make_host(f"s{i}") for i in range(2)]
+    pools = [pool(h, "fd00:230::/64", v6=True) for h in hosts]
+    got: list[str] = []
+    errors: list[object] = []
+    threads = [
+        threading.Thread(target=burst, args=(h, p, 150, got, errors))
+        for h, p in zip(hosts, pools, strict=True)
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    assert len(got) == 600 and len(set(got)) == 600
+    owned = [b["block"] for h in hosts for b in cluster_status(h)["blocks"]]
+    assert len(owned) == len(set(owned)) and all(b.endswith("/122") for b in owned)
+    assert all(address.startswith("fd00:230::") for address in got)
+
+
 def test_gateway_is_the_same_on_every_host_and_static_ip_names_the_owner(make_host):
     a, b = make_host("alpha"), make_host("beta")
     pa, pb = pool(a, "10.211.0.0/24"), pool(b, "10.211.0.0/24")
