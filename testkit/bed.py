@@ -1,0 +1,254 @@
+"""A multi-host Docker test bed on one machine, for tests/bed, `make demo-cluster` and
+bench/bgp.py:
+
+  router namespace (rbed-router): BIRD 2 or FRR, AS 65000; etcd m0-m2 on 198.18.0.1-3
+     | h1: 198.18.1.0/24, 2001:db8:18:1::/64      | h2: 198.18.2.0/24 ...
+  host rbed-h1 (AS 65001)                       host rbed-h2 (AS 65002) ...
+     dockerd 20.10 (Debian 12)                     dockerd of the newest engine
+     routed under supervisord, etcd mode, BGP peering with the router
+
+    with Bed(engines=("20", "newest")) as bed:
+        bed.network("net", "--subnet", CONTAINER_NET4)
+        name = bed.hosts[0].run_container("net")
+
+The whole bed is torn down on exit, and also when its start fails half way; a bed left by a
+killed run is swept at the next start. Only one bed runs on a machine at a time (a lock).
+See testkit/bednet.py (namespaces, the sweep), bedhost.py (a host), bedrouter.py and
+bedetcd.py.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from testkit import bednet
+from testkit.bedetcd import BedEtcd
+from testkit.bedhost import REPO, Host
+from testkit.bednet import ROUTER_NS, BedError, in_netns, run, wait_for
+from testkit.bedrouter import Router, Speaker
+
+ROOT = Path("/var/lib/routed-bed")
+LOCK = Path("/run/routed-bed.lock")
+BUSYBOX = Path("/bin/busybox")
+HOLD_TIME = 3
+START_S = 90.0
+
+
+def bgp_in_routed() -> bool:
+    """Whether this routed runs BGP (its supervisord.conf has the routed-bgp program)."""
+    return "[program:routed-bgp]" in (REPO / "supervisord.conf").read_text()
+
+
+@dataclass
+class Bed:
+    engines: tuple[str, ...] = ("20", "newest")
+    speaker: Speaker = "bird"
+    hold_time: int = HOLD_TIME
+    root: Path = ROOT / "run"
+    hosts: list[Host] = field(default_factory=list)
+    router: Router | None = None
+    etcd: BedEtcd | None = None
+    _lock: int | None = None
+
+    def __enter__(self) -> Bed:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._take_lock()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _take_lock(self) -> None:
+        fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BedError(f"another test bed runs on this machine ({LOCK} is locked)") from None
+        self._lock = fd
+
+    def _start(self) -> None:
+        cleanup()  # what a killed run left
+        self.root.mkdir(parents=True)
+        ROOT.chmod(0o755)  # FRR's daemons run as user frr and need to traverse it
+        self.root.chmod(0o755)
+        bednet.router_up()
+        self.hosts = [
+            Host(index, engine, self.root / f"h{index}")
+            for index, engine in enumerate(self.engines, 1)
+        ]
+        for host in self.hosts:
+            bednet.add_netns(host.netns)
+            bednet.link_up(host.link, host.netns)
+            bednet.forwarding_on(host.netns)
+        self.etcd = BedEtcd(self.root / "etcd")
+        self.etcd.start()
+        links = [host.link for host in self.hosts]
+        self.router = Router(self.speaker, self.root / "router", links, self.hold_time)
+        self.router.start()
+        for host in self.hosts:
+            host.start_holder()
+            host.write_settings(self.settings(host))
+            host.start_dockerd()
+        tarball = self.root / "busybox.tar"
+        tarball.write_bytes(busybox_rootfs())
+        for host in self.hosts:
+            wait_for(f"{host.name}'s dockerd", host.dockerd_up, START_S, interval=0.2)
+        imports = [(host, host.import_image(tarball)) for host in self.hosts]
+        for host, proc in imports:
+            if proc.wait(timeout=120) != 0:
+                raise BedError(f"{host.name}: docker import failed:\n{host.log('import.log')}")
+        self.etcd.wait_healthy()
+        for host in self.hosts:
+            host.start_routed()
+        for host in self.hosts:
+            host.wait_routed()
+        if bgp_in_routed():
+            self.wait_sessions()
+
+    def settings(self, host: Host) -> dict[str, str]:
+        """The host's /etc/routed/routed.env: etcd mode, BGP with the router."""
+        assert self.etcd is not None
+        link = host.link
+        return {
+            "ROUTED_DATASTORE": "etcd",
+            "ROUTED_ETCD_ENDPOINTS": ",".join(self.etcd.endpoints),
+            "ROUTED_NODE_NAME": host.name,
+            "ROUTED_BGP_ASN": str(link.asn),
+            "ROUTED_BGP_PEERS": f"{link.router4}={bednet.ROUTER_ASN},"
+            f"{link.router6}={bednet.ROUTER_ASN}",
+            "ROUTED_BGP_ROUTER_ID": link.host4,
+            "ROUTED_BGP_HOLD_TIME": str(self.hold_time),
+        }
+
+    def wait_sessions(self, timeout: float = 30) -> None:
+        """Until the router has every host's IPv4 and IPv6 session up."""
+        router = self.router
+        assert router is not None
+
+        def up() -> bool:
+            return all(router.established().values())
+
+        try:
+            wait_for("BGP sessions with every host", up, timeout, interval=0.3)
+        except BedError as err:
+            raise BedError(f"{err}: {router.established()}\n{router.log_tail()}") from None
+
+    # -- use -----------------------------------------------------------------------------------
+
+    def network(self, name: str, *args: str) -> str:
+        """One routed network of the same name and options on every host."""
+        for host in self.hosts:
+            host.docker(
+                "network", "create", "-d", "routed-net", "--ipam-driver", "routed-ipam",
+                *args, name,
+            )  # fmt: skip
+        return name
+
+    def router_ping(self, address: str, count: int = 1) -> subprocess.CompletedProcess[str]:
+        tool = "ping6" if ":" in address else "ping"
+        argv = in_netns(ROUTER_NS, str(BUSYBOX), tool, "-c", str(count), "-W", "2", address)
+        return run(argv, check=False, timeout=10 + 2 * count)
+
+    def remove_host(self, host: Host) -> None:
+        """The whole host gone: every process of it killed, its namespace (and link) deleted."""
+        groups = [g for g in bednet.bed_cgroups() if f"/{host.netns}" in str(g)]
+        deadline = time.monotonic() + 20
+        netns_id = f"net:[{(bednet.NETNS_DIR / host.netns).stat().st_ino}]"
+        while pids := bednet.pids_in_netns([netns_id]) + bednet.pids_in_cgroups(groups):
+            if time.monotonic() > deadline:
+                raise BedError(f"{host.name}: processes survive SIGKILL: {pids}")
+            bednet.kill_all(pids)
+            time.sleep(0.05)
+        run(["ip", "netns", "del", host.netns])
+        self.hosts.remove(host)
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        try:
+            cleanup()
+        finally:
+            self.hosts, self.router, self.etcd = [], None, None
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
+
+
+def cleanup() -> None:
+    """Remove everything a bed made: processes, cgroups, namespaces (links and routes go with
+    them: none was made outside), and its folder."""
+    bednet.sweep()
+    if ROOT.exists():
+        for entry in ROOT.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def leftovers() -> list[str]:
+    """What a torn-down bed must not have left: empty when all is gone."""
+    found = [f"netns {name}" for name in bednet.netns_names()]
+    found += [f"process {pid}" for pid in bednet.bed_pids()]
+    found += [f"cgroup {group}" for group in bednet.bed_cgroups()]
+    links = run(["ip", "-o", "link", "show"]).stdout
+    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if "rbed" in line]
+    for family in ("-4", "-6"):
+        for what in ("route", "rule"):
+            scope = ["table", "all"] if what == "route" else []
+            table = run(["ip", family, what, "show", *scope]).stdout
+            found += [f"{what} {line}" for line in table.splitlines() if _ours(line)]
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    found += [f"mount {line}" for line in mounts if str(ROOT) in line or "rbed" in line]
+    if ROOT.exists():
+        found += [f"file {entry}" for entry in ROOT.iterdir()]
+    return found
+
+
+def _ours(line: str) -> bool:
+    """A route or rule in the bed's address ranges (the root namespace must have none)."""
+    return any(net in line for net in ("198.18.", "198.19.", "2001:db8:18:", "2001:db8:19:"))
+
+
+def busybox_rootfs() -> bytes:
+    """The test image's root, as deploy/test-host.sh builds it: busybox-static and its applets."""
+    applets = run([str(BUSYBOX), "--list"]).stdout.split()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for folder in ("bin", "etc", "tmp", "proc", "sys", "dev", "root", "var/run"):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if folder == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(BUSYBOX, arcname="bin/busybox")
+        for applet in applets:
+            if applet != "busybox":
+                link = tarfile.TarInfo(f"bin/{applet}")
+                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(link)
+        for name, text in (("passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("group", "root:x:0:\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(f"etc/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
