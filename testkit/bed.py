@@ -32,7 +32,7 @@ from types import TracebackType
 
 from testkit import bednet
 from testkit.bedetcd import BedEtcd
-from testkit.bedhost import REPO, Host
+from testkit.bedhost import NEWEST_BIN, REPO, Host
 from testkit.bednet import ROUTER_NS, BedError, in_netns, run, wait_for
 from testkit.bedrouter import Router, Speaker
 
@@ -40,6 +40,7 @@ ROOT = Path("/var/lib/routed-bed")
 LOCK = Path("/run/routed-bed.lock")
 BUSYBOX = Path("/bin/busybox")
 HOLD_TIME = 3
+BLOCKS_ROOT = "/routed/v1/"  # ipam.blocks.ROOT
 START_S = 90.0
 
 
@@ -168,6 +169,14 @@ class Bed:
             )  # fmt: skip
         return name
 
+    def host(self, name: str) -> Host:
+        return next(host for host in self.hosts if host.name == name)
+
+    def owners(self) -> dict[str, str]:
+        """Block -> the node that owns it, from etcd."""
+        assert self.etcd is not None
+        return {r["block"]: r["node"] for r in self.etcd.records(f"{BLOCKS_ROOT}block/")}
+
     def router_ping(self, address: str, count: int = 1) -> subprocess.CompletedProcess[str]:
         tool = "ping6" if ":" in address else "ping"
         argv = in_netns(ROUTER_NS, str(BUSYBOX), tool, "-c", str(count), "-W", "2", address)
@@ -196,6 +205,23 @@ class Bed:
             if self._lock is not None:
                 os.close(self._lock)
                 self._lock = None
+
+
+def missing() -> list[str]:
+    """What this machine lacks to build a bed (`bash deploy/bed.sh` installs it)."""
+    lacks = [] if os.geteuid() == 0 else ["root"]
+    for tool in ("bird", "birdc", "vtysh", "etcd", "dockerd", "docker", "nsenter", "unshare"):
+        if shutil.which(tool) is None:
+            lacks.append(tool)
+    needed = (
+        Path("/usr/lib/frr/bgpd"),
+        Path("/usr/lib/frr/zebra"),
+        BUSYBOX,
+        NEWEST_BIN / "dockerd",
+        REPO / ".venv" / "bin" / "supervisord",
+    )
+    lacks += [str(path) for path in needed if not path.exists()]
+    return lacks
 
 
 def cleanup() -> None:

@@ -32,7 +32,8 @@ from testkit.services import wait_for_socket
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "routed-test:latest"
 # bin/ folders first on dockerd's PATH, per engine (deploy/engine.sh extracts the newest one).
-ENGINE_BIN = {"20": None, "newest": Path("/var/cache/routed-engines/forky/bin")}
+NEWEST_BIN = Path("/var/cache/routed-engines/forky/bin")
+ENGINE_BIN: dict[str, Path | None] = {"20": None, "newest": NEWEST_BIN}
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Folders of the host's own, bound over the machine's (source name below the host's folder).
 PRIVATE_DIRS = {
@@ -77,6 +78,9 @@ class Host:
     @property
     def name(self) -> str:
         return f"h{self.index}"
+
+    def __repr__(self) -> str:  # short, for test failure messages
+        return f"Host({self.name}, engine {self.engine})"
 
     @property
     def netns(self) -> str:

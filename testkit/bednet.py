@@ -24,7 +24,8 @@ ROUTER_NS = f"{PREFIX}router"
 NETNS_DIR = Path("/run/netns")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 ROUTER_ASN = 65000
-ROUTER_ID = "198.18.0.254"
+ROUTER_ID = "198.18.0.254"  # also the router's own address, on its loopback
+ROUTER_ADDRESS6 = "2001:db8:18:ff::1"
 ETCD_ADDRESSES = ("198.18.0.1", "198.18.0.2", "198.18.0.3")
 ETCD_NET = "198.18.0.0/29"  # what an etcd cut-off rejects
 # Where containers live: the benchmark range, so nothing here can collide with a real network.
@@ -114,6 +115,7 @@ def router_up() -> None:
     forwarding_on(ROUTER_NS)
     for address in (*ETCD_ADDRESSES, ROUTER_ID):
         run(["ip", "-n", ROUTER_NS, "addr", "add", f"{address}/32", "dev", "lo"])
+    run(["ip", "-n", ROUTER_NS, "addr", "add", f"{ROUTER_ADDRESS6}/128", "dev", "lo"])
 
 
 def link_up(link: Link, host_ns: str) -> None:
