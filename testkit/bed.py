@@ -177,6 +177,14 @@ class Bed:
         assert self.etcd is not None
         return {r["block"]: r["node"] for r in self.etcd.records(f"{BLOCKS_ROOT}block/")}
 
+    def announced_as_owned(self) -> bool:
+        """Whether the router has learned exactly the blocks etcd says the hosts own, each
+        from its owner."""
+        assert self.router is not None
+        learned = {prefix: f"h{index}" for prefix, index in self.router.learned().items()}
+        names = {host.name for host in self.hosts}
+        return learned == {b: n for b, n in self.owners().items() if n in names}
+
     def router_ping(self, address: str, count: int = 1) -> subprocess.CompletedProcess[str]:
         tool = "ping6" if ":" in address else "ping"
         argv = in_netns(ROUTER_NS, str(BUSYBOX), tool, "-c", str(count), "-W", "2", address)
