@@ -11,11 +11,14 @@ namespaces made here: the root namespace gets no address, link or route.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 ROUTER_ASN = 65000
 ROUTER_ID = "198.18.0.254"  # also the router's own address, on its loopback
 ROUTER_ADDRESS6 = "2001:db8:18:ff::1"
+CLONE_NEWNET = 0x40000000
+_LIBC = ctypes.CDLL(None, use_errno=True)
 ETCD_ADDRESSES = ("198.18.0.1", "198.18.0.2", "198.18.0.3")
 ETCD_NET = "198.18.0.0/29"  # what an etcd cut-off rejects
 # Where containers live: the benchmark range, so nothing here can collide with a real network.
@@ -135,6 +140,31 @@ def link_up(link: Link, host_ns: str) -> None:
         run(["ip", "-n", netns, "link", "set", dev, "up"])
     run(["ip", "-n", host_ns, "route", "add", "default", "via", link.router4])
     run(["ip", "-n", host_ns, "-6", "route", "add", "default", "via", link.router6])
+
+
+def netns_socket(netns: str, make: Callable[[], socket.socket]) -> socket.socket:
+    """A socket of network namespace `netns`, made by a thread that enters it (setns changes
+    only the calling thread's namespace; the socket keeps its namespace for good)."""
+    made: list[socket.socket] = []
+    failed: list[BaseException] = []
+
+    def enter_and_make() -> None:
+        fd = os.open(NETNS_DIR / netns, os.O_RDONLY)
+        try:
+            if _LIBC.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns into {netns}")
+            made.append(make())
+        except BaseException as err:
+            failed.append(err)
+        finally:
+            os.close(fd)
+
+    worker = threading.Thread(target=enter_and_make)
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
+    return made[0]
 
 
 # -- the sweep: processes, cgroups, namespaces -------------------------------------------------

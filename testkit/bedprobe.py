@@ -45,31 +45,43 @@ def _checksum(data: bytes) -> int:
     return int(~total & 0xFFFF)
 
 
+def echo_request(v6: bool, ident: int, seq: int) -> bytes:
+    header = struct.pack("!BBHHH", ICMP6_ECHO if v6 else ICMP_ECHO, 0, 0, ident, seq)
+    payload = b"rbed-probe"
+    if v6:  # the kernel fills in ICMPv6 checksums
+        return header + payload
+    checksum = _checksum(header + payload)
+    return header[:2] + struct.pack("!H", checksum) + header[4:] + payload
+
+
+def icmp_socket(v6: bool) -> socket.socket:
+    if v6:
+        return socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    return socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+
+
+def answer(sock: socket.socket, v6: bool, ident: int, timeout: float) -> str:
+    """The first ICMP answer to our echo within `timeout`, classified; or `timeout`."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data, peer = sock.recvfrom(2048)
+        except TimeoutError:
+            break
+        found = _classify(data if v6 else data[(data[0] & 0x0F) * 4 :], v6, peer[0], ident)
+        if found:
+            return found
+    return "timeout"
+
+
 def icmp(address: str, timeout: float = 2.0) -> str:
     """One echo request; what came back, as one word and its source."""
     v6 = ":" in address
-    family, proto = (
-        (socket.AF_INET6, socket.IPPROTO_ICMPV6) if v6 else (socket.AF_INET, socket.IPPROTO_ICMP)
-    )
     ident = os.getpid() & 0xFFFF
-    header = struct.pack("!BBHHH", ICMP6_ECHO if v6 else ICMP_ECHO, 0, 0, ident, 1)
-    payload = b"rbed-probe"
-    packet = header + payload
-    if not v6:  # the kernel fills in ICMPv6 checksums
-        packet = header[:2] + struct.pack("!H", _checksum(packet)) + header[4:] + payload
-    with socket.socket(family, socket.SOCK_RAW, proto) as sock:
-        sock.sendto(packet, (address, 0))
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(left)
-            try:
-                data, peer = sock.recvfrom(2048)
-            except TimeoutError:
-                break
-            answer = _classify(data if v6 else data[(data[0] & 0x0F) * 4 :], v6, peer[0], ident)
-            if answer:
-                return answer
-    return "timeout"
+    with icmp_socket(v6) as sock:
+        sock.sendto(echo_request(v6, ident, 1), (address, 0))
+        return answer(sock, v6, ident, timeout)
 
 
 def _classify(msg: bytes, v6: bool, source: str, ident: int) -> str | None:
@@ -77,7 +89,7 @@ def _classify(msg: bytes, v6: bool, source: str, ident: int) -> str | None:
     reply, unreach, exceeded = (
         (ICMP6_REPLY, ICMP6_UNREACH, ICMP6_TIME) if v6 else (ICMP_REPLY, ICMP_UNREACH, ICMP_TIME)
     )
-    if kind == reply and struct.unpack("!H", msg[4:6])[0] == ident:
+    if kind == reply and struct.unpack("!H", msg[4:6])[0] == ident:  # not another's echo
         return "reply"
     if kind == unreach:
         return f"unreachable {source} {code}"
