@@ -3,7 +3,7 @@ with routed in etcd mode and its own BIRD, peering with an upstream BIRD router;
 route anywhere: the router forwards by what BGP told it.
 
 The tests share one bed and run in file order: the last two stop a host's routed and then
-remove a whole host.
+cut a whole host off and remove it.
 """
 
 from __future__ import annotations
@@ -177,9 +177,16 @@ def test_stopped_routed_is_withdrawn_within_the_hold_time(bed: Bed) -> None:
     wait_announced(bed, host, timeout=15)
 
 
-def test_host_gone_is_withdrawn_within_the_hold_time(bed: Bed) -> None:
+def test_host_gone_silent_is_withdrawn_within_the_hold_time(bed: Bed) -> None:
+    """A host that vanishes without a word (no FIN, no link down: every packet on its link
+    dropped) is withdrawn by the router's hold timer; then the whole host goes."""
     gone, stays = bed.hosts[1], bed.hosts[0]
     assert learned_by(bed, gone)
-    bed.remove_host(gone)
+    for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
+        gone.sh("iptables", "-I", chain, flag, gone.link.host_dev, "-j", "DROP")
+        gone.sh("ip6tables", "-I", chain, flag, gone.link.host_dev, "-j", "DROP")
     wait_until("withdrawal", lambda: not learned_by(bed, gone), WITHDRAW_S, interval=0.1)
+    assert learned_by(bed, stays)
+    bed.remove_host(gone)
+    assert not learned_by(bed, gone)
     assert learned_by(bed, stays)
