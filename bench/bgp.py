@@ -12,7 +12,8 @@ BIRD router. Never touches the machine's own dockerd.
   block nobody owns, so the claim in etcd, routed-net's unreachable route, both BIRDs and the
   router's kernel are all on the path.
 - aggregation: 1,000 addresses allocated through host 1's routed-ipam plugin socket (as
-  dockerd asks for them) in a pool of /26 blocks; the prefixes the router learns for them.
+  dockerd asks for them) in the pool of a routed network with /26 blocks; the prefixes the
+  router learns for them.
 - withdraw: `supervisorctl stop all` on host 2 until the router has none of host 2's prefixes
   (ROUNDS times, routed started again between), and once the whole host gone (every process
   killed, its namespace deleted).
@@ -30,6 +31,7 @@ from typing import Any
 
 from bench.stats import distribution
 from common.unixhttp import UnixClient
+from ipam.pools import pool_id_for
 from testkit import bedprobe
 from testkit.bed import Bed, bgp_in_routed
 from testkit.bedhost import Host
@@ -91,19 +93,16 @@ def reach(bed: Bed) -> dict[str, Any]:
     }
 
 
-def _pool_id(host: Host, subnet: str) -> str:
-    with UnixClient(host.inside("/run/docker/plugins/routed-ipam.sock"), timeout=30) as client:
-        body = {"AddressSpace": "LocalDefault", "Pool": subnet, "Options": {}, "V6": False}
-        status, reply = client.call("IpamDriver.RequestPool", body)
-        if status != 200:
-            raise BedError(f"RequestPool {subnet}: {reply}")
-        return str(reply["PoolID"])
-
-
 def aggregation(bed: Bed) -> dict[str, Any]:
+    """routed-net announces the blocks of its own networks: a network of AGG_SUBNET, then
+    ADDRESSES leases in its pool, asked for as dockerd asks."""
     assert bed.router is not None
     host = bed.hosts[0]
-    pool_id = _pool_id(host, AGG_SUBNET)
+    host.docker(
+        "network", "create", "-d", "routed-net", "--ipam-driver", "routed-ipam",
+        "--subnet", AGG_SUBNET, "agg",
+    )  # fmt: skip
+    pool_id = pool_id_for("LocalDefault", ipaddress.IPv4Network(AGG_SUBNET), None)
     with UnixClient(host.inside("/run/docker/plugins/routed-ipam.sock"), timeout=30) as client:
         for _ in range(ADDRESSES):
             body = {"PoolID": pool_id, "Address": "", "Options": {}}
