@@ -19,6 +19,7 @@ bedetcd.py.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import os
@@ -32,12 +33,13 @@ from types import TracebackType
 
 from testkit import bednet
 from testkit.bedetcd import BedEtcd
-from testkit.bedhost import NEWEST_BIN, REPO, Host
+from testkit.bedhost import NEWEST_BIN, PRIVATE_DIRS, REPO, Host
 from testkit.bednet import ROUTER_NS, BedError, in_netns, run, wait_for
 from testkit.bedrouter import Router, Speaker
 
 ROOT = Path("/var/lib/routed-bed")
 LOCK = Path("/run/routed-bed.lock")
+MADE_DIRS = ROOT / "made-dirs"
 BUSYBOX = Path("/bin/busybox")
 HOLD_TIME = 3
 BLOCKS_ROOT = "/routed/v1/"  # ipam.blocks.ROOT
@@ -96,6 +98,7 @@ class Bed:
         self.root.mkdir(parents=True)
         ROOT.chmod(0o755)  # FRR's daemons run as user frr and need to traverse it
         self.root.chmod(0o755)
+        _make_mountpoints()
         bednet.router_up()
         self.hosts = [
             Host(index, engine, self.root / f"h{index}")
@@ -232,10 +235,23 @@ def missing() -> list[str]:
     return lacks
 
 
+def _make_mountpoints() -> None:
+    """The folders the hosts bind their own over must exist on the machine; those made here
+    are noted (outside the run folder, so a killed run's are found) and removed when empty."""
+    made = [target for target in PRIVATE_DIRS.values() if not Path(target).exists()]
+    MADE_DIRS.write_text("".join(f"{target}\n" for target in made))
+    for target in made:
+        Path(target).mkdir(parents=True)
+
+
 def cleanup() -> None:
     """Remove everything a bed made: processes, cgroups, namespaces (links and routes go with
-    them: none was made outside), and its folder."""
+    them: none was made outside), its folder, and the mount points it made, if still empty."""
     bednet.sweep()
+    if MADE_DIRS.exists():
+        for target in MADE_DIRS.read_text().split():
+            with contextlib.suppress(OSError):  # in use by something else meanwhile: kept
+                Path(target).rmdir()
     if ROOT.exists():
         for entry in ROOT.iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
