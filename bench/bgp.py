@@ -88,6 +88,7 @@ def reach(bed: Bed) -> dict[str, Any]:
         side: {
             "total": distribution([s["total_ms"] for s in samples]),
             "docker_run": distribution([s["run_ms"] for s in samples]),
+            "after_run": distribution([s["total_ms"] - s["run_ms"] for s in samples]),
         }
         for side, samples in (("no_claim", plain), ("new_block", claimed))
     }

@@ -43,14 +43,15 @@ def _bgp_rows(g: dict[str, Any]) -> list[str]:
     rows = []
     for side, label in (("no_claim", "block already announced"), ("new_block", "new block claim")):
         t = g["reach"][side]["total"]
-        run = g["reach"][side]["docker_run"]
+        run, after = g["reach"][side]["docker_run"], g["reach"][side]["after_run"]
         rows.append(_row([
             f"4c. BGP: `docker run` on host 1 until it answers a ping from host 2, {label} "
             f"({t['n']} runs)",
             f"median {t['median_ms']:.0f} ms, p99 {t['p99_ms']:.0f} ms",
             f"`docker run` alone: median {run['median_ms']:.0f} ms",
-            f"+{t['median_ms'] - run['median_ms']:.0f} ms after `docker run`",
-            "announced within 2 s", _yes(t["p99_ms"] - run["p99_ms"] < 2000),
+            f"after `docker run` returns: median {after['median_ms']:.0f} ms, "
+            f"p99 {after['p99_ms']:.0f} ms",
+            "announced within 2 s", _yes(after["p99_ms"] < 2000),
         ]))  # fmt: skip
     a = g["aggregation"]
     rows.append(_row([
