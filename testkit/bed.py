@@ -40,6 +40,7 @@ from testkit.bedrouter import Router, Speaker
 ROOT = Path("/var/lib/routed-bed")
 LOCK = Path("/run/routed-bed.lock")
 MADE_DIRS = ROOT / "made-dirs"
+LOCK_WAIT_S = 300.0
 BUSYBOX = Path("/bin/busybox")
 HOLD_TIME = 3
 BLOCKS_ROOT = "/routed/v1/"  # ipam.blocks.ROOT
@@ -85,12 +86,21 @@ class Bed:
             raise
 
     def _take_lock(self) -> None:
+        """One bed at a time (the names are fixed): wait a while for another to finish."""
         fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise BedError(f"another test bed runs on this machine ({LOCK} is locked)") from None
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise BedError(
+                        f"another test bed has run on this machine for over {LOCK_WAIT_S:.0f} s "
+                        f"({LOCK} is locked)"
+                    ) from None
+                time.sleep(0.5)
         self._lock = fd
 
     def _start(self) -> None:
@@ -209,13 +219,14 @@ class Bed:
     # -- stop ----------------------------------------------------------------------------------
 
     def stop(self) -> None:
+        if self._lock is None:
+            return  # not started, or another's: not ours to tear down
         try:
             cleanup()
         finally:
             self.hosts, self.router, self.etcd = [], None, None
-            if self._lock is not None:
-                os.close(self._lock)
-                self._lock = None
+            os.close(self._lock)
+            self._lock = None
 
 
 def missing() -> list[str]:
