@@ -9,6 +9,9 @@ cut a whole host off and remove it.
 from __future__ import annotations
 
 import ipaddress
+import os
+import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -162,6 +165,29 @@ def test_host_cut_off_from_etcd_keeps_starting_containers_in_its_blocks(bed: Bed
             assert other.pings(listener.name, container.ip6)
     finally:
         cut.sh("iptables", "-D", *rule)
+
+
+def test_kill_9_of_routed_services_withdraws_nothing(
+    bed: Bed, pair: tuple[Container, Container]
+) -> None:
+    """BIRD learns from the kernel, which keeps routed-net's routes: a crash of either
+    service leaves every live prefix announced (watched for longer than the hold time)."""
+    first, second = pair
+    before = learned_by(bed, first.host)
+    for program in ("routed-net", "routed-ipam"):
+        os.kill(int(first.host.supervisorctl("pid", program).stdout), signal.SIGKILL)
+    watch_until = time.monotonic() + WITHDRAW_S
+    while time.monotonic() < watch_until:
+        assert learned_by(bed, first.host) == before
+        time.sleep(0.2)
+    assert second.host.pings(second.name, first.ip4)
+
+    def both_back() -> bool:
+        lines = first.host.supervisorctl("status", check=False).stdout.splitlines()
+        states = dict(line.split()[:2] for line in lines if len(line.split()) >= 2)
+        return all(states.get(p) == "RUNNING" for p in ("routed-net", "routed-ipam"))
+
+    wait_until("supervisord to restart both", both_back, 20)
 
 
 def test_stopped_routed_is_withdrawn_within_the_hold_time(bed: Bed) -> None:
