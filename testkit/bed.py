@@ -214,6 +214,9 @@ class Bed:
             bednet.kill_all(pids)
             time.sleep(0.05)
         run(["ip", "netns", "del", host.netns])
+        for child in host.children():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
         self.hosts.remove(host)
 
     # -- stop ----------------------------------------------------------------------------------
@@ -224,9 +227,19 @@ class Bed:
         try:
             cleanup()
         finally:
+            self._reap()
             self.hosts, self.router, self.etcd = [], None, None
             os.close(self._lock)
             self._lock = None
+
+    def _reap(self) -> None:
+        """Collect the exit of every child the sweep killed (no zombies left in this process)."""
+        children = [child for host in self.hosts for child in host.children()]
+        children += self.router.procs if self.router else []
+        children += self.etcd.procs if self.etcd else []
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
 
 
 def missing() -> list[str]:

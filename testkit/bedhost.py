@@ -10,7 +10,7 @@ over /run (docker's and containerd's sockets, /run/docker/plugins, /run/routed, 
 socket and pid), and bind mounts over /var/lib/routed, /var/log/routed, /etc/routed and
 /etc/docker, so routed's default paths and supervisord.conf work unchanged, as on a real host.
 
-The host's dockerd socket is below its own folder (/var/lib/routed-bed/<run>/hN/docker.sock),
+The host's dockerd socket is below its own folder (/var/lib/routed-bed/run/hN/docker.sock),
 on the shared file system, so tests in the root namespace reach it; files inside the mount
 namespace are reachable as /proc/HOLDER/root/... . dockerd never touches /var/run/docker.sock.
 """
@@ -215,6 +215,9 @@ class Host:
     def supervisorctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         ctl = str(REPO / ".venv" / "bin" / "supervisorctl")
         return self.sh(ctl, "-c", str(REPO / "supervisord.conf"), *args, check=check)
+
+    def children(self) -> list[subprocess.Popen[bytes]]:
+        return [*([self.holder] if self.holder else []), *self.procs.values()]
 
     def log(self, name: str, chars: int = 3000) -> str:
         try:

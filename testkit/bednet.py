@@ -62,9 +62,10 @@ def in_netns(netns: str, *argv: str) -> list[str]:
     return ["nsenter", f"--net={NETNS_DIR / netns}", "--", *argv]
 
 
-def wait_for(what: str, predicate: object, timeout: float, interval: float = 0.1) -> None:
+def wait_for(
+    what: str, predicate: Callable[[], object], timeout: float, interval: float = 0.1
+) -> None:
     """Poll `predicate()` until true; BedError naming `what` at the deadline."""
-    assert callable(predicate)
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
