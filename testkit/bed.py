@@ -35,10 +35,11 @@ from testkit import bednet
 from testkit.bedetcd import BedEtcd
 from testkit.bedhost import NEWEST_BIN, PRIVATE_DIRS, REPO, Host
 from testkit.bednet import ROUTER_NS, BedError, in_netns, run, wait_for
-from testkit.bedrouter import Router, Speaker
+from testkit.bedrouter import Router, Speaker, forget_frr_crashlogs
 
 ROOT = Path("/var/lib/routed-bed")
 LOCK = Path("/run/routed-bed.lock")
+RUN = ROOT / "run"
 MADE_DIRS = ROOT / "made-dirs"
 LOCK_WAIT_S = 300.0
 BUSYBOX = Path("/bin/busybox")
@@ -57,11 +58,15 @@ class Bed:
     engines: tuple[str, ...] = ("20", "newest")
     speaker: Speaker = "bird"
     hold_time: int = HOLD_TIME
-    root: Path = ROOT / "run"
     hosts: list[Host] = field(default_factory=list)
     router: Router | None = None
     etcd: BedEtcd | None = None
     _lock: int | None = None
+
+    @property
+    def root(self) -> Path:
+        """Fixed, like the namespaces' names: a later start finds what a killed run left."""
+        return RUN
 
     def __enter__(self) -> Bed:
         self.start()
@@ -272,6 +277,7 @@ def cleanup() -> None:
     """Remove everything a bed made: processes, cgroups, namespaces (links and routes go with
     them: none was made outside), its folder, and the mount points it made, if still empty."""
     bednet.sweep()
+    forget_frr_crashlogs(RUN / "router")
     if MADE_DIRS.exists():
         for target in MADE_DIRS.read_text().split():
             with contextlib.suppress(OSError):  # in use by something else meanwhile: kept

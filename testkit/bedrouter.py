@@ -33,6 +33,9 @@ from testkit.bednet import (
 Speaker = Literal["bird", "frr"]
 SPEAKERS: tuple[Speaker, ...] = ("bird", "frr")
 FRR_DIR = Path("/usr/lib/frr")
+FRR_DAEMONS = ("zebra", "bgpd")
+# Each FRR daemon keeps crash-log buffers in <daemon>.<pid> here; a killed one leaves them.
+FRR_TMP = Path("/var/tmp/frr")
 
 
 @dataclass
@@ -127,7 +130,7 @@ class Router:
         for path in self.root.iterdir():
             shutil.chown(path, "frr", "frr")
         zserv = self.root / "zserv.api"
-        for daemon in ("zebra", "bgpd"):
+        for daemon in FRR_DAEMONS:
             argv = [
                 str(FRR_DIR / daemon), "-u", "frr", "-g", "frr",
                 "-f", str(self.root / f"{daemon}.conf"), "-i", str(self.root / f"{daemon}.pid"),
@@ -208,6 +211,16 @@ class Router:
         for path in sorted(self.root.glob("*.log")) + sorted(self.root.glob("*.out")):
             parts.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-3000:])
         return "\n".join(parts)
+
+
+def forget_frr_crashlogs(root: Path) -> None:
+    """Remove the crash-log folders of the FRR daemons whose pid files are in `root`."""
+    for daemon in FRR_DAEMONS:
+        try:
+            pid = int((root / f"{daemon}.pid").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        shutil.rmtree(FRR_TMP / f"{daemon}.{pid}", ignore_errors=True)
 
 
 def _wait_path(path: Path, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
