@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -44,7 +45,8 @@ def start_many(jobs: list[tuple[Host, int]], network: str) -> list[Container]:
         return list(pool.map(lambda host: start(host, network), hosts))
 
 
-def covering(prefixes: dict[str, int], address: str) -> list[str]:
+def covering(prefixes: Iterable[str], address: str) -> list[str]:
+    """The prefixes that hold `address`."""
     ip = ipaddress.ip_address(address)
     return [p for p in prefixes if ip in ipaddress.ip_network(p)]
 
