@@ -15,6 +15,10 @@ from testkit.bed import Bed, missing
 from testkit.bedrouter import Speaker
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "bed: builds the multi-host test bed (testkit/bed.py)")
+
+
 def require_bed_prerequisites() -> None:
     lacks = missing()
     if lacks:
