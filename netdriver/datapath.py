@@ -25,6 +25,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -48,7 +49,8 @@ log = logging.getLogger("routed.net.datapath")
 NETLINK_TIMEOUT_S = 3.0
 REAP_WAIT_S = 2.0  # less than NETLINK_TIMEOUT_S: it runs inside a netlink call
 FLUSH_TIMEOUT_S = 10.0
-CLOSE_TIMEOUT_S = 0.5  # each for the reaper and the session: see supervisord.conf
+CLOSE_TIMEOUT_S = 0.5  # each for the reapers and the session: see supervisord.conf
+REAPERS = 8
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 P = ParamSpec("P")
@@ -112,9 +114,11 @@ class LinuxDatapath:
     opening a session per call cost more than the call itself. Deleting a veth waits for the
     kernel (an RCU grace period), so delete_endpoint (Leave, DeleteEndpoint) removes the
     routes at once and hands the link to a reaper thread with a session of its own: dockerd
-    need not wait for it. A crash (or a stop cut short) before the reaper ran leaves an `rt-`
-    veth that reconcile removes (no endpoint owns it) or re-creates (its endpoint is still
-    stored; DeleteEndpoint follows).
+    need not wait for it. The reapers are several threads, each with a session of its own:
+    the kernel's wait is a grace period, not work, so deletions in parallel overlap their waits
+    and a burst of removals does not queue behind one another. A crash (or a stop cut short)
+    before a reaper ran leaves an `rt-` veth that reconcile removes (no endpoint owns it) or
+    re-creates (its endpoint is still stored; DeleteEndpoint follows).
 
     The session is opened and used on a thread of its own, whichever thread calls: pyroute2
     0.9 keeps a session's asyncio loop only on the thread that opened it. Called from any
@@ -132,8 +136,9 @@ class LinuxDatapath:
         self._doomed: queue.Queue[str | None] = queue.Queue()  # None: stop
         self._pending: set[str] = set()  # handed to the reaper, maybe not deleted yet
         self._reaped = threading.Condition()  # guards _pending; notified as each one goes
-        self._reaper = Worker("veth-reaper", self._reap)
-        self._reaper.start()
+        self._reapers = [Worker(f"veth-reaper-{n}", self._reap) for n in range(1, REAPERS + 1)]
+        for reaper in self._reapers:
+            reaper.start()
 
     def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
         """Wait until every veth handed to the reaper is gone."""
@@ -142,8 +147,11 @@ class LinuxDatapath:
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Stop the reaper and the session within `timeout_s`. Veths it had no time for
         stay, routes already gone; reconcile removes them at the next start."""
-        self._doomed.put(None)
-        self._reaper.stop(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for _reaper in self._reapers:
+            self._doomed.put(None)
+        for reaper in self._reapers:
+            reaper.stop(max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(FutureTimeout):
             self._netlink.submit(self._ipr.close).result(timeout=timeout_s)
         self._netlink.shutdown(wait=False)
@@ -151,14 +159,15 @@ class LinuxDatapath:
     def _wait_reaped(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
         with self._reaped:
             if not self._reaped.wait_for(done, timeout=timeout_s):
-                alive = "alive" if self._reaper.alive else "dead"
+                alive = sum(reaper.alive for reaper in self._reapers)
                 raise DatapathError(
-                    f"the veth reaper is stuck ({alive}, {len(self._pending)} veths waiting): "
+                    f"the veth reapers are stuck ({alive} of {len(self._reapers)} alive, "
+                    f"{len(self._pending)} veths waiting): "
                     f"{what} not deleted within {timeout_s:g} s"
                 )
 
     def _reap(self, stop: threading.Event) -> None:
-        with IPRoute() as ipr:  # a session of its own: the reaper runs beside the handlers
+        with IPRoute() as ipr:  # a session of its own: reapers run beside the handlers
             while not stop.is_set() and (ifname := self._doomed.get()) is not None:
                 try:
                     index = _index(ifname)
