@@ -21,8 +21,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common import bird
+from common.bgp import RTPROT_ROUTED
+from common.bgp import load as load_bgp
 from common.channel import ChannelClient, request
-from common.config import IPAM_PLUGIN, NET_PLUGIN, Paths
+from common.config import BGP_SERVICE, IPAM_PLUGIN, NET_PLUGIN, Paths
+from common.settings import BadSetting
 from common.unixhttp import UnixClient
 from ipam.status import Status
 from netdriver.firewall import FAMILIES, Family, FirewallError
@@ -304,6 +308,56 @@ def container_names(network_ids: list[str]) -> tuple[dict[str, str] | None, str]
     return names, f"dockerd at {path}: {len(names)} containers on routed networks"
 
 
+# -- BGP -------------------------------------------------------------------------------------
+
+
+def read_bgp(paths: Paths) -> tuple[state.Probe, state.BgpState] | None:
+    """BIRD's probe and what it announces; None while BGP is off (ROUTED_BGP_ASN unset)."""
+    path = paths.bird_socket
+    try:
+        if load_bgp(os.environ, "routedctl") is None:
+            return None
+    except BadSetting as err:  # routed-bgp refused to start with it too
+        return _bird_down(path, str(err))
+    if not path.exists():
+        return _bird_down(path, f"no socket file ({BGP_SERVICE} not running?)")
+    try:
+        view = bird.read(path, TIMEOUT_S)
+    except PermissionError as err:
+        raise NeedsRoot(f"cannot connect to {path}: {err.strerror}") from None
+    except (OSError, bird.BirdError) as err:
+        return _bird_down(path, _describe(err))
+    up = sum(session.established for session in view.sessions)
+    detail = f"{view.version}: {len(view.sessions)} BGP sessions, {up} Established"
+    return state.Probe(BGP_SERVICE, str(path), True, detail), _bgp_state(view)
+
+
+def _bird_down(path: Path, detail: str) -> tuple[state.Probe, state.BgpState]:
+    return state.Probe(BGP_SERVICE, str(path), False, detail), _bgp_state(None)
+
+
+def _bgp_state(view: bird.BirdView | None) -> state.BgpState:
+    try:
+        aggregates: tuple[str, ...] | None = read_aggregates()
+    except Exception:  # pyroute2 raises a variety; read_host reports it as host-unreadable
+        aggregates = None
+    return state.BgpState(view, aggregates, time.time())
+
+
+def read_aggregates() -> tuple[str, ...]:
+    """routed's `unreachable` routes (protocol RTPROT_ROUTED) in the main table, both families."""
+    from pyroute2 import IPRoute
+
+    found: list[str] = []
+    with IPRoute() as ipr:
+        for family, unspecified in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+            for route in ipr.get_routes(
+                family=family, table=MAIN_TABLE, proto=RTPROT_ROUTED, type="unreachable"
+            ):
+                found.append(f"{route.get_attr('RTA_DST') or unspecified}/{route['dst_len']}")
+    return tuple(found)
+
+
 # -- all of it -------------------------------------------------------------------------------
 
 
@@ -316,7 +370,14 @@ def snapshot(paths: Paths) -> state.Snapshot:
     channel, view = probe_channel(paths.channel_endpoint)
     host = read_host()
     containers, docker_detail = container_names([n.network_id for n in store.networks])
-    return state.Snapshot((ipam, net, channel), view, store, host, containers, docker_detail)
+    services = (ipam, net, channel)
+    bgp = read_bgp(paths)
+    if bgp is None:
+        return state.Snapshot(services, view, store, host, containers, docker_detail)
+    probe, bgp_state = bgp
+    return state.Snapshot(
+        (*services, probe), view, store, host, containers, docker_detail, bgp_state
+    )
 
 
 def _describe(err: BaseException) -> str:

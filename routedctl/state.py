@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.bird import BirdView
 from ipam.status import Status
 from netdriver.model import Endpoint, Network
 
@@ -91,6 +92,17 @@ class HostState:
 
 
 @dataclass(frozen=True)
+class BgpState:
+    """BGP on (ROUTED_BGP_ASN set): what BIRD says and what the kernel holds for it."""
+
+    bird: BirdView | None  # None: BIRD did not answer (its probe says why)
+    # `unreachable` routes of routed's protocol in the kernel: what BIRD must announce.
+    # None: netlink could not be read (the host-unreadable finding says why).
+    aggregates: tuple[str, ...] | None
+    read_at: float  # when, seconds since the epoch (BIRD gives session times the same way)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     services: tuple[Probe, ...]
     ipam: Status | None  # None: the channel did not answer
@@ -98,3 +110,4 @@ class Snapshot:
     host: HostState
     containers: dict[str, str] | None  # endpoint_id -> container name; None: dockerd unreachable
     docker_detail: str = ""
+    bgp: BgpState | None = None  # None: BGP is off, and nothing about it is shown
