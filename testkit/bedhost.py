@@ -116,6 +116,7 @@ class Host:
             "HOME": "/root",
             "LANG": "C.UTF-8",
             "DOCKER_HOST": f"unix://{self.socket}",
+            "PYTHONPATH": str(REPO),  # routedctl run inside: this checkout's, like the services
         }
 
     def enter(self, *argv: str) -> list[str]:
@@ -218,6 +219,10 @@ class Host:
 
     def children(self) -> list[subprocess.Popen[bytes]]:
         return [*([self.holder] if self.holder else []), *self.procs.values()]
+
+    def routedctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        python = str(REPO / ".venv" / "bin" / "python")
+        return self.sh(python, "-m", "routedctl", *args, check=False)
 
     def log(self, name: str, chars: int = 3000) -> str:
         try:

@@ -92,6 +92,8 @@ def demo(bed: Bed) -> bool:
     print(bed.router.show())
     on_router("ip", "route", "show", "proto", "bird")
     on_router("ip", "-6", "route", "show", "proto", "bird")
+    step("the operator's view on host 1: routedctl status (BGP sessions, announced prefixes)")
+    show("h1", ["routedctl", "status"], bed.hosts[0].routedctl("status").stdout)
     step("pings across hosts, container to container")
     ok = True
     names = list(containers)
