@@ -12,6 +12,11 @@ container's neighbour solicitation for it) and IFA_F_NOPREFIXROUTE (the same gat
 every host end; no per-veth prefix route clutter); and `<container ip>/128 dev rt-…`. Since
 the gateway is a real address of the host end, the kernel answers neighbour discovery for it
 itself, at once: no proxy_ndp entry (and no proxy delay) is needed.
+
+Host routes carry routed's protocol number (common.bgp.RTPROT_ROUTED), as do the aggregates
+(`unreachable` routes of netdriver.announce) that BIRD learns and announces; BIRD tells them
+apart by type. A host route is deleted whatever its protocol: earlier versions added them
+untagged, and reconcile's `replace` tags those.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ from pyroute2 import IPRoute, NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE
 from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
 
+from common.bgp import RTPROT_ROUTED
 from common.errors import PluginError
 from common.threads import Worker
-from netdriver.model import Attachment
+from netdriver.model import Attachment, IPNetwork
 
 SYSCTL = Path("/proc/sys/net/ipv4")
 SYSCTL6 = Path("/proc/sys/net/ipv6")
@@ -51,6 +57,7 @@ REAP_WAIT_S = 2.0  # less than NETLINK_TIMEOUT_S: it runs inside a netlink call
 FLUSH_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 0.5  # each for the reapers and the session: see supervisord.conf
 REAPERS = 8
+MAIN_TABLE = 254
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 P = ParamSpec("P")
@@ -230,7 +237,7 @@ class LinuxDatapath:
             for gw, ip in families:
                 if gw is not None:
                     _ensure_address(ipr, host, gw)
-                ipr.route("replace", **_host_route(host, ip))
+                ipr.route("replace", **_host_route(host, ip), proto=RTPROT_ROUTED)
                 if fresh and ip.version == 6 and peer_mac is not None:
                     _pin_neighbour(ipr, host, ip, peer_mac)
         except NetlinkError as err:
@@ -304,13 +311,61 @@ class LinuxDatapath:
     def links(self) -> list[str]:
         return [str(link.get("ifname")) for link in self._ipr.get_links()]
 
+    # -- aggregates (netdriver.announcer's Kernel) --
+
+    @_on_netlink_thread
+    def aggregates(self) -> list[IPNetwork]:
+        return read_aggregates(self._ipr)
+
+    @_on_netlink_thread
+    def add_aggregate(self, prefix: IPNetwork) -> None:
+        try:
+            self._ipr.route("add", **_aggregate(prefix))
+        except NetlinkError as err:
+            # EEXIST: a route to the same prefix (and metric) that is not ours, since ours
+            # would have been listed: it is the operator's, and stays.
+            taken = " (another route to it exists)" if err.code == errno.EEXIST else ""
+            raise DatapathError(f"cannot add unreachable {prefix}{taken}: {err}") from None
+
+    @_on_netlink_thread
+    def delete_aggregate(self, prefix: IPNetwork) -> None:
+        try:
+            self._ipr.route("del", **_aggregate(prefix))  # the protocol given: ours only
+        except NetlinkError as err:
+            if err.code != errno.ESRCH:
+                raise DatapathError(f"cannot delete unreachable {prefix}: {err}") from None
+
 
 def _host_route(index: int, ip: IPAddress) -> dict[str, Any]:
-    """The host route to a container address; the same attributes for add and delete."""
+    """The host route to a container address; the same attributes for add and delete (which
+    names no protocol, so that it matches the untagged routes of earlier versions too)."""
     if ip.version == 4:
         return {"dst": f"{ip}/32", "oif": index, "scope": "link"}
     # IPv6 routes have no scope of their own (the kernel reports universe): none is given.
     return {"dst": f"{ip}/128", "oif": index, "family": AF_INET6}
+
+
+def read_aggregates(ipr: IPRoute) -> list[IPNetwork]:
+    """routed's unreachable routes in the main table, IPv4 and IPv6 (routedctl reads them
+    the same way)."""
+    found: list[IPNetwork] = []
+    for family, unspecified in ((socket.AF_INET, "0.0.0.0"), (AF_INET6, "::")):
+        for route in ipr.get_routes(
+            family=family, table=MAIN_TABLE, proto=RTPROT_ROUTED, type="unreachable"
+        ):
+            destination = route.get_attr("RTA_DST") or unspecified
+            found.append(ipaddress.ip_network((destination, route["dst_len"])))
+    return found
+
+
+def _aggregate(prefix: IPNetwork) -> dict[str, Any]:
+    return {
+        "dst": str(prefix),
+        "family": socket.AF_INET if prefix.version == 4 else AF_INET6,
+        "table": MAIN_TABLE,
+        "type": "unreachable",
+        "proto": RTPROT_ROUTED,
+    }
 
 
 def _ensure_address(ipr: IPRoute, index: int, gateway: IPAddress) -> None:

@@ -13,9 +13,10 @@ from typing import Literal
 
 from common.bird import BirdView, Session
 from ipam.status import LeaseStatus, PoolStatus, ThreadStatus
+from netdriver import announce
 from netdriver.model import Endpoint, IPInterface, Network
 from netdriver.rules import has_family
-from routedctl.state import BgpState, HostLink, Probe, Snapshot
+from routedctl.state import Aggregates, BgpState, HostLink, Probe, Snapshot
 
 Severity = Literal["problem", "note"]
 
@@ -240,6 +241,7 @@ def diagnose(snap: Snapshot) -> list[Finding]:
         found += _stale(snap)
         found += _chains(snap)
         found += _forwarding(snap)
+        found += _aggregates(snap)
     found += _leases(snap)
     found += _outbox(snap)
     found += _cluster(snap)
@@ -749,3 +751,42 @@ def _sorted(prefixes: Iterable[str]) -> list[str]:
         return (net.version, int(net.network_address), net.prefixlen)
 
     return sorted(prefixes, key=key)
+
+
+def aggregate_plan(networks: tuple[Network, ...], aggregates: Aggregates) -> announce.Plan:
+    """What routed-net's announcer would change in the kernel, by its own rules."""
+    installed = aggregates.installed or ()
+    if not aggregates.bgp:
+        return announce.withdraw_all(installed, "BGP is off (ROUTED_BGP_ASN is unset)")
+    view = None
+    if aggregates.ipam is not None:  # asked after the store was read: it speaks for these
+        view = announce.IpamView(aggregates.ipam, frozenset(n.network_id for n in networks))
+    return announce.plan(announce.decide(networks, view, aggregates.etcd), installed)
+
+
+def _aggregates(snap: Snapshot) -> list[Finding]:
+    """BGP aggregates missing from the kernel, or there but not wanted (netdriver.announce
+    decides both, as routed-net does; its rounds come every second, and collect waited)."""
+    aggregates = snap.aggregates
+    if aggregates is None or aggregates.installed is None:
+        return []
+    change = aggregate_plan(snap.net.networks, aggregates)
+    return [
+        Finding(
+            "problem",
+            "aggregate-missing",
+            str(item.prefix),
+            f"unreachable {item.prefix} (proto routed) is missing: it is a {item.why}, "
+            "so BIRD does not announce it (see routed-net's log)",
+        )
+        for item in change.add
+    ] + [
+        Finding(
+            "problem",
+            "aggregate-extra",
+            str(item.prefix),
+            f"unreachable {item.prefix} (proto routed) should not be there ({item.why}): "
+            "BIRD announces it",
+        )
+        for item in change.withdraw
+    ]

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from common.bird import BirdView
 from ipam.status import Status
-from netdriver.model import Endpoint, Network
+from netdriver.announce import IpamPool
+from netdriver.model import Endpoint, IPNetwork, Network
 
 
 class NeedsRoot(Exception):
@@ -103,6 +104,16 @@ class BgpState:
 
 
 @dataclass(frozen=True)
+class Aggregates:
+    """What decides routed-net's BGP aggregates (netdriver.announce), and what the kernel has."""
+
+    bgp: bool  # ROUTED_BGP_ASN is set
+    etcd: bool  # ROUTED_DATASTORE is etcd
+    installed: tuple[IPNetwork, ...] | None  # None: netlink could not be read
+    ipam: tuple[IpamPool, ...] | None  # routed-ipam's `blocks` answer; None: no answer
+
+
+@dataclass(frozen=True)
 class Snapshot:
     services: tuple[Probe, ...]
     ipam: Status | None  # None: the channel did not answer
@@ -111,3 +122,4 @@ class Snapshot:
     containers: dict[str, str] | None  # endpoint_id -> container name; None: dockerd unreachable
     docker_detail: str = ""
     bgp: BgpState | None = None  # None: BGP is off, and nothing about it is shown
+    aggregates: Aggregates | None = None  # None: the settings are bad (the services refuse them)

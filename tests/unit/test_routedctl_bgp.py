@@ -4,6 +4,7 @@ rendering, crafted states; the real BIRD: tests/integration/test_bgp.py)."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from common.bird import BirdView, Session
 from common.config import Paths
 from routedctl import collect, logic, render
-from routedctl.state import BgpState, Probe, Snapshot
+from routedctl.state import Aggregates, BgpState, Probe, Snapshot
 from tests.unit.test_common_bird import FIXTURES, fake_bird
 from tests.unit.test_routedctl_logic import healthy_snapshot
 
@@ -152,29 +153,32 @@ def test_durations(seconds, text):
 # -- collect: the settings decide, the socket answers (a fake BIRD, no root) -----------------
 
 
+# What collect.read_aggregates found in the kernel: read_bgp shows the same.
+INSTALLED = Aggregates(True, False, (ipaddress.ip_network("10.99.0.0/24"),), None)
+
+
 @pytest.fixture
 def bgp_env(monkeypatch, tmp_path) -> Paths:
     for name in ("ROUTED_BGP_ASN", "ROUTED_BGP_PEERS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ROUTED_ENV_FILE", str(tmp_path / "routed.env"))
-    monkeypatch.setattr(collect, "read_aggregates", lambda: ("10.99.0.0/24",))
     return Paths(tmp_path / "plugins", tmp_path, tmp_path / "state")
 
 
 def test_collect_with_bgp_off_reads_nothing(bgp_env):
-    assert collect.read_bgp(bgp_env) is None
+    assert collect.read_bgp(bgp_env, INSTALLED) is None
 
 
 def test_collect_names_a_bad_setting(bgp_env, monkeypatch):
     monkeypatch.setenv("ROUTED_BGP_ASN", "0")
-    probe, _ = collect.read_bgp(bgp_env) or pytest.fail("BGP is on")
+    probe, _ = collect.read_bgp(bgp_env, INSTALLED) or pytest.fail("BGP is on")
     assert not probe.up and "ROUTED_BGP_ASN" in probe.detail
 
 
 def test_collect_without_bird_running(bgp_env, monkeypatch):
     monkeypatch.setenv("ROUTED_BGP_ASN", "65000")
     monkeypatch.setenv("ROUTED_BGP_PEERS", "192.0.2.2=65001")
-    probe, state = collect.read_bgp(bgp_env) or pytest.fail("BGP is on")
+    probe, state = collect.read_bgp(bgp_env, INSTALLED) or pytest.fail("BGP is on")
     assert (probe.name, probe.up) == ("routed-bgp", False)
     assert "no socket file" in probe.detail
     assert state.bird is None and state.aggregates == ("10.99.0.0/24",)
@@ -188,6 +192,6 @@ def test_collect_from_a_bird(bgp_env, monkeypatch, tmp_path):
     }
     with fake_bird(tmp_path, answers) as path:
         assert path == bgp_env.bird_socket
-        probe, state = collect.read_bgp(bgp_env) or pytest.fail("BGP is on")
+        probe, state = collect.read_bgp(bgp_env, INSTALLED) or pytest.fail("BGP is on")
     assert probe.up and probe.detail == "BIRD 2.0.12: 2 BGP sessions, 0 Established"
     assert state.bird is not None and state.bird.exported == {}  # no session is up
