@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import os
 import shutil
 import subprocess
-import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +31,7 @@ from types import TracebackType
 
 from testkit import bednet
 from testkit.bedetcd import BedEtcd
-from testkit.bedhost import NEWEST_BIN, PRIVATE_DIRS, REPO, Host
+from testkit.bedhost import BUSYBOX, NEWEST_BIN, PRIVATE_DIRS, REPO, Host, busybox_rootfs
 from testkit.bednet import ROUTER_NS, BedError, in_netns, run, wait_for
 from testkit.bedrouter import Router, Speaker, forget_frr_crashlogs
 
@@ -42,7 +40,6 @@ LOCK = Path("/run/routed-bed.lock")
 RUN = ROOT / "run"
 MADE_DIRS = ROOT / "made-dirs"
 LOCK_WAIT_S = 300.0
-BUSYBOX = Path("/bin/busybox")
 HOLD_TIME = 3
 BLOCKS_ROOT = "/routed/v1/"  # ipam.blocks.ROOT
 START_S = 90.0
@@ -309,26 +306,3 @@ def leftovers() -> list[str]:
 def _ours(line: str) -> bool:
     """A route or rule in the bed's address ranges (the root namespace must have none)."""
     return any(net in line for net in ("198.18.", "198.19.", "2001:db8:18:", "2001:db8:19:"))
-
-
-def busybox_rootfs() -> bytes:
-    """The test image's root, as deploy/test-host.sh builds it: busybox-static and its applets."""
-    applets = run([str(BUSYBOX), "--list"]).stdout.split()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for folder in ("bin", "etc", "tmp", "proc", "sys", "dev", "root", "var/run"):
-            info = tarfile.TarInfo(folder)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if folder == "tmp" else 0o755
-            tar.addfile(info)
-        tar.add(BUSYBOX, arcname="bin/busybox")
-        for applet in applets:
-            if applet != "busybox":
-                link = tarfile.TarInfo(f"bin/{applet}")
-                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-                tar.addfile(link)
-        for name, text in (("passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("group", "root:x:0:\n")):
-            data = text.encode()
-            info = tarfile.TarInfo(f"etc/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()

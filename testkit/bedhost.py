@@ -18,8 +18,10 @@ namespace are reachable as /proc/HOLDER/root/... . dockerd never touches /var/ru
 from __future__ import annotations
 
 import http.client
+import io
 import os
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from testkit.services import wait_for_socket
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "routed-test:latest"
+BUSYBOX = Path("/bin/busybox")
 # bin/ folders first on dockerd's PATH, per engine (deploy/engine.sh extracts the newest one).
 NEWEST_BIN = Path("/var/cache/routed-engines/forky/bin")
 ENGINE_BIN: dict[str, Path | None] = {"20": None, "newest": NEWEST_BIN}
@@ -259,3 +262,26 @@ class Host:
             check=False, timeout=10 + 2 * count,
         )  # fmt: skip
         return done.returncode == 0
+
+
+def busybox_rootfs() -> bytes:
+    """The test image's root, as deploy/test-host.sh builds it: busybox-static and its applets."""
+    applets = run([str(BUSYBOX), "--list"]).stdout.split()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for folder in ("bin", "etc", "tmp", "proc", "sys", "dev", "root", "var/run"):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if folder == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(BUSYBOX, arcname="bin/busybox")
+        for applet in applets:
+            if applet != "busybox":
+                link = tarfile.TarInfo(f"bin/{applet}")
+                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(link)
+        for name, text in (("passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("group", "root:x:0:\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(f"etc/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
