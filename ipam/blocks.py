@@ -125,6 +125,14 @@ def first_free_subnet(
     return None
 
 
+def overlapping(subnet: Network, taken: list[Network]) -> Network | None:
+    """A different subnet of the same family in `taken` that shares addresses with `subnet`."""
+    for other in taken:
+        if other.version == subnet.version and other != subnet and other.overlaps(subnet):
+            return other
+    return None
+
+
 # -- keys --
 
 
@@ -138,6 +146,12 @@ def pool_key(space: str, subnet: Network) -> str:
 
 def pools_prefix(space: str) -> str:
     return f"{ROOT}pool/{space}/"
+
+
+def pools_index_key(space: str) -> str:
+    """Rewritten by every pool creation in `space`: creations guard on its revision, so two
+    overlapping subnets created at once on two hosts cannot both pass the overlap check."""
+    return f"{ROOT}pools-index/{space}"
 
 
 def name_key(space: str, version: int, name: str) -> str:

@@ -29,7 +29,18 @@ from functools import partial
 from typing import Any, TypeVar
 
 from common.errors import BadRequest, PluginError
-from common.etcd import Absent, Delete, EtcdUnavailable, Guard, Holds, Kv, Op, Put, Unchanged
+from common.etcd import (
+    Absent,
+    Delete,
+    Entry,
+    EtcdUnavailable,
+    Guard,
+    Holds,
+    Kv,
+    Op,
+    Put,
+    Unchanged,
+)
 from common.settings import Settings
 from common.store import Store
 from common.threads import Worker
@@ -238,6 +249,9 @@ class ClusterAllocator:
                         )
                     network = subnet
             carved = network is None
+            index_key = blocks.pools_index_key(space)
+            # Read before the pools are listed: a pool created after the listing changes it.
+            index = self._etcd("read pool index", self.kv.get, index_key)
             subnet = network if network is not None else self._carve(space, version)
             block = wanted.block or blocks.DEFAULT_BLOCK[version]
             blocks.check_block(block, subnet)
@@ -250,6 +264,8 @@ class ClusterAllocator:
                 blocks.agree(held, mode, wanted.block)
                 if not name_key or named is not None:
                     return held
+            else:
+                self._refuse_overlap(space, subnet)
             new = ClusterPool(
                 space=space,
                 subnet=subnet,
@@ -258,8 +274,11 @@ class ClusterAllocator:
                 reserved=(),
                 carved_by=self.node if carved and not name_key else "",
             )
-            guards: list[Any] = [] if found is not None else [Absent(key)]
-            ops: list[Op] = [] if found is not None else [Put(key, new.record())]
+            guards: list[Any] = []
+            ops: list[Op] = []
+            if found is None:
+                guards += [Absent(key), _unchanged(index_key, index)]
+                ops += [Put(key, new.record()), Put(index_key, {"node": self.node})]
             if name_key:
                 guards.append(Absent(name_key))
                 record = {"space": space, "name": wanted.name, "subnet": str(subnet)}
@@ -269,6 +288,16 @@ class ClusterAllocator:
                 log.info("created cluster pool %s in %s (block /%d)", subnet, space, block)
                 return new if found is None else ClusterPool.from_record(found.value)
         raise PluginError(f"could not agree on a pool in {space} with etcd: too much contention")
+
+    def _refuse_overlap(self, space: str, subnet: Network) -> None:
+        entries = self._etcd("list pools", self.kv.range, blocks.pools_prefix(space))
+        taken = [blocks.network_of(str(e.value["subnet"])) for e in entries]
+        other = blocks.overlapping(subnet, taken)
+        if other is not None:
+            raise BadRequest(
+                f"subnet {subnet} overlaps cluster pool {other} in {space}: give --subnet "
+                f"{other} to join that pool, or a subnet that overlaps no cluster pool"
+            )
 
     def _carve(self, space: str, version: int) -> Network:
         default = self.service.ipam.default_pools[version]
@@ -823,6 +852,11 @@ class ClusterAllocator:
             "pending_s": None if health.pending_since is None else now - health.pending_since,
             "blocks": owned,
         }
+
+
+def _unchanged(key: str, entry: Entry | None) -> Absent | Unchanged:
+    """The guard that `key`, read earlier as `entry`, is still as it was then."""
+    return Absent(key) if entry is None else Unchanged(key, entry.mod_revision)
 
 
 def _unheld(ipam: Ipam, *, address: Address) -> list[str]:

@@ -186,3 +186,33 @@ def test_member_down_then_quorum_lost_then_recovery(make_host, etcd):
     assert not set(b_got) & all_a
     assert not set(first[:20]) & all_a
     assert len(set(first + more + inside)) == len(first + more + inside)
+
+
+def ask_pool_at_once(host, subnet, gate, replies):
+    body = {"AddressSpace": "LocalDefault", "Pool": subnet, "Options": {}, "V6": False}
+    client = host.client()
+    gate.wait()
+    replies[subnet] = call(client, "RequestPool", body)
+
+
+def test_overlapping_subnets_requested_at_once_on_two_hosts_make_one_pool(make_host):
+    """Each round, two hosts ask at the same moment for two different but overlapping
+    subnets: exactly one becomes a cluster pool, the other is refused naming it."""
+    a, b = make_host("oa"), make_host("ob")
+    for round_ in range(8):
+        wide, narrow = f"10.{220 + round_}.0.0/16", f"10.{220 + round_}.7.0/24"
+        replies: dict[str, tuple[int, object]] = {}
+        gate = threading.Barrier(2)
+        threads = [
+            threading.Thread(target=ask_pool_at_once, args=(host, subnet, gate, replies))
+            for host, subnet in ((a, wide), (b, narrow))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        statuses = sorted(status for status, _ in replies.values())
+        assert statuses == [200, 400], replies
+        [(refused, (_, reply))] = [(s, r) for s, r in replies.items() if r[0] == 400]
+        other = narrow if refused == wide else wide
+        assert f"overlaps cluster pool {other}" in reply["Err"], reply

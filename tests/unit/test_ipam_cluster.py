@@ -299,3 +299,38 @@ def test_blocks_answers_while_an_etcd_call_hangs(host, kv, monkeypatch):
     finally:
         release.set()
         worker.join(10)
+
+
+def test_an_overlapping_subnet_is_refused_naming_the_pool_and_writes_nothing(host, kv):
+    a, b = host("a").allocator, host("b").allocator
+    a.request_pool(PoolRequest(SPACE, net("10.0.0.0/16"), None, {}, False))
+    before = {e.key: e.value for e in kv.range(blocks.ROOT)}
+    with pytest.raises(BadRequest, match=r"10\.0\.4\.0/24 overlaps cluster pool 10\.0\.0\.0/16"):
+        b.request_pool(PoolRequest(SPACE, net("10.0.4.0/24"), None, {"block": "28"}, False))
+    assert {e.key: e.value for e in kv.range(blocks.ROOT)} == before
+    # the same subnet joins, another family never overlaps, a disjoint subnet is its own pool
+    b.request_pool(PoolRequest(SPACE, net("10.0.0.0/16"), None, {}, False))
+    b.request_pool(PoolRequest(SPACE, net("fd00::/64"), None, {}, True))
+    b.request_pool(PoolRequest(SPACE, net("10.1.0.0/24"), None, {}, False))
+
+
+def test_overlapping_subnets_created_at_the_same_moment_cannot_both_pass(host, kv, monkeypatch):
+    """Host b lists the pools, then host a creates an overlapping one before b's transaction:
+    b's transaction fails on the pools index, b looks again and refuses."""
+    a, b = host("a").allocator, host("b").allocator
+    real_range = kv.range
+    raced = []
+
+    def range_then_race(prefix: str):
+        entries = real_range(prefix)
+        if prefix == blocks.pools_prefix(SPACE) and not raced:
+            raced.append(True)
+            a.request_pool(PoolRequest(SPACE, net("10.0.0.0/16"), None, {}, False))
+        return entries
+
+    monkeypatch.setattr(kv, "range", range_then_race)
+    with pytest.raises(BadRequest, match=r"overlaps cluster pool 10\.0\.0\.0/16"):
+        b.request_pool(PoolRequest(SPACE, net("10.0.4.0/24"), None, {}, False))
+    assert raced
+    pools = [e.value["subnet"] for e in real_range(blocks.pools_prefix(SPACE))]
+    assert pools == ["10.0.0.0/16"]
