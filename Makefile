@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)
 DOCKERD ?= newest
 
 .PHONY: run test venv host bird lint typecheck unit integration fuzz security load cluster e2e \
-	e2e-engines bench demo image clean
+	e2e-engines bed bench demo demo-cluster image clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -74,9 +74,19 @@ e2e-engines: venv
 	$(MAKE) e2e DOCKERD=20
 	bash deploy/test-host.sh 26 && $(VENV)/bin/pytest -q -m smoke tests/e2e
 
+# Many Docker hosts on this machine (testkit/bed.py): each in network and mount namespaces of
+# its own with its own dockerd (20.10 and the newest engine), routed in etcd mode and BIRD,
+# peering with an upstream router namespace (BIRD; FRR once) that also runs a 3-member etcd.
+# deploy/bed.sh installs bird2, frr and the newest engine when missing. Never touches the
+# machine's own dockerd.
+bed: venv
+	bash deploy/etcd.sh
+	bash deploy/bed.sh
+	$(VENV)/bin/pytest -q tests/bed
+
 # bird before unit: the unit tests check rendered BIRD configurations with `bird -p` (and in
 # CI a skipped test fails).
-test: venv host bird lint typecheck unit integration fuzz security load cluster e2e-engines
+test: venv host bird lint typecheck unit integration fuzz security load cluster e2e-engines bed
 
 bench: venv host
 	$(PY) -m bench
@@ -84,6 +94,12 @@ bench: venv host
 # The scenario of the experiment this project grew from, step by step; leaves nothing behind.
 demo: venv host
 	bash deploy/demo.sh
+
+# Three Docker hosts and an upstream router on this machine, BGP between them, step by step;
+# leaves nothing behind.
+demo-cluster: venv
+	bash deploy/bed.sh
+	$(PY) -m testkit.demo
 
 # The container image (no registry needed: the base is made locally with debootstrap).
 image:

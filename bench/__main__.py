@@ -1,7 +1,8 @@
 """`make bench`: run every benchmark side by side with its baseline; write bench/results/.
 
 Order: IPAM allocator (in-process), cluster mode against SQLite mode (routed-ipam processes
-and a 3-member etcd on loopback, no dockerd: bench/cluster_alloc.py), then with both
+and a 3-member etcd on loopback, no dockerd: bench/cluster_alloc.py), BGP on the multi-host
+bed (its own dockerds in namespaces of their own: bench/bgp.py), then with both
 plugins serving the real /run/docker/plugins sockets (the ones already running, else a pair
 started here; see bench/services.py): container start, burst, data path, published ports,
 plugin API, scale.
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    bgp,
     burst,
     cluster_alloc,
     datapath,
@@ -110,6 +112,8 @@ def main() -> None:
         results["ipam_alloc"].pop("table", None)
     subprocess.run(["bash", "deploy/etcd.sh"], check=True)
     _step(results, "cluster_alloc", cluster_alloc.run)
+    subprocess.run(["bash", "deploy/bed.sh"], check=True)
+    _step(results, "bgp", bgp.run)
     try:
         _with_plugins(results)
     finally:

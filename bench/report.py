@@ -36,6 +36,43 @@ def _yes(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
+def _bgp_rows(g: dict[str, Any]) -> list[str]:
+    """Rows of bench/bgp.py: the multi-host bed, routes announced by BGP."""
+    if "reach" not in g:
+        return []
+    rows = []
+    for side, label in (("no_claim", "block already announced"), ("new_block", "new block claim")):
+        t = g["reach"][side]["total"]
+        run, after = g["reach"][side]["docker_run"], g["reach"][side]["after_run"]
+        rows.append(_row([
+            f"4c. BGP: `docker run` on host 1 until it answers a ping from host 2, {label} "
+            f"({t['n']} runs)",
+            f"median {t['median_ms']:.0f} ms, p99 {t['p99_ms']:.0f} ms",
+            f"`docker run` alone: median {run['median_ms']:.0f} ms",
+            f"after `docker run` returns: median {after['median_ms']:.0f} ms, "
+            f"p99 {after['p99_ms']:.0f} ms",
+            "announced within 2 s", _yes(after["p99_ms"] < 2000),
+        ]))  # fmt: skip
+    a = g["aggregation"]
+    rows.append(_row([
+        f"4c. BGP: prefixes announced for {a['addresses']:,} addresses on one host "
+        f"(/{', /'.join(str(n) for n in a['prefix_lengths'])})",
+        f"{a['prefixes_per_1000']:.0f} per 1,000", "1,000 (a route per address)",
+        f"x{a['prefixes_per_1000'] / 1000:.3f}", "aggregates only", _yes(a["prefixes"] < 100),
+    ]))  # fmt: skip
+    w = g["withdraw"]
+    hold_ms = w["hold_time_s"] * 1000
+    rows.append(_row([
+        f"4c. BGP: withdrawn at the router after `supervisorctl stop all` on a host "
+        f"({w['routed_stopped']['n']} rounds; host gone silent: {w['host_silent_ms']:.0f} ms)",
+        f"median {w['routed_stopped']['median_ms']:.0f} ms, max "
+        f"{w['routed_stopped']['max_ms']:.0f} ms", "—",
+        f"hold time {w['hold_time_s']} s", "within the hold time",
+        _yes(max(w["routed_stopped"]["max_ms"], w["host_silent_ms"]) <= hold_ms),
+    ]))  # fmt: skip
+    return rows
+
+
 def markdown(r: dict[str, Any]) -> str:
     rows = [
         "| benchmark | routed | baseline | ratio or value | target | met? |",
@@ -132,6 +169,7 @@ def markdown(r: dict[str, Any]) -> str:
             f"ms; {grow['etcd_writes_per_1000']} writes/1,000",
             "—", "—", ">= 1,000 allocations/s (8 clients)", _yes(k["over_1000_per_s"]),
         ]))  # fmt: skip
+    rows += _bgp_rows(r.get("bgp", {}))
     d = r.get("datapath", {})
     if "routed" in d:
         ro, br = d["routed"], d["bridge"]
