@@ -37,4 +37,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 bash "$HERE/etcd.sh" >/dev/null
 bash "$HERE/engine.sh" fetch newest
-log "ready: $(bird --version 2>&1 | head -1), FRR $(/usr/lib/frr/bgpd --version | head -1 | awk '{print $NF}'), $(etcd --version | head -1)"
+# awk reads every line: `head -1` could end a pipe early and, with pipefail, fail the script.
+log "ready: $(bird --version 2>&1 | awk 'NR==1'), FRR $(/usr/lib/frr/bgpd --version | awk 'NR==1{print $NF}'), $(etcd --version | awk 'NR==1')"

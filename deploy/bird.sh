@@ -38,4 +38,4 @@ elif [ -x /etc/init.d/bird ]; then
     done
     update-rc.d bird disable >/dev/null 2>&1 || true
 fi
-/usr/sbin/bird --version 2>&1 | head -1
+/usr/sbin/bird --version 2>&1 | awk 'NR==1'

@@ -12,4 +12,4 @@ if ! command -v etcd >/dev/null; then
         systemctl disable --now etcd
     fi
 fi
-etcd --version | head -1
+etcd --version | awk 'NR==1'
