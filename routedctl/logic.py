@@ -87,6 +87,7 @@ class EndpointRow:
     veth: str
     link: str  # "up", "down" or "missing"
     route: bool  # every address has its host route
+    ports: tuple[str, ...] = ()  # published ports in force, as `[HOST_IP:]HOST_PORT->PORT/PROTO`
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ def status_view(snap: Snapshot) -> StatusView:
             veth=ep.host_veth,
             link=_link_state(links.get(ep.host_veth)),
             route=all((str(ip), ep.host_veth) in routes for ip in ep.ips),
+            ports=tuple(binding.describe() for binding in ep.ports),
         )
         for ep in snap.net.endpoints
     )

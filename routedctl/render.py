@@ -90,7 +90,7 @@ def status_text(view: StatusView) -> str:
     out.append(f"ENDPOINTS ({len(view.endpoints)} in {view.networks} networks)")
     out.append(
         table_or_none(
-            ("ENDPOINT", "NETWORK", "ADDRESS", "CONTAINER", "VETH", "LINK", "ROUTE"),
+            ("ENDPOINT", "NETWORK", "ADDRESS", "CONTAINER", "VETH", "LINK", "ROUTE", "PORTS"),
             [
                 (
                     short(e.endpoint_id),
@@ -100,6 +100,7 @@ def status_text(view: StatusView) -> str:
                     e.veth,
                     e.link,
                     "yes" if e.route else "MISSING",
+                    ", ".join(e.ports) or "-",
                 )
                 for e in view.endpoints
             ],

@@ -7,7 +7,9 @@ are importable from here as before.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 
 from common.unixhttp import UnixHTTPConnection
 from testkit.docker import IMAGE, LABEL, Docker, docker, host_links, plugin_call, unique, wait_until
@@ -26,6 +28,7 @@ __all__ = [
     "host_route",
     "iptables_rules",
     "plugin_call",
+    "routedctl",
     "unique",
     "wait_until",
 ]
@@ -42,3 +45,22 @@ def iptables_rules(table: str = "filter") -> str:
     return subprocess.run(
         ["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True, check=True
     ).stdout
+
+
+def routedctl(plugins: dict[str, PluginProcess], *args: str) -> subprocess.CompletedProcess[str]:
+    """`routedctl ARGS` against the plugin pair the e2e fixtures run."""
+    workdir = plugins["net"].workdir
+    env = {
+        **os.environ,
+        "ROUTED_STATE_DIR": str(workdir / "state"),
+        "ROUTED_RUN_DIR": str(workdir / "run"),
+        "PYTHONPATH": str(REPO),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "routedctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )

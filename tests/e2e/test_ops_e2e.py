@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tests.e2e.harness import (
     docker,
     host_links,
     plugin_call,
+    routedctl,
     wait_until,
 )
 
@@ -123,24 +123,6 @@ def test_a_service_that_keeps_crashing_makes_the_pair_exit_non_zero(
         pair.stop()
     assert status != 0
     assert "routed-net" in pair.marker.read_text()
-
-
-def routedctl(plugins: dict[str, PluginProcess], *args: str) -> subprocess.CompletedProcess[str]:
-    workdir = plugins["net"].workdir
-    env = {
-        **os.environ,
-        "ROUTED_STATE_DIR": str(workdir / "state"),
-        "ROUTED_RUN_DIR": str(workdir / "run"),
-        "PYTHONPATH": str(REPO),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "routedctl", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
 
 
 def test_routedctl_status_and_doctor_report_real_state(

@@ -21,6 +21,7 @@ from tests.e2e.harness import (
     host_links,
     iptables_rules,
     plugin_call,
+    routedctl,
     unique,
     wait_until,
 )
@@ -136,10 +137,20 @@ def test_publish_reaches_the_container_from_host_upstream_and_other_containers(
     assert "hello-" in fetch_in(dock, ctr, HOST_SIDE, port)
 
 
-def test_endpoint_oper_info_reports_the_bindings(dock: Docker, web: tuple[str, str, int]) -> None:
+def test_the_bindings_are_reported_by_endpoint_oper_info_and_routedctl(
+    dock: Docker, web: tuple[str, str, int], plugins: dict[str, PluginProcess]
+) -> None:
     # dockerd (20.10 to 28.5) type-asserts these values to Go types that JSON decoding never
-    # yields, so `docker port` stays empty for any remote driver; the plugin still answers.
+    # yields, so `docker port` stays empty for any remote driver; the plugin still answers,
+    # and `routedctl status` shows them.
     net, ctr, port = web
+    status = routedctl(plugins, "status", "--json")
+    [row] = [
+        e
+        for e in json.loads(status.stdout)["endpoints"]
+        if e["endpoint_id"] == dock.endpoint_id(ctr, net)
+    ]
+    assert row["ports"] == [f"{port}->80/tcp"], status.stdout
     body = {"NetworkID": dock.network_id(net), "EndpointID": dock.endpoint_id(ctr, net)}
     status, reply = plugin_call("routed-net", "NetworkDriver.EndpointOperInfo", body)
     assert status == 200, reply

@@ -14,7 +14,8 @@ from ipam.status import Status as IpamView
 from netdriver.announce import IpamPool
 from netdriver.model import Endpoint, Family, Network
 from netdriver.options import NetworkOptions
-from routedctl import logic
+from netdriver.ports import Binding, PortRequest
+from routedctl import logic, render
 from routedctl.state import (
     Aggregates,
     Chain,
@@ -717,3 +718,20 @@ def test_missing_and_extra_aggregates_are_problems() -> None:
 def test_etcd_mode_without_routed_ipam_cannot_tell_what_is_missing() -> None:
     assert logic.diagnose(with_aggregates((BLOCK,), etcd=True)) == []
     assert logic.diagnose(with_aggregates((), etcd=True)) == []
+
+
+def test_status_shows_published_ports() -> None:
+    snap = healthy_snapshot()
+    web = snap.net.endpoints[0]
+    published = (
+        Binding(PortRequest("tcp", 80, None, 18080, 18080), 18080),
+        Binding(PortRequest("udp", 53, ipaddress.ip_address("::1"), 0, 0), 32768),
+    )
+    net = dataclasses.replace(
+        snap.net, endpoints=(web.with_ports(published), *snap.net.endpoints[1:])
+    )
+    view = logic.status_view(dataclasses.replace(snap, net=net))
+    assert view.endpoints[0].ports == ("18080->80/tcp", "[::1]:32768->53/udp")
+    assert view.endpoints[1].ports == ()
+    line = next(row for row in render.status_text(view).splitlines() if "18080->80/tcp" in row)
+    assert line.rstrip().endswith("18080->80/tcp, [::1]:32768->53/udp")
