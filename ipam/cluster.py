@@ -58,6 +58,9 @@ ROUND_S = 1.0  # mirror writes, keepalives and claims ahead: at most a few etcd 
 CLAIM_ATTEMPTS = 8
 CLAIM_WAIT_S = 2.0  # a call waits this long for another call's claim before it gives up
 MAX_TXN_OPS = 60  # etcd refuses transactions of more than 128 operations by default
+# After a failure, Docker calls that need etcd fail at once for this long instead of each
+# waiting out the deadline; the background round keeps asking, and its first answer ends it.
+FAIL_FAST_S = 5.0
 CPOOL, BLOCK = "cluster_pool", "cluster_block"  # local records, beside persist.py's kinds
 PoolRef = tuple[str, str]  # (address space, subnet CIDR): one cluster pool
 
@@ -69,12 +72,17 @@ class Health:
     lease: int = 0
     lease_lost: int = 0
     pending_since: float | None = None  # oldest write-back not yet done
+    failed_at: float = 0.0
 
     def failed(self, err: Exception) -> None:
+        self.failed_at = time.monotonic()
         if self.down_since is None:
-            self.down_since = time.monotonic()
+            self.down_since = self.failed_at
             log.warning("etcd unavailable: %s", err)
         self.etcd_error = str(err)
+
+    def known_down(self) -> bool:
+        return self.down_since is not None and time.monotonic() - self.failed_at < FAIL_FAST_S
 
     def answered(self) -> None:
         if self.down_since is not None:
@@ -128,6 +136,7 @@ class ClusterAllocator:
         self._reconciled = False
         self._last_keepalive = 0.0
         self._wake = threading.Event()
+        self._in_round = threading.local()  # set on the thread running round(): it always asks
         self._load()
         self.worker = Worker("cluster", self._run)
 
@@ -412,6 +421,12 @@ class ClusterAllocator:
     # -- claims --
 
     def _etcd(self, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self.health.known_down() and not getattr(self._in_round, "on", False):
+            down_s = time.monotonic() - (self.health.down_since or 0.0)
+            raise NoEtcd(
+                f"cannot {what}: etcd has not answered for {down_s:.0f} s "
+                f"({self.health.etcd_error}); routed-ipam retries every {ROUND_S:g} s"
+            )
         try:
             result = call(*args, **kwargs)
         except EtcdUnavailable as err:
@@ -557,6 +572,7 @@ class ClusterAllocator:
 
     def round(self) -> None:
         """One round of the background work; what etcd refuses now waits for the next."""
+        self._in_round.on = True
         try:
             if not self._reconciled:
                 self._reconcile()
@@ -573,6 +589,8 @@ class ClusterAllocator:
         except (KeyError, TypeError, ValueError) as err:
             # a record under the cluster's root that no routed wrote: say so, keep serving
             log.error("unreadable cluster record in etcd: %s: %s", type(err).__name__, err)
+        finally:
+            self._in_round.on = False
 
     def _keep_lease(self) -> None:
         health = self.health

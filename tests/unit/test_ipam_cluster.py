@@ -334,3 +334,22 @@ def test_overlapping_subnets_created_at_the_same_moment_cannot_both_pass(host, k
     assert raced
     pools = [e.value["subnet"] for e in real_range(blocks.pools_prefix(SPACE))]
     assert pools == ["10.0.0.0/16"]
+
+
+def test_while_etcd_is_known_down_calls_fail_at_once_and_the_round_keeps_asking(host, kv):
+    a = host("a").allocator
+    pool = a.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {"block": "28"}, False))
+    kv.down = True
+    with pytest.raises(NoEtcd, match="etcd did not answer"):  # the one that asked etcd
+        addresses(a, pool.pool_id, 64)  # more than its blocks hold
+    asked: list[str] = []
+    real_txn, real_range = kv.txn, kv.range
+    kv.txn = lambda *args, **kw: asked.append("txn") or real_txn(*args, **kw)
+    kv.range = lambda *args, **kw: asked.append("range") or real_range(*args, **kw)
+    with pytest.raises(NoEtcd, match=r"etcd has not answered for \d+ s .*retries every"):
+        a.request_address(pool.pool_id, None, False)
+    assert asked == []  # failed at once: no etcd call on Docker's path
+    kv.down = False
+    a.round()  # the background round asks, and etcd's answer ends the fast failures
+    assert asked and a.status()["etcd_error"] == ""
+    assert a.request_address(pool.pool_id, None, False)
