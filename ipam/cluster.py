@@ -19,6 +19,7 @@ the worker just tries again next round: that work is "pending".
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -62,6 +63,7 @@ MAX_TXN_OPS = 60  # etcd refuses transactions of more than 128 operations by def
 # waiting out the deadline; the background round keeps asking, and its first answer ends it.
 FAIL_FAST_S = 5.0
 CPOOL, BLOCK = "cluster_pool", "cluster_block"  # local records, beside persist.py's kinds
+GONE = "cluster_gone"  # addresses whose endpoint routed-net reported gone, and since when
 PoolRef = tuple[str, str]  # (address space, subnet CIDR): one cluster pool
 
 
@@ -158,6 +160,10 @@ class ClusterAllocator:
                 )
                 owned.starts.add(start)
                 self._dirty.add((owned.ref, start))
+        age = time.time() - time.monotonic()  # wall clock minus monotonic: converts the stamps
+        for key, record in self.store.load(GONE).items():
+            since = float(record["since"]) - age
+            self._unbound[ipaddress.ip_address(key)] = (str(record["endpoint_id"]), since)
         self.service.run(self._mask_all)
         log.info(
             "cluster node %s: %d blocks owned in %d cluster pools",
@@ -814,9 +820,15 @@ class ClusterAllocator:
 
     def bound(self, address: Address) -> None:
         with self._lock:
-            self._unbound.pop(address, None)
+            known = self._unbound.pop(address, None) is not None
+        if known:
+            with self.store.transaction() as txn:
+                txn.delete(GONE, str(address))
 
     def unbound(self, endpoint_id: str, address: Address) -> None:
+        # Stored with the wall clock: the grace period runs on across a restart.
+        with self.store.transaction() as txn:
+            txn.put(GONE, str(address), {"endpoint_id": endpoint_id, "since": time.time()})
         with self._lock:
             self._unbound[address] = (endpoint_id, time.monotonic())
 
@@ -829,6 +841,10 @@ class ClusterAllocator:
             due = [(a, e) for a, (e, since) in self._unbound.items() if now - since >= self.grace_s]
             for address, _endpoint in due:
                 del self._unbound[address]
+        if due:
+            with self.store.transaction() as txn:
+                for address, _endpoint in due:
+                    txn.delete(GONE, str(address))
         for address, endpoint_id in due:
             orphans = self.service.run(partial(_unheld, address=address))
             for pool_id in orphans:

@@ -353,3 +353,27 @@ def test_while_etcd_is_known_down_calls_fail_at_once_and_the_round_keeps_asking(
     a.round()  # the background round asks, and etcd's answer ends the fast failures
     assert asked and a.status()["etcd_error"] == ""
     assert a.request_address(pool.pool_id, None, False)
+
+
+def test_gone_endpoints_are_remembered_across_a_restart(host):
+    h = host("a")
+    pool = h.allocator.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {}, False))
+    kept, orphan = (ip(x) for x in addresses(h.allocator, pool.pool_id, 2))
+    for address in (kept, orphan):
+        h.allocator.service.run(
+            lambda ipam, address=address: ipam.bind("e" * 64, "n" * 64, address)
+        )
+    h.allocator.service.run(lambda ipam: ipam.unbind("e" * 64, orphan))
+    h.allocator.unbound("e" * 64, orphan)
+    h.allocator.unbound("e" * 64, kept)
+    h.allocator.bound(kept)  # the endpoint came back
+    h.allocator.round()  # within the grace period: nothing released
+    assert orphan in {
+        lease.address for lease in h.allocator.service.ipam.pools[pool.pool_id].leases.values()
+    }
+    h.store.close()
+    again = host("a", grace=0).allocator  # restarted; the grace period has run out since
+    again.round()
+    held = {lease.address for lease in again.service.ipam.pools[pool.pool_id].leases.values()}
+    assert kept in held and orphan not in held
+    assert again.store.load("cluster_gone") == {}
