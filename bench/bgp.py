@@ -32,7 +32,7 @@ from typing import Any
 from bench.stats import distribution
 from common.unixhttp import UnixClient
 from ipam.pools import pool_id_for
-from testkit import bedprobe
+from testkit import icmp
 from testkit.bed import Bed, bgp_in_routed
 from testkit.bedhost import Host
 from testkit.bednet import BedError, netns_socket, wait_for
@@ -55,8 +55,8 @@ def _first_answer(sock: socket.socket, address: str, began: float) -> float:
     seq = 0
     while time.perf_counter() - began < REACH_DEADLINE_S:
         seq += 1
-        sock.sendto(bedprobe.echo_request(False, ident, seq), (address, 0))
-        if bedprobe.answer(sock, False, ident, PING_EVERY_S) == "reply":
+        sock.sendto(icmp.echo_request(False, ident, seq), (address, 0))
+        if icmp.answer(sock, address, ident, PING_EVERY_S).kind == "reply":
             return (time.perf_counter() - began) * 1000
     raise BedError(f"{address} did not answer within {REACH_DEADLINE_S} s")
 
@@ -78,7 +78,7 @@ def _free_blocks(bed: Bed) -> list[ipaddress.IPv4Network]:
 
 
 def reach(bed: Bed) -> dict[str, Any]:
-    sock = netns_socket(bed.hosts[1].netns, lambda: bedprobe.icmp_socket(False))
+    sock = netns_socket(bed.hosts[1].netns, lambda: icmp.open_socket(False))
     with sock:
         _reach_once(bed, sock)  # warm: the image's layers, dockerd's first network use
         plain = [_reach_once(bed, sock) for _ in range(REACH_ROUNDS)]

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from testkit.bedhost import REPO
-from testkit.bednet import ETCD_ADDRESSES, ROUTER_NS, BedError, in_netns, run, wait_for
+from testkit.bednet import (
+    ETCD_ADDRESSES,
+    ROUTER_NS,
+    BedError,
+    in_netns,
+    run,
+    spawn_in_router,
+    wait_for,
+)
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
@@ -45,16 +53,7 @@ class BedEtcd:
                 "--initial-cluster", initial, "--initial-cluster-state", "new",
                 "--initial-cluster-token", "rbed",
             ]  # fmt: skip
-            with open(self.root / f"{name}.log", "ab") as log:
-                self.procs.append(
-                    subprocess.Popen(
-                        in_netns(ROUTER_NS, *argv),
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        start_new_session=True,
-                    )
-                )
+            self.procs.append(spawn_in_router(argv, self.root / f"{name}.log", self.root))
 
     def probe(self, *args: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
         """testkit.bedprobe in the router namespace, where etcd listens."""

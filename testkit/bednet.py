@@ -62,6 +62,19 @@ def in_netns(netns: str, *argv: str) -> list[str]:
     return ["nsenter", f"--net={NETNS_DIR / netns}", "--", *argv]
 
 
+def spawn_in_router(argv: Sequence[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """A daemon in the router namespace, in a session of its own, its output in `log_path`."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            in_netns(ROUTER_NS, *argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=cwd,
+        )
+
+
 def wait_for(
     what: str, predicate: Callable[[], object], timeout: float, interval: float = 0.1
 ) -> None:

@@ -27,6 +27,7 @@ from testkit.bednet import (
     Link,
     in_netns,
     run,
+    spawn_in_router,
     wait_for,
 )
 
@@ -149,17 +150,7 @@ class Router:
     # -- both ----------------------------------------------------------------------------------
 
     def _spawn(self, argv: Sequence[str], log_name: str) -> None:
-        with open(self.root / log_name, "ab") as log:
-            self.procs.append(
-                subprocess.Popen(
-                    in_netns(ROUTER_NS, *argv),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    cwd=self.root,
-                )
-            )
+        self.procs.append(spawn_in_router(argv, self.root / log_name, self.root))
 
     def established(self) -> dict[str, bool]:
         """Per host address: is its BGP session up?"""

@@ -38,13 +38,12 @@ def burst(host, pool_id, count, out, errors, until_killed=False):
         client.close()
 
 
-def test_concurrent_hosts_never_share_an_address(make_host):
-    hosts = [make_host(f"h{i}") for i in range(3)]
-    pools = [pool(h, SUBNET) for h in hosts]
+def bursts_at_once(hosts, pools, count):
+    """Two clients per host, `count` allocations each, all at once: the addresses given."""
     got: list[str] = []
     errors: list[object] = []
     threads = [
-        threading.Thread(target=burst, args=(h, p, 350, got, errors))
+        threading.Thread(target=burst, args=(h, p, count, got, errors))
         for h, p in zip(hosts, pools, strict=True)
         for _ in range(2)
     ]
@@ -53,6 +52,12 @@ def test_concurrent_hosts_never_share_an_address(make_host):
     for thread in threads:
         thread.join(timeout=120)
     assert not errors
+    return got
+
+
+def test_concurrent_hosts_never_share_an_address(make_host):
+    hosts = [make_host(f"h{i}") for i in range(3)]
+    got = bursts_at_once(hosts, [pool(h, SUBNET) for h in hosts], 350)
     assert len(got) == 2100
     assert not [a for a, n in Counter(got).items() if n > 1]
     blocks = [b["block"] for h in hosts for b in cluster_status(h)["blocks"]]
@@ -61,19 +66,7 @@ def test_concurrent_hosts_never_share_an_address(make_host):
 
 def test_ipv6_concurrent_hosts_never_share_an_address(make_host):
     hosts = [make_host(f"s{i}") for i in range(2)]
-    pools = [pool(h, "fd00:230::/64", v6=True) for h in hosts]
-    got: list[str] = []
-    errors: list[object] = []
-    threads = [
-        threading.Thread(target=burst, args=(h, p, 150, got, errors))
-        for h, p in zip(hosts, pools, strict=True)
-        for _ in range(2)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors
+    got = bursts_at_once(hosts, [pool(h, "fd00:230::/64", v6=True) for h in hosts], 150)
     assert len(got) == 600 and len(set(got)) == 600
     owned = [b["block"] for h in hosts for b in cluster_status(h)["blocks"]]
     assert len(owned) == len(set(owned)) and all(b.endswith("/122") for b in owned)

@@ -20,7 +20,9 @@ from typing import Any
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
-PING = Path(__file__).with_name("icmp_ping.py")
+REPO = Path(__file__).resolve().parents[2]
+# testkit.icmp under `ip netns exec`, which keeps the environment: PYTHONPATH finds it.
+PING = (sys.executable, "-m", "testkit.icmp")
 
 
 def require_throwaway_netns() -> None:
@@ -46,20 +48,25 @@ def _initial_netns_inode() -> int:
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=check)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=30, check=check, env=env
+    )
 
 
 def ping(address: str, ns: str | None = None, timeout_s: float = 1.0) -> float | None:
     """RTT in ms of one ICMP echo to `address` from netns `ns` (None: the test's "host")."""
     prefix = ["ip", "netns", "exec", ns] if ns else []
-    done = run(*prefix, sys.executable, str(PING), address, str(timeout_s), check=False)
-    return float(done.stdout) if done.returncode == 0 else None
+    done = run(*prefix, *PING, address, str(timeout_s), check=False)
+    return float(done.stdout.split()[1]) if done.returncode == 0 else None
 
 
 def icmp_outcome(address: str, ns: str, timeout_s: float = 2.0) -> str:
     """ "reply", "unreachable CODE" (a router said so) or "timeout", for one echo from `ns`."""
-    argv = ("ip", "netns", "exec", ns, sys.executable, str(PING), address, str(timeout_s))
-    done = run(*argv, check=False)
+    done = run("ip", "netns", "exec", ns, *PING, address, str(timeout_s), check=False)
+    words = done.stdout.split()
+    if words[:1] == ["unreachable"]:
+        return f"unreachable {words[2]}"
     return {0: "reply", 1: "timeout"}.get(done.returncode, done.stdout.strip())
 
 
