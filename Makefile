@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)
 DOCKERD ?= newest
 
 .PHONY: run test venv host bird lint typecheck unit integration fuzz security load cluster e2e \
-	e2e-engines bed bench demo demo-cluster image clean
+	offline bed bench demo demo-cluster image clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -68,12 +68,6 @@ e2e: venv host bird
 	bash deploy/etcd.sh
 	$(VENV)/bin/pytest -q tests/e2e
 
-# The whole e2e suite on the newest engine and on Debian 12's 20.10, the smoke subset on 26.
-e2e-engines: venv
-	$(MAKE) e2e DOCKERD=newest
-	$(MAKE) e2e DOCKERD=20
-	bash deploy/test-host.sh 26 && $(VENV)/bin/pytest -q -m smoke tests/e2e
-
 # Many Docker hosts on this machine (testkit/bed.py): each in network and mount namespaces of
 # its own with its own dockerd (20.10 and the newest engine), routed in etcd mode and BIRD,
 # peering with an upstream router namespace (BIRD; FRR once) that also runs a 3-member etcd.
@@ -84,9 +78,21 @@ bed: venv
 	bash deploy/bed.sh
 	$(VENV)/bin/pytest -q tests/bed
 
-# bird before unit: the unit tests check rendered BIRD configurations with `bird -p` (and in
-# CI a skipped test fails).
-test: venv host bird lint typecheck unit integration fuzz security load cluster e2e-engines bed
+# The suites that need no dockerd: each in network namespaces of its own, or on loopback ports.
+offline: integration fuzz security load cluster
+
+# What CI runs. bird before unit: the unit tests check rendered BIRD configurations with
+# `bird -p` (and in CI a skipped test fails). Suites that share nothing run side by side
+# (deploy/parallel.sh prints each one's output when all have ended), so that their waits
+# overlap: the offline suites beside the e2e suite on the newest engine, the bed (dockerds of
+# its own, in namespaces of its own) beside the e2e suite on 20.10; then the smoke subset on 26.
+SUB := $(MAKE) --no-print-directory
+test: venv host bird lint typecheck unit
+	bash deploy/etcd.sh
+	bash deploy/bed.sh
+	bash deploy/parallel.sh "$(SUB) offline" "$(SUB) e2e DOCKERD=newest"
+	bash deploy/parallel.sh "$(SUB) e2e DOCKERD=20" "$(SUB) bed"
+	bash deploy/test-host.sh 26 && $(VENV)/bin/pytest -q -m smoke tests/e2e
 
 bench: venv host
 	$(PY) -m bench
