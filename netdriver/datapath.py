@@ -47,7 +47,11 @@ NETLINK_TIMEOUT_S = 3.0
 REAP_WAIT_S = 2.0  # less than NETLINK_TIMEOUT_S: it runs inside a netlink call
 FLUSH_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 0.5  # each for the reapers and the session: see supervisord.conf
-REAPERS = 8
+# Two: one can start on the next batch while the other's deletion waits out its grace period.
+REAPERS = 2
+# A link group of routed's own (an arbitrary number, "rt" and 1): the veths handed to the
+# reapers, removed all at once (see LinuxDatapath).
+DOOMED_GROUP = 0x7274_0001
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # <linux/if_addr.h>: no duplicate-address detection; no prefix route for the address
@@ -108,12 +112,13 @@ class LinuxDatapath:
     One netlink session for the Docker calls, used by one thread, which runs the requests of
     all endpoints in the order they come (see below). Deleting a veth waits for the
     kernel (an RCU grace period), so delete_endpoint (Leave, DeleteEndpoint) removes the
-    routes at once and hands the link to a reaper thread with a session of its own: dockerd
-    need not wait for it. The reapers are several threads, each with a session of its own:
-    the kernel's wait is a grace period, not work, so deletions in parallel overlap their waits
-    and a burst of removals does not queue behind one another. A crash (or a stop cut short)
-    before a reaper ran leaves an `rt-` veth that reconcile removes (no endpoint owns it) or
-    re-creates (its endpoint is still stored; DeleteEndpoint follows).
+    routes at once, puts the link in DOOMED_GROUP and hands it to a reaper thread with a
+    session of its own: dockerd need not wait for it. A reaper deletes the whole group in one
+    request, whatever has gathered in it meanwhile: the kernel unregisters them together and
+    waits for one grace period for them all, so a burst of removals keeps up with a burst of
+    creations. A crash (or a stop cut short) before a reaper ran leaves an `rt-` veth that
+    reconcile removes (no endpoint owns it) or re-creates (its endpoint is still stored;
+    DeleteEndpoint follows), out of the group again.
 
     The session is used on a thread of its own, whichever thread calls: a call can then give
     up on a stuck kernel request (the thread goes on with it), and what it queued still runs
@@ -162,21 +167,36 @@ class LinuxDatapath:
     def _reap(self, stop: threading.Event) -> None:
         # a session of its own: reapers run beside the handlers
         with contextlib.closing(Session(NETLINK_TIMEOUT_S)) as session:
-            while not stop.is_set() and (ifname := self._doomed.get()) is not None:
+            while not stop.is_set() and (doomed := self._next_doomed()):
                 try:
-                    index = _index(ifname)
-                    if index is not None:
-                        _delete_link(session, index)
+                    _delete_group(session)  # these, and any that joined the group since
                 except NetlinkError as err:
-                    log.warning("cannot remove %s: %s (reconcile will retry)", ifname, err)
+                    log.warning(
+                        "cannot remove %s: %s (reconcile will retry)", ", ".join(doomed), err
+                    )
                 except Exception:
                     # Anything else may be a broken session: the Worker starts a fresh one,
-                    # and this veth is tried again on it.
-                    self._doomed.put(ifname)
+                    # and these veths are tried again on it.
+                    for ifname in doomed:
+                        self._doomed.put(ifname)
                     raise
                 with self._reaped:
-                    self._pending.discard(ifname)
+                    self._pending.difference_update(doomed)
                     self._reaped.notify_all()
+
+    def _next_doomed(self) -> list[str]:
+        """The veths handed over so far (waiting for a first one); [] once told to stop."""
+        doomed: list[str] = []
+        item = self._doomed.get()
+        while item is not None:
+            doomed.append(item)
+            try:
+                item = self._doomed.get_nowait()
+            except queue.Empty:
+                return doomed
+        if doomed:
+            self._doomed.put(None)  # the stop comes after these
+        return doomed
 
     def ensure_ip_forward(self) -> None:
         _write_sysctl(SYSCTL / "ip_forward", "1")
@@ -212,7 +232,8 @@ class LinuxDatapath:
             if host is None:
                 host = self._create_pair(host_veth, peer, mtu, mac)
             else:  # a replay or reconcile: the pair may be half made, or changed since
-                steps = [netlink.set_link(host, mtu, up=True), *_peer_mtu(peer, mtu)]
+                host_end = netlink.set_link(host, mtu, up=True, group=0)  # not doomed after all
+                steps = [host_end, *_peer_mtu(peer, mtu)]
             self._set_sysctls_of(host_veth, versions)  # before carrier (fresh) or "up"
             self._session.run(*steps, *_host_side(host, attachments, mac if fresh else None))
         except NetlinkError as err:
@@ -269,12 +290,11 @@ class LinuxDatapath:
             host = _index(host_veth)
             if host is None:
                 return  # the kernel removed its routes with it
-            # Our route only (oif); gone already (ESRCH) is fine.
-            self._session.run(
-                *(netlink.delete_route(host, ip, {errno.ESRCH}) for ip in container_ips)
-            )
-            # The reaper deletes the pair. Not even "down" here: that too waits for an RCU
-            # grace period, and with the routes gone no traffic is left.
+            # Our route only (oif); gone already (ESRCH) is fine. The reaper deletes the pair.
+            # Not even "down" here: that too waits for an RCU grace period, and with the
+            # routes gone no traffic is left.
+            routes = (netlink.delete_route(host, ip, {errno.ESRCH}) for ip in container_ips)
+            self._session.run(*routes, netlink.set_group(host, DOOMED_GROUP))
             with self._reaped:
                 self._pending.add(host_veth)
             self._doomed.put(host_veth)
@@ -330,6 +350,10 @@ def _peer_mtu(peer: str, mtu: int) -> list[Request]:
 
 def _delete_link(session: Session, index: int) -> None:
     session.run(netlink.delete_link(index))  # gone already (ENODEV) is fine
+
+
+def _delete_group(session: Session) -> None:
+    session.run(netlink.delete_group(DOOMED_GROUP))
 
 
 def _derived_mac(host_veth: str) -> str:

@@ -29,7 +29,7 @@ NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 SOL_NETLINK, NETLINK_CAP_ACK = 270, 10  # ACKs without a copy of the request
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR = 16, 17, 20
 RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH = 24, 25, 28
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO = 1, 3, 4, 18
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_GROUP = 1, 3, 4, 18, 27
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 RTA_DST, RTA_OIF = 1, 4
@@ -149,14 +149,27 @@ def add_veth(host: str, peer: str, mtu: int, peer_mac: str) -> Request:
     )
 
 
-def set_link(index: int, mtu: int, up: bool) -> Request:
+def set_link(index: int, mtu: int, up: bool, group: int | None = None) -> Request:
+    """The link's MTU; "up" if `up` (else its state stays); its link group if given."""
     flags = IFF_UP if up else 0
-    body = IFINFOMSG.pack(0, 0, index, flags, IFF_UP if up else 0) + _u32(IFLA_MTU, mtu)
+    body = IFINFOMSG.pack(0, 0, index, flags, flags) + _u32(IFLA_MTU, mtu)
+    if group is not None:
+        body += _u32(IFLA_GROUP, group)
     return Request(RTM_NEWLINK, 0, body)
+
+
+def set_group(index: int, group: int) -> Request:
+    return Request(RTM_NEWLINK, 0, IFINFOMSG.pack(0, 0, index, 0, 0) + _u32(IFLA_GROUP, group))
 
 
 def delete_link(index: int) -> Request:
     return Request(RTM_DELLINK, 0, IFINFOMSG.pack(0, 0, index, 0, 0), frozenset({errno.ENODEV}))
+
+
+def delete_group(group: int) -> Request:
+    """Every link of the group, in one unregistration (an empty group is fine)."""
+    body = IFINFOMSG.pack(0, 0, 0, 0, 0) + _u32(IFLA_GROUP, group)
+    return Request(RTM_DELLINK, 0, body, frozenset({errno.ENODEV}))
 
 
 def add_address(index: int, ip: IPAddress, flags: int = 0) -> Request:
