@@ -99,7 +99,7 @@ def _on_netlink_thread(
             # Not cancelled: what is queued runs once the worker is free, in order, so the
             # roll-back that follows a timed-out create still removes what it makes.
             raise DatapathError(
-                f"the netlink worker is stuck: {method.__name__} did not finish within "
+                f"the netlink worker is stuck: {method.__name__.lstrip('_')} did not finish within "
                 f"{NETLINK_TIMEOUT_S:g} s"
             ) from None
 
@@ -280,12 +280,15 @@ class LinuxDatapath:
         # OUTPUT) leave from 127.0.0.1 by this veth: the kernel refuses that without it.
         _write_sysctl(SYSCTL / "conf" / host_veth / "route_localnet", "1")
 
-    @_on_netlink_thread
     def delete_endpoint(self, host_veth: str, container_ips: Sequence[IPAddress]) -> None:
         """Remove the routes now, and the pair on the reaper thread."""
         with self._reaped:
             if host_veth in self._pending:
                 return  # Leave handed it over already, and removed its routes then
+        self._delete_routes(host_veth, container_ips)
+
+    @_on_netlink_thread
+    def _delete_routes(self, host_veth: str, container_ips: Sequence[IPAddress]) -> None:
         try:
             host = _index(host_veth)
             if host is None:
