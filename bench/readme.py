@@ -110,8 +110,8 @@ RELIABILITY = """\
   lease, stored endpoint or fd leaks, and routed-net's RSS flat (after each wave:
   {rss_afters} MiB; {growth_mib:+.1f} MiB from wave 2 to {waves}, under the 4 MiB limit). It
   used to grow with every endpoint, for good: pyroute2 0.9 kept the late ACK of every link
-  lookup and a marker per request made from a thread other than the session's own;
-  netdriver/datapath.py says how it avoids both.
+  lookup and a marker per request made from a thread other than the session's own; routed-net
+  now sends its netlink requests itself (netdriver/netlink.py).
 """
 
 
