@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)
 # (Debian's newest suite, 28 today), each run from deploy/engine.sh with its own data root.
 DOCKERD ?= newest
 
-.PHONY: run test venv host lint typecheck unit integration fuzz security load cluster e2e \
+.PHONY: run test venv host bird lint typecheck unit integration fuzz security load cluster e2e \
 	e2e-engines bench demo image clean
 
 venv: $(STAMP)
@@ -28,19 +28,24 @@ run: venv
 host:
 	bash deploy/test-host.sh $(DOCKERD)
 
+# BIRD 2 (Debian's bird2) for routed-bgp and its tests; Debian's own bird service kept off.
+bird:
+	bash deploy/bird.sh
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m bench.readme --check
 
 typecheck: venv
-	$(VENV)/bin/mypy common ipam netdriver routedctl testkit
+	$(VENV)/bin/mypy common ipam netdriver routedctl testkit bgp
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
-# Data-path tests run in a network namespace of their own: the host's is never touched.
-integration: venv
+# Data-path tests run in a network namespace of their own: the host's is never touched
+# (the BGP tests' router gets one more, linked to it by a veth).
+integration: venv bird
 	unshare --net $(VENV)/bin/pytest -q tests/integration
 
 # Hostile input, access rights, faults and load: root, each in a network namespace of its own.
@@ -59,7 +64,7 @@ cluster: venv
 	bash deploy/etcd.sh
 	$(VENV)/bin/pytest -q tests/cluster
 
-e2e: venv host
+e2e: venv host bird
 	bash deploy/etcd.sh
 	$(VENV)/bin/pytest -q tests/e2e
 
@@ -69,7 +74,9 @@ e2e-engines: venv
 	$(MAKE) e2e DOCKERD=20
 	bash deploy/test-host.sh 26 && $(VENV)/bin/pytest -q -m smoke tests/e2e
 
-test: venv host lint typecheck unit integration fuzz security load cluster e2e-engines
+# bird before unit: the unit tests check rendered BIRD configurations with `bird -p` (and in
+# CI a skipped test fails).
+test: venv host bird lint typecheck unit integration fuzz security load cluster e2e-engines
 
 bench: venv host
 	$(PY) -m bench

@@ -8,6 +8,7 @@ from pathlib import Path
 
 IPAM_PLUGIN = "routed-ipam"
 NET_PLUGIN = "routed-net"
+BGP_SERVICE = "routed-bgp"
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,16 @@ class Paths:
 
     def store_file(self, name: str) -> Path:
         return self.state_dir / f"{name}.db"
+
+    @property
+    def bird_config(self) -> Path:
+        """BIRD's configuration, rendered by the routed-bgp launcher at each start."""
+        return self.run_dir / "bird.conf"
+
+    @property
+    def bird_socket(self) -> Path:
+        """BIRD's control socket: root-only, as it lives in run_dir."""
+        return self.run_dir / "bird.ctl"
 
     @property
     def channel_endpoint(self) -> str:

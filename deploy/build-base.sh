@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Build the local base image routed-base:bookworm (no registry needed): a Debian bookworm
-# minbase root filesystem made by debootstrap from this host's apt mirror, then
-# `docker import`. Skips everything if the image already exists (FORCE=1 rebuilds).
+# minbase root filesystem made by debootstrap from this host's apt mirror (with bird2 for
+# routed-bgp; nothing starts its service in the image), then `docker import`. Skips everything if the image already exists (FORCE=1 rebuilds).
 #   usage: deploy/build-base.sh [image-tag]        (default routed-base:bookworm)
 set -euo pipefail
 
 IMAGE="${1:-${ROUTED_BASE_IMAGE:-routed-base:bookworm}}"
 SUITE="${ROUTED_BASE_SUITE:-bookworm}"
-PACKAGES="python3,python3-venv,iproute2,iptables,ca-certificates"
+PACKAGES="python3,python3-venv,iproute2,iptables,ca-certificates,bird2"
 
 log() { printf 'build-base: %s\n' "$*" >&2; }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build routed:latest without any registry:
-#   1. the local base image (deploy/build-base.sh) if it is missing,
+#   1. the local base image (deploy/build-base.sh) if it is missing or lacks bird2,
 #   2. wheels/ with every runtime dependency (`pip wheel -w wheels .`, from PyPI on this host),
 #   3. `docker build --build-arg BASE=... -t routed:latest .`
 # Environment: ROUTED_BASE_IMAGE (routed-base:bookworm), ROUTED_IMAGE (routed:latest),
@@ -15,6 +15,9 @@ log() { printf 'build-image: %s\n' "$*" >&2; }
 cd "$here"
 if ! docker image inspect "$BASE" >/dev/null 2>&1; then
     bash "$here/deploy/build-base.sh" "$BASE"
+elif ! docker run --rm --network none --entrypoint /bin/sh "$BASE" -c 'test -x /usr/sbin/bird'; then
+    log "$BASE predates bird2 (routed-bgp): rebuilding it"
+    FORCE=1 bash "$here/deploy/build-base.sh" "$BASE"
 fi
 
 python="${PYTHON:-}"

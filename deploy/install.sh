@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install routed on this host (recommended over the container, see routed-container.service):
 #   1. copy the repo to $ROUTED_PREFIX (default /opt/routed), keeping an existing .venv,
+#      and install bird2 when missing (deploy/bird.sh),
 #   2. create $ROUTED_PREFIX/.venv with the runtime dependencies (offline from wheels/ if
 #      deploy/build-image.sh prepared it, else from the package index),
 #   3. install /usr/local/sbin/routedctl and the systemd unit routed.service,
@@ -39,6 +40,8 @@ fi
 for tool in ip iptables; do
     command -v "$tool" >/dev/null || { log "missing $tool (apt install iproute2 iptables)"; exit 1; }
 done
+# BIRD for routed-bgp (used once ROUTED_BGP_ASN is set); Debian's own bird service stays off.
+bash "$src/deploy/bird.sh"
 
 if [ "$src" != "$PREFIX" ]; then
     log "copying $src to $PREFIX"

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Run supervisord in the foreground (both routed services) and exit NON-ZERO if it stopped
-# because a program went FATAL (kept crashing). supervisord itself exits 0 in that case;
-# deploy/fatal_listener.py leaves a marker file that this wrapper checks.
+# Run supervisord in the foreground (both routed services and routed-bgp, the BGP speaker) and
+# exit NON-ZERO if it stopped because a program went FATAL (kept crashing). supervisord itself
+# exits 0 in that case; deploy/fatal_listener.py leaves a marker file that this wrapper checks.
 #
 #   deploy/run-supervisord.sh [config]     default: supervisord.conf next to deploy/
 # Environment: ROUTED_FATAL_MARKER (default /run/routed-supervisord.fatal),
 #              SUPERVISORD (default <repo>/.venv/bin/supervisord).
 # Used by `make run`, deploy/routed.service and the image's CMD (as PID 1: signals are
-# forwarded to supervisord, which stops both services in order).
+# forwarded to supervisord, which stops BIRD and both services in order).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

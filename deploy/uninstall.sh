@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Remove what deploy/install.sh installed: the systemd unit, /usr/local/sbin/routedctl and
-# $ROUTED_PREFIX (default /opt/routed). The state in /var/lib/routed stays unless --purge.
+# $ROUTED_PREFIX (default /opt/routed). The state in /var/lib/routed stays unless --purge;
+# Debian's bird2 package stays installed (with its own service disabled, see deploy/bird.sh).
 # Refuses while Docker still has routed networks (their containers would lose their
 # driver); remove them first, or FORCE=1.
 # Usage: deploy/uninstall.sh [--purge]           (as root)
@@ -17,7 +18,7 @@ log() { printf 'uninstall: %s\n' "$*" >&2; }
 for arg in "$@"; do
     case "$arg" in
         --purge) PURGE=1 ;;
-        -h | --help) sed -n '2,6p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,7p' "$0"; exit 0 ;;
         *) log "unknown argument $arg (try --help)"; exit 2 ;;
     esac
 done

@@ -4,7 +4,15 @@
   unbind  {"endpoint_id", "address"}               -> {"known": bool}
   status  {}                                       -> {"pools": [...], "leases": [...],
                                                         "threads": [...], "cluster": {...}}
+  blocks  {}                                       -> {"cluster": bool, "pools": [{"space",
+                                                        "subnet", "cluster": bool,
+                                                        "blocks": [CIDR, ...]}, ...]}
 ("cluster" only in cluster mode: ipam.cluster.ClusterAllocator.status.)
+
+`blocks` is what routed-net announces by (netdriver/announce.py): every pool held here, each
+cluster pool with the blocks this host owns in it (the spare claimed ahead included), the
+others with none. It answers from memory alone, never from etcd, so it answers while etcd is
+down, and routed-net keeps announcing what this host still owns.
 
 All idempotent. "known": false is still a success (the address belongs to no pool here, e.g.
 the network uses another IPAM), so the sender stops retrying. The holder is information only:
@@ -25,6 +33,8 @@ class ClusterHooks(Protocol):
     """What cluster mode (ipam.cluster) wants to hear of the channel."""
 
     def status(self) -> dict[str, Any]: ...
+
+    def owned_blocks(self) -> dict[tuple[str, str], list[wire.IPNetwork]]: ...
 
     def bound(self, address: wire.IPAddress) -> None: ...
 
@@ -58,7 +68,21 @@ def handlers(
             reply["cluster"] = cluster.status()
         return reply
 
-    return {"bind": bind, "unbind": unbind, "status": status}
+    def blocks(_message: Message) -> Message:
+        held = service.run(
+            lambda ipam: {(pool.address_space, str(pool.network)) for pool in ipam.pools.values()}
+        )
+        owned = cluster.owned_blocks() if cluster is not None else {}
+        pools = [
+            {"space": space, "subnet": subnet, "cluster": False, "blocks": []}
+            for space, subnet in sorted(held - owned.keys())
+        ] + [
+            {"space": space, "subnet": subnet, "cluster": True, "blocks": [str(b) for b in found]}
+            for (space, subnet), found in sorted(owned.items())
+        ]
+        return {"cluster": cluster is not None, "pools": pools}
+
+    return {"bind": bind, "unbind": unbind, "status": status, "blocks": blocks}
 
 
 def server(

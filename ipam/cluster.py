@@ -795,6 +795,14 @@ class ClusterAllocator:
 
     # -- status (channel) --
 
+    def owned_blocks(self) -> dict[PoolRef, list[Network]]:
+        """This host's blocks by cluster pool, from memory alone: never waits on etcd."""
+        with self._lock:
+            return {
+                ref: [owned.network(start) for start in sorted(owned.starts)]
+                for ref, owned in self._owned.items()
+            }
+
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
         health = self.health

@@ -2,20 +2,22 @@
 
 Environment (common.config / common.logs): ROUTED_PLUGIN_DIR (default /run/docker/plugins),
 ROUTED_RUN_DIR (/run/routed), ROUTED_STATE_DIR (/var/lib/routed), ROUTED_LOG_LEVEL (INFO),
-and the cluster settings of common.settings, checked at start like routed-ipam's (part 2's
-route announcements will use them; a bad one stops both services alike).
+the cluster settings of common.settings and the BGP settings of common.bgp, checked at start
+like routed-ipam's (a bad one stops both services alike). With BGP on, the announcer keeps
+the aggregates BIRD announces (netdriver.announce); with it off, an earlier run's go.
 """
 
 from __future__ import annotations
 
 import os
 
-from common import logs
+from common import bgp, logs
 from common import settings as cluster_settings
 from common.channel import ChannelClient
 from common.config import NET_PLUGIN, Paths
 from common.server import claim_instance, serve
 from common.store import Store
+from netdriver.announcer import CHANNEL_TIMEOUT_MS, Announcer, remove_leftovers
 from netdriver.datapath import LinuxDatapath
 from netdriver.driver import Driver
 from netdriver.firewall import IptablesFirewall, RuleSync
@@ -24,12 +26,15 @@ from netdriver.outbox import Outbox
 
 # A rewrite still running is cut: the next start applies the rules from the store anyway.
 STOP_RULES_S = 0.3
+# A round cut short is harmless (see Announcer.stop); its channel call alone may take longer.
+STOP_ANNOUNCER_S = 0.2
 
 
 def main() -> None:
     log = logs.setup(NET_PLUGIN)
     settings = cluster_settings.load(os.environ, NET_PLUGIN)
     log.info("datastore %s, node %s", settings.datastore, settings.node_name)
+    bgp_settings = bgp.load(os.environ, NET_PLUGIN)
     paths = Paths.from_env()
     _lock = claim_instance(paths, NET_PLUGIN)  # held until the process exits
     store = Store(paths.store_file(NET_PLUGIN))
@@ -37,7 +42,16 @@ def main() -> None:
     datapath = LinuxDatapath()
     rules = RuleSync(IptablesFirewall())
     rules.start()
-    driver = Driver(datapath, rules, store, outbox)
+    announcer = None
+    if bgp_settings is not None:
+        log.info("BGP on (AS %d): keeping aggregates for BIRD to announce", bgp_settings.asn)
+        announcer = Announcer(
+            datapath,
+            lambda: ChannelClient(paths.channel_endpoint, timeout_ms=CHANNEL_TIMEOUT_MS),
+            etcd=settings.etcd is not None,
+        )
+    changed = announcer.wake if announcer is not None else _idle
+    driver = Driver(datapath, rules, store, outbox, networks_changed=changed)
     driver.reconcile()
     log.info(
         "reconciled: %d networks, %d endpoints, %d bindings to deliver",
@@ -46,17 +60,27 @@ def main() -> None:
         len(outbox.pending()),
     )
     outbox.start()
+    if announcer is None:
+        remove_leftovers(datapath)
+    else:
+        announcer.start(driver.network_list)
 
     def shutdown() -> None:
         # One hook, so the order is certain: the sender must stop before the store closes.
         # Each stop is bounded and loses nothing when cut short (see their docstrings), so
         # the whole fits in supervisord's stopwaitsecs.
+        if announcer is not None:
+            announcer.stop(STOP_ANNOUNCER_S)
         outbox.stop()
         rules.stop(STOP_RULES_S)
         datapath.close()
         store.close()
 
     serve(build_plugin(driver), paths, on_stop=[shutdown])
+
+
+def _idle() -> None:
+    """BGP off: a network change announces nothing."""
 
 
 if __name__ == "__main__":

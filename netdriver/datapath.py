@@ -1,4 +1,5 @@
-"""The host side of each endpoint, through netlink (netdriver.netlink) and /proc/sys (effects).
+"""The host side of each endpoint, through netlink (netdriver.netlink; the aggregates with
+pyroute2) and /proc/sys (effects).
 
 Per endpoint: a veth pair (host end `rt-…` up, peer `rtc…` down and bare, left for
 libnetwork to move), the gateway address as a /32 on the host end so the container's ARP
@@ -12,6 +13,11 @@ container's neighbour solicitation for it) and IFA_F_NOPREFIXROUTE (the same gat
 every host end; no per-veth prefix route clutter); and `<container ip>/128 dev rt-…`. Since
 the gateway is a real address of the host end, the kernel answers neighbour discovery for it
 itself, at once: no proxy_ndp entry (and no proxy delay) is needed.
+
+Host routes carry routed's protocol number (common.bgp.RTPROT_ROUTED), as do the aggregates
+(`unreachable` routes of netdriver.announce) that BIRD learns and announces; BIRD tells them
+apart by type. A host route is deleted whatever its protocol: earlier versions added them
+untagged, and reconcile's `replace` tags those.
 """
 
 from __future__ import annotations
@@ -30,13 +36,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from pyroute2 import IPRoute, NetlinkError
+
+from common.bgp import RTPROT_ROUTED
 from common.errors import PluginError
 from common.threads import Worker
 from netdriver import netlink
-from netdriver.model import Attachment
-from netdriver.netlink import NetlinkError, Request, Session
+from netdriver.model import Attachment, IPNetwork
+from netdriver.netlink import NetlinkError as RequestError
+from netdriver.netlink import Request, Session
 
 SYSCTL = Path("/proc/sys/net/ipv4")
 SYSCTL6 = Path("/proc/sys/net/ipv6")
@@ -52,6 +62,7 @@ REAPERS = 2
 # A link group of routed's own (an arbitrary number, "rt" and 1): the veths handed to the
 # reapers, removed all at once (see LinuxDatapath).
 DOOMED_GROUP = 0x7274_0001
+MAIN_TABLE = 254
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # <linux/if_addr.h>: no duplicate-address detection; no prefix route for the address
@@ -123,6 +134,9 @@ class LinuxDatapath:
     The session is used on a thread of its own, whichever thread calls: a call can then give
     up on a stuck kernel request (the thread goes on with it), and what it queued still runs
     in order, so the roll-back that follows a timed-out create removes what the create made.
+    The aggregates, rare, go through pyroute2's IPRoute, opened on that thread too: pyroute2
+    0.9 keeps a session's asyncio loop only on the thread that opened it (from any other
+    thread each request makes and closes a loop, and leaves a marker behind for good).
 
     Every wait has a deadline (NETLINK_TIMEOUT_S, REAP_WAIT_S): a stuck kernel call or reaper
     fails the Docker call with an error naming it, instead of hanging dockerd.
@@ -131,6 +145,7 @@ class LinuxDatapath:
     def __init__(self) -> None:
         self._netlink = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self._session = Session(NETLINK_TIMEOUT_S)
+        self._ipr = self._netlink.submit(IPRoute).result(timeout=NETLINK_TIMEOUT_S)
         self._doomed: queue.Queue[str | None] = queue.Queue()  # None: stop
         self._pending: set[str] = set()  # handed to the reaper, maybe not deleted yet
         self._reaped = threading.Condition()  # guards _pending; notified as each one goes
@@ -151,8 +166,12 @@ class LinuxDatapath:
         for reaper in self._reapers:
             reaper.stop(max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(FutureTimeout):
-            self._netlink.submit(self._session.close).result(timeout=timeout_s)
+            self._netlink.submit(self._close_sessions).result(timeout=timeout_s)
         self._netlink.shutdown(wait=False)
+
+    def _close_sessions(self) -> None:
+        self._session.close()
+        self._ipr.close()
 
     def _wait_reaped(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
         with self._reaped:
@@ -170,7 +189,7 @@ class LinuxDatapath:
             while not stop.is_set() and (doomed := self._next_doomed()):
                 try:
                     _delete_group(session)  # these, and any that joined the group since
-                except NetlinkError as err:
+                except RequestError as err:
                     log.warning(
                         "cannot remove %s: %s (reconcile will retry)", ", ".join(doomed), err
                     )
@@ -236,7 +255,7 @@ class LinuxDatapath:
                 steps = [host_end, *_peer_mtu(peer, mtu)]
             self._set_sysctls_of(host_veth, versions)  # before carrier (fresh) or "up"
             self._session.run(*steps, *_host_side(host, attachments, mac if fresh else None))
-        except NetlinkError as err:
+        except RequestError as err:
             raise DatapathError(f"cannot set up {host_veth}: {err}") from None
 
     def _create_pair(self, host_veth: str, peer: str, mtu: int, peer_mac: str) -> int:
@@ -301,7 +320,7 @@ class LinuxDatapath:
             with self._reaped:
                 self._pending.add(host_veth)
             self._doomed.put(host_veth)
-        except NetlinkError as err:
+        except RequestError as err:
             if err.code == errno.ENODEV:
                 return  # it went while we looked (its container's netns died): done
             raise DatapathError(f"cannot remove {host_veth}: {err}") from None
@@ -319,6 +338,30 @@ class LinuxDatapath:
     @_on_netlink_thread  # in order behind what is queued, as every other netlink step
     def links(self) -> list[str]:
         return [name for _index, name in socket.if_nameindex()]
+
+    # -- aggregates (netdriver.announcer's Kernel) --
+
+    @_on_netlink_thread
+    def aggregates(self) -> list[IPNetwork]:
+        return read_aggregates(self._ipr)
+
+    @_on_netlink_thread
+    def add_aggregate(self, prefix: IPNetwork) -> None:
+        try:
+            self._ipr.route("add", **_aggregate(prefix))
+        except NetlinkError as err:
+            # EEXIST: a route to the same prefix (and metric) that is not ours, since ours
+            # would have been listed: it is the operator's, and stays.
+            taken = " (another route to it exists)" if err.code == errno.EEXIST else ""
+            raise DatapathError(f"cannot add unreachable {prefix}{taken}: {err}") from None
+
+    @_on_netlink_thread
+    def delete_aggregate(self, prefix: IPNetwork) -> None:
+        try:
+            self._ipr.route("del", **_aggregate(prefix))  # the protocol given: ours only
+        except NetlinkError as err:
+            if err.code != errno.ESRCH:
+                raise DatapathError(f"cannot delete unreachable {prefix}: {err}") from None
 
 
 def _host_side(
@@ -339,7 +382,7 @@ def _host_side(
         if gateway is not None:
             flags = IFA_F_NODAD | IFA_F_NOPREFIXROUTE if gateway.version == 6 else 0
             steps.append(netlink.add_address(index, gateway, flags))
-        steps.append(netlink.replace_route(index, ip))
+        steps.append(netlink.replace_route(index, ip, RTPROT_ROUTED))
         if ip.version == 6 and peer_mac is not None:
             steps.append(netlink.pin_neighbour(index, ip, peer_mac))
     return steps
@@ -349,6 +392,29 @@ def _peer_mtu(peer: str, mtu: int) -> list[Request]:
     """The peer's MTU, while it is still ours (gone once libnetwork moved it)."""
     index = _index(peer)
     return [] if index is None else [netlink.set_link(index, mtu, up=False)]
+
+
+def read_aggregates(ipr: IPRoute) -> list[IPNetwork]:
+    """routed's unreachable routes in the main table, IPv4 and IPv6 (routedctl reads them
+    the same way)."""
+    found: list[IPNetwork] = []
+    for family, unspecified in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        for route in ipr.get_routes(
+            family=family, table=MAIN_TABLE, proto=RTPROT_ROUTED, type="unreachable"
+        ):
+            destination = route.get_attr("RTA_DST") or unspecified
+            found.append(ipaddress.ip_network((destination, route["dst_len"])))
+    return found
+
+
+def _aggregate(prefix: IPNetwork) -> dict[str, Any]:
+    return {
+        "dst": str(prefix),
+        "family": socket.AF_INET if prefix.version == 4 else socket.AF_INET6,
+        "table": MAIN_TABLE,
+        "type": "unreachable",
+        "proto": RTPROT_ROUTED,
+    }
 
 
 def _delete_link(session: Session, index: int) -> None:
@@ -370,7 +436,7 @@ def _add_veth(session: Session, host_veth: str, peer: str, mtu: int, peer_mac: s
     create = netlink.add_veth(host_veth, peer, mtu, peer_mac)
     try:
         session.run(create)
-    except NetlinkError as err:
+    except RequestError as err:
         # The host end is absent (we looked), so it is the peer's name that is taken. A peer
         # without its host end cannot be ours to keep (its pair would be gone too). Seen only
         # after manual meddling: drop it and try once more.

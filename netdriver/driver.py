@@ -152,13 +152,16 @@ class Driver:
         outbox: Outbox,
         clock: Callable[[], float] = time.time,
         host_ports: HostPorts | None = None,
+        networks_changed: Callable[[], None] = lambda: None,
     ) -> None:
+        """`networks_changed`: told after a network is created or deleted (the announcer)."""
         self._datapath = datapath
         self._host_ports = host_ports or SocketPortHolder()
         self._firewall = firewall
         self._store = store
         self._outbox = outbox
         self._clock = clock
+        self._networks_changed = networks_changed
         self._locks = CallLocks()
         self.networks = {
             key: Network.from_record(rec) for key, rec in store.load(NETWORK_KIND).items()
@@ -168,6 +171,11 @@ class Driver:
         }
 
     # -- networks -------------------------------------------------------------------------
+
+    def network_list(self) -> list[Network]:
+        """The stored networks, for another thread: a copy, taken without waiting for the
+        call in progress (copying a dict is atomic in CPython)."""
+        return list(self.networks.values())
 
     def create_network(self, request: NetworkRequest) -> None:
         with self._serial("CreateNetwork"):
@@ -185,6 +193,7 @@ class Driver:
                 created.network_id[:12],
                 ", ".join(f"{f.subnet} gateway {f.gateway}" for f in created.families.values()),
             )
+            self._networks_changed()
 
     def _add_network(self, request: NetworkRequest) -> Network | None:
         """Store the network; None when it exists already (a repeat, which is harmless and
@@ -258,6 +267,7 @@ class Driver:
                 self._remove_endpoint(endpoint)
             self._forget_network(network_id)
             rules = self._want_rules()
+        self._networks_changed()
         try:
             self._firewall.wait(rules, RULES_WAIT_S)
         except PluginError as err:

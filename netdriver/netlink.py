@@ -35,7 +35,7 @@ IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 RTA_DST, RTA_OIF = 1, 4
 NDA_DST, NDA_LLADDR = 1, 2
 IFF_UP = 0x1
-RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1
+RT_TABLE_MAIN, RTN_UNICAST = 254, 1
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 NUD_PERMANENT = 0x80
 
@@ -191,13 +191,14 @@ def _host_route(index: int, ip: IPAddress, protocol: int, kind: int) -> bytes:
     return RTMSG.pack(*header) + _attribute(RTA_DST, ip.packed) + _u32(RTA_OIF, index)
 
 
-def replace_route(index: int, ip: IPAddress) -> Request:
-    body = _host_route(index, ip, RTPROT_STATIC, RTN_UNICAST)
+def replace_route(index: int, ip: IPAddress, protocol: int) -> Request:
+    body = _host_route(index, ip, protocol, RTN_UNICAST)
     return Request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body)
 
 
 def delete_route(index: int, ip: IPAddress, tolerated: Collection[int] = ()) -> Request:
-    """Our route only (oif): the same IP may already be routed to a newer endpoint."""
+    """Our route only (oif): the same IP may already be routed to a newer endpoint. No
+    protocol: a route of any protocol matches (earlier versions added them untagged)."""
     return Request(RTM_DELROUTE, 0, _host_route(index, ip, 0, 0), frozenset(tolerated))
 
 

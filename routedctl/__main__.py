@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (
-        ("status", "services, pools and leases, endpoints with their veth and route"),
+        ("status", "services, pools and leases, endpoints with their veth and route, BGP"),
         ("doctor", "compare host state with stored state; exit 1 if something is off"),
     ):
         cmd = sub.add_parser(name, help=text, description=text)

@@ -1,11 +1,12 @@
 """Gather a `state.Snapshot` from the running system (all of routedctl's I/O lives here).
 
-Read only, always: plugin sockets get one Plugin.Activate, routed-ipam one channel `status`,
-routed-net's SQLite store is opened with mode=ro, netlink is only dumped, /proc/sys only read,
-and iptables and ip6tables only run `-S` listings with a fixed argv. Every probe has a short
-timeout and turns failure into data, so a down service shows up in the report instead of a
-traceback. routed-net's records are read by netdriver's own model, routed-ipam's answer by
-ipam's own status classes: no second copy of either schema lives here.
+Read only, always: plugin sockets get one Plugin.Activate, routed-ipam a channel `status` and a
+`blocks` (what routed-net announces by), routed-net's SQLite store is opened with mode=ro,
+netlink is only dumped, /proc/sys only read, and iptables and ip6tables only run `-S` listings
+with a fixed argv. Every probe has a short timeout and turns failure into data, so a down
+service shows up in the report instead of a traceback. routed-net's records are read by
+netdriver's own model, routed-ipam's answers by ipam's own status classes and netdriver's
+announce: no second copy of any schema lives here.
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common.channel import ChannelClient, request
-from common.config import IPAM_PLUGIN, NET_PLUGIN, Paths
+from common import bgp, bird, settings
+from common.channel import ChannelClient, Message, request
+from common.config import BGP_SERVICE, IPAM_PLUGIN, NET_PLUGIN, Paths
 from common.unixhttp import UnixClient
 from ipam.status import Status
+from netdriver import announce
+from netdriver.announcer import POLL_S
 from netdriver.firewall import FAMILIES, Family, FirewallError
-from netdriver.model import ENDPOINT_KIND, HOST_VETH, NETWORK_KIND, Endpoint, Network
+from netdriver.model import ENDPOINT_KIND, HOST_VETH, NETWORK_KIND, Endpoint, IPNetwork, Network
 from netdriver.outbox import KIND as OUTBOX_KIND
 from netdriver.rules import FORWARD_CHAIN, NAT_CHAIN
 from routedctl import state
-from routedctl.logic import EXPECTED_SYSCTLS, IN_FLIGHT_S
+from routedctl.logic import EXPECTED_SYSCTLS, IN_FLIGHT_S, aggregate_plan
 from routedctl.state import NeedsRoot
 
 TIMEOUT_S = 2.0
@@ -61,17 +65,25 @@ def probe_plugin(name: str, path: Path) -> state.Probe:
     return state.Probe(name, str(path), True, ", ".join(str(i) for i in implements))
 
 
+def _ask(endpoint: str, kind: str) -> Message | None:
+    """One channel request; None when routed-ipam is not there or does not answer."""
+    ipc = endpoint.removeprefix("ipc://")
+    if endpoint.startswith("ipc://") and not os.path.exists(ipc):
+        return None
+    client = ChannelClient(endpoint, timeout_ms=int(TIMEOUT_S * 1000))
+    try:
+        return client.call(request(kind))
+    finally:
+        client.close()
+
+
 def probe_channel(endpoint: str) -> tuple[state.Probe, Status | None]:
     ipc = endpoint.removeprefix("ipc://")
     if endpoint.startswith("ipc://") and not os.path.exists(ipc):
         return state.Probe(
             "channel", endpoint, False, "no ipc file (routed-ipam not running?)"
         ), None
-    client = ChannelClient(endpoint, timeout_ms=int(TIMEOUT_S * 1000))
-    try:
-        reply = client.call(request("status"))
-    finally:
-        client.close()
+    reply = _ask(endpoint, "status")
     if reply is None:
         return state.Probe("channel", endpoint, False, f"no answer within {TIMEOUT_S:g} s"), None
     if not reply.get("ok"):
@@ -304,6 +316,81 @@ def container_names(network_ids: list[str]) -> tuple[dict[str, str] | None, str]
     return names, f"dockerd at {path}: {len(names)} containers on routed networks"
 
 
+# -- BGP -------------------------------------------------------------------------------------
+
+
+def read_bgp(
+    paths: Paths, aggregates: state.Aggregates | None
+) -> tuple[state.Probe, state.BgpState] | None:
+    """BIRD's probe and what it announces; None while BGP is off (ROUTED_BGP_ASN unset)."""
+    path = paths.bird_socket
+    try:
+        if bgp.load(os.environ, "routedctl") is None:
+            return None
+    except settings.BadSetting as err:  # routed-bgp refused to start with it too
+        return _bird_down(path, str(err), None)
+    installed = aggregates.installed if aggregates is not None else None
+    if not path.exists():
+        return _bird_down(path, f"no socket file ({BGP_SERVICE} not running?)", installed)
+    try:
+        view = bird.read(path, TIMEOUT_S)
+    except PermissionError as err:
+        raise NeedsRoot(f"cannot connect to {path}: {err.strerror}") from None
+    except (OSError, bird.BirdError) as err:
+        return _bird_down(path, _describe(err), installed)
+    up = sum(session.established for session in view.sessions)
+    detail = f"{view.version}: {len(view.sessions)} BGP sessions, {up} Established"
+    return state.Probe(BGP_SERVICE, str(path), True, detail), _bgp_state(view, installed)
+
+
+def _bird_down(
+    path: Path, detail: str, installed: tuple[IPNetwork, ...] | None
+) -> tuple[state.Probe, state.BgpState]:
+    return state.Probe(BGP_SERVICE, str(path), False, detail), _bgp_state(None, installed)
+
+
+def _bgp_state(
+    view: bird.BirdView | None, installed: tuple[IPNetwork, ...] | None
+) -> state.BgpState:
+    aggregates = tuple(str(prefix) for prefix in installed) if installed is not None else None
+    return state.BgpState(view, aggregates, time.time())
+
+
+def read_aggregates(paths: Paths, networks: tuple[Network, ...]) -> state.Aggregates | None:
+    """The settings and facts netdriver.announce decides by; None when a setting is bad.
+    `networks` were read before: routed-ipam's answer speaks for them. A difference from
+    what routed-net wants is read again after two of its rounds: it may be on its way."""
+    try:
+        on = bgp.load(os.environ, "routedctl") is not None
+        etcd = settings.load(os.environ, "routedctl").etcd is not None
+    except settings.BadSetting:
+        return None  # the services refuse to start with it: their own error says why
+    found = _aggregates_now(paths, on, etcd)
+    change = aggregate_plan(networks, found)
+    if change.add or change.withdraw:
+        time.sleep(2 * POLL_S)
+        found = _aggregates_now(paths, on, etcd)
+    return found
+
+
+def _aggregates_now(paths: Paths, on: bool, etcd: bool) -> state.Aggregates:
+    from pyroute2 import IPRoute  # imported here: the pure layers and tests never need it
+
+    from netdriver.datapath import read_aggregates as kernel_aggregates
+
+    try:
+        with IPRoute() as ipr:
+            installed: tuple[IPNetwork, ...] | None = tuple(kernel_aggregates(ipr))
+    except Exception:  # pyroute2 raises a variety: read_host's finding says what it was
+        installed = None
+    reply = _ask(paths.channel_endpoint, "blocks") if on else None
+    try:
+        pools = announce.parse_blocks(reply) if reply is not None else None
+    except announce.BadReply:
+        pools = None
+    return state.Aggregates(on, etcd, installed, pools)
+
+
 # -- all of it -------------------------------------------------------------------------------
 
 
@@ -316,7 +403,17 @@ def snapshot(paths: Paths) -> state.Snapshot:
     channel, view = probe_channel(paths.channel_endpoint)
     host = read_host()
     containers, docker_detail = container_names([n.network_id for n in store.networks])
-    return state.Snapshot((ipam, net, channel), view, store, host, containers, docker_detail)
+    aggregates = read_aggregates(paths, store.networks)
+    services = (ipam, net, channel)
+    bgp_read = read_bgp(paths, aggregates)
+    if bgp_read is None:
+        return state.Snapshot(
+            services, view, store, host, containers, docker_detail, aggregates=aggregates
+        )
+    probe, bgp_state = bgp_read
+    return state.Snapshot(
+        (*services, probe), view, store, host, containers, docker_detail, bgp_state, aggregates
+    )
 
 
 def _describe(err: BaseException) -> str:

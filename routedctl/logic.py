@@ -7,13 +7,16 @@ unit-tested with crafted states and no root.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from common.bird import BirdView, Session
 from ipam.status import LeaseStatus, PoolStatus, ThreadStatus
+from netdriver import announce
 from netdriver.model import Endpoint, IPInterface, Network
 from netdriver.rules import has_family
-from routedctl.state import HostLink, Probe, Snapshot
+from routedctl.state import Aggregates, BgpState, HostLink, Probe, Snapshot
 
 Severity = Literal["problem", "note"]
 
@@ -87,6 +90,30 @@ class EndpointRow:
 
 
 @dataclass(frozen=True)
+class SessionRow:
+    name: str  # BIRD's protocol name
+    peer: str
+    peer_as: int | None
+    state: str  # the BGP state: Established, Active, Connect, Idle...
+    uptime_s: float | None  # how long it has been in that state
+    sent: int  # prefixes exported to the peer
+    last_error: str
+
+
+@dataclass(frozen=True)
+class PrefixRow:
+    prefix: str
+    announced_to: tuple[str, ...]  # peers with an Established session it is exported to
+    aggregate: bool  # the kernel holds routed's `unreachable` route for it
+
+
+@dataclass(frozen=True)
+class BgpView:
+    sessions: tuple[SessionRow, ...] | None  # None: BIRD is not answering
+    prefixes: tuple[PrefixRow, ...]
+
+
+@dataclass(frozen=True)
 class StatusView:
     services: tuple[Probe, ...]
     pools: tuple[PoolRow, ...] | None  # None: routed-ipam's channel did not answer
@@ -96,6 +123,7 @@ class StatusView:
     store: str  # one line about routed-net's store
     docker: str  # one line about dockerd (container names)
     threads: tuple[ThreadStatus, ...] = ()  # routed-ipam's background threads
+    bgp: BgpView | None = None  # None: BGP is off
 
     @property
     def healthy(self) -> bool:
@@ -136,6 +164,7 @@ def status_view(snap: Snapshot) -> StatusView:
         store=_store_line(snap),
         docker=snap.docker_detail,
         threads=snap.ipam.threads if snap.ipam is not None else (),
+        bgp=bgp_view(snap.bgp) if snap.bgp is not None else None,
     )
 
 
@@ -212,9 +241,11 @@ def diagnose(snap: Snapshot) -> list[Finding]:
         found += _stale(snap)
         found += _chains(snap)
         found += _forwarding(snap)
+        found += _aggregates(snap)
     found += _leases(snap)
     found += _outbox(snap)
     found += _cluster(snap)
+    found += _bgp(snap.bgp)
     return sorted(found, key=lambda f: f.severity != "problem")  # stable: keeps check order
 
 
@@ -607,3 +638,155 @@ def _cluster(snap: Snapshot) -> list[Finding]:
             )
         )
     return found
+
+
+# -- BGP ---------------------------------------------------------------------------------------
+
+
+def bgp_view(bgp: BgpState) -> BgpView:
+    aggregates = bgp.aggregates or ()
+    if bgp.bird is None:
+        return BgpView(None, tuple(PrefixRow(prefix, (), True) for prefix in _sorted(aggregates)))
+    sessions = tuple(
+        SessionRow(
+            name=s.name,
+            peer=s.neighbor,
+            peer_as=s.neighbor_as,
+            state=s.bgp_state,
+            uptime_s=max(0.0, bgp.read_at - s.since) if s.since is not None else None,
+            sent=s.exported,
+            last_error=s.last_error,
+        )
+        for s in bgp.bird.sessions
+    )
+    announced = _announced(bgp.bird)
+    rows = tuple(
+        PrefixRow(prefix, announced.get(prefix, ()), prefix in aggregates)
+        for prefix in _sorted(set(aggregates) | set(announced))
+    )
+    return BgpView(sessions, rows)
+
+
+def _announced(bird: BirdView) -> dict[str, tuple[str, ...]]:
+    """prefix -> the peers with an Established session that BIRD exports it to."""
+    peers: dict[str, list[str]] = {}
+    for session in bird.sessions:
+        for prefix in _sent(bird, session):
+            peers.setdefault(prefix, []).append(session.neighbor)
+    return {prefix: tuple(names) for prefix, names in peers.items()}
+
+
+def _sent(bird: BirdView, session: Session) -> tuple[str, ...]:
+    """What the peer has from us: what BIRD exports to it, while the session is Established."""
+    return bird.exported.get(session.name, ()) if session.established else ()
+
+
+def _bgp(bgp: BgpState | None) -> list[Finding]:
+    """Per session: not Established; aggregates of its family it does not carry; prefixes it
+    carries without an aggregate. BIRD not answering is its probe's finding already."""
+    if bgp is None or bgp.bird is None:
+        return []
+    found: list[Finding] = []
+    for session in bgp.bird.sessions:
+        peer = f"{session.neighbor} AS {session.neighbor_as}"
+        if not session.established:
+            why = f" ({session.last_error})" if session.last_error else ""
+            state = session.bgp_state or session.state
+            message = f"BGP session to {peer} is {state}{why}"
+            found.append(Finding("problem", "bgp-session-down", session.name, message))
+        if bgp.aggregates is not None:  # else netlink is unreadable, reported already
+            sent = set(_sent(bgp.bird, session))
+            found += _unannounced(session, peer, sent, bgp.aggregates)
+            found += _unbacked(peer, sent - set(bgp.aggregates))
+    return found
+
+
+def _unannounced(
+    session: Session, peer: str, sent: set[str], aggregates: tuple[str, ...]
+) -> list[Finding]:
+    """Aggregates of the session's address family that the peer does not have."""
+    family = _version(session.neighbor)
+    reason = "BIRD does not export it" if session.established else "the session is down"
+    return [
+        Finding(
+            "problem",
+            "prefix-not-announced",
+            prefix,
+            f"{prefix} (a kernel aggregate) is not announced to {peer}: {reason}",
+        )
+        for prefix in _sorted(aggregates)
+        if _version(prefix) == family and prefix not in sent
+    ]
+
+
+def _unbacked(peer: str, prefixes: set[str]) -> list[Finding]:
+    """Prefixes the peer has from us with no aggregate in the kernel behind them."""
+    return [
+        Finding(
+            "problem",
+            "prefix-without-aggregate",
+            prefix,
+            f"{prefix} is announced to {peer} but the kernel has no unreachable route of "
+            "routed's for it",
+        )
+        for prefix in _sorted(prefixes)
+    ]
+
+
+def _version(text: str) -> int | None:
+    try:
+        return ipaddress.ip_network(text, strict=False).version
+    except ValueError:
+        return None
+
+
+def _sorted(prefixes: Iterable[str]) -> list[str]:
+    """IPv4 first, then by address: the order `ip route` lists them in."""
+
+    def key(prefix: str) -> tuple[int, int, int]:
+        try:
+            net = ipaddress.ip_network(prefix, strict=False)
+        except ValueError:
+            return (9, 0, 0)
+        return (net.version, int(net.network_address), net.prefixlen)
+
+    return sorted(prefixes, key=key)
+
+
+def aggregate_plan(networks: tuple[Network, ...], aggregates: Aggregates) -> announce.Plan:
+    """What routed-net's announcer would change in the kernel, by its own rules."""
+    installed = aggregates.installed or ()
+    if not aggregates.bgp:
+        return announce.withdraw_all(installed, "BGP is off (ROUTED_BGP_ASN is unset)")
+    view = None
+    if aggregates.ipam is not None:  # asked after the store was read: it speaks for these
+        view = announce.IpamView(aggregates.ipam, frozenset(n.network_id for n in networks))
+    return announce.plan(announce.decide(networks, view, aggregates.etcd), installed)
+
+
+def _aggregates(snap: Snapshot) -> list[Finding]:
+    """BGP aggregates missing from the kernel, or there but not wanted (netdriver.announce
+    decides both, as routed-net does; its rounds come every second, and collect waited)."""
+    aggregates = snap.aggregates
+    if aggregates is None or aggregates.installed is None:
+        return []
+    change = aggregate_plan(snap.net.networks, aggregates)
+    return [
+        Finding(
+            "problem",
+            "aggregate-missing",
+            str(item.prefix),
+            f"unreachable {item.prefix} (proto routed) is missing: it is a {item.why}, "
+            "so BIRD does not announce it (see routed-net's log)",
+        )
+        for item in change.add
+    ] + [
+        Finding(
+            "problem",
+            "aggregate-extra",
+            str(item.prefix),
+            f"unreachable {item.prefix} (proto routed) should not be there ({item.why}): "
+            "BIRD announces it",
+        )
+        for item in change.withdraw
+    ]

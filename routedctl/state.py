@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.bird import BirdView
 from ipam.status import Status
-from netdriver.model import Endpoint, Network
+from netdriver.announce import IpamPool
+from netdriver.model import Endpoint, IPNetwork, Network
 
 
 class NeedsRoot(Exception):
@@ -91,6 +93,27 @@ class HostState:
 
 
 @dataclass(frozen=True)
+class BgpState:
+    """BGP on (ROUTED_BGP_ASN set): what BIRD says and what the kernel holds for it."""
+
+    bird: BirdView | None  # None: BIRD did not answer (its probe says why)
+    # `unreachable` routes of routed's protocol in the kernel: what BIRD must announce.
+    # None: netlink could not be read (the host-unreadable finding says why).
+    aggregates: tuple[str, ...] | None
+    read_at: float  # when, seconds since the epoch (BIRD gives session times the same way)
+
+
+@dataclass(frozen=True)
+class Aggregates:
+    """What decides routed-net's BGP aggregates (netdriver.announce), and what the kernel has."""
+
+    bgp: bool  # ROUTED_BGP_ASN is set
+    etcd: bool  # ROUTED_DATASTORE is etcd
+    installed: tuple[IPNetwork, ...] | None  # None: netlink could not be read
+    ipam: tuple[IpamPool, ...] | None  # routed-ipam's `blocks` answer; None: no answer
+
+
+@dataclass(frozen=True)
 class Snapshot:
     services: tuple[Probe, ...]
     ipam: Status | None  # None: the channel did not answer
@@ -98,3 +121,5 @@ class Snapshot:
     host: HostState
     containers: dict[str, str] | None  # endpoint_id -> container name; None: dockerd unreachable
     docker_detail: str = ""
+    bgp: BgpState | None = None  # None: BGP is off, and nothing about it is shown
+    aggregates: Aggregates | None = None  # None: the settings are bad (the services refuse them)

@@ -108,6 +108,11 @@ class Docker:
         if container in self.containers:
             self.containers.remove(container)
 
+    def remove_network(self, network: str) -> None:
+        docker("network", "rm", network)
+        if network in self.networks:
+            self.networks.remove(network)
+
     def cleanup(self) -> None:
         for container in docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split():
             docker("rm", "-f", container, check=False)

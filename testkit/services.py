@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -35,6 +36,18 @@ def make_root(prefix: str) -> Path:
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     root.chmod(0o755)
     return root
+
+
+def supervisord_conf(root: Path) -> str:
+    """The repo's supervisord.conf with every host path moved into `root` (logs in root/log)."""
+    text = (REPO / "supervisord.conf").read_text()
+    text = text.replace("%(here)s", str(REPO))
+    text = text.replace("/var/log/routed", str(root / "log"))
+    text = text.replace("/run/routed-supervisord.pid", str(root / "supervisord.pid"))
+    text = text.replace("/run/routed-supervisor.sock", str(root / "supervisor.sock"))
+    leftovers = re.findall(r"(?<![\w.])/(?:run|var)/\S*", text)
+    assert not leftovers, f"supervisord.conf paths not rewritten: {leftovers}"
+    return text
 
 
 @dataclass
@@ -134,16 +147,7 @@ class Service:
             self.proc.wait(timeout=10)
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        return self.proc.returncode
+        return stop_process(self.proc)
 
     def restart(self) -> None:
         self.kill9()
@@ -179,6 +183,32 @@ class PluginProcess(Service):
     @property
     def env(self) -> dict[str, str]:
         return self.layout.env(**self.extra_env)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 15) -> int | None:
+    """SIGTERM, then SIGKILL if it is still there after `timeout`; its exit status."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    return proc.returncode
+
+
+def supervisorctl(conf: Path, *args: str) -> str:
+    """What `supervisorctl -c conf args...` prints (its exit status says little)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done.stdout
 
 
 def wait_for_socket(path: Path, timeout: float, service: Service | None = None) -> None:

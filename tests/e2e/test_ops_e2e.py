@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from testkit.services import supervisorctl
 from tests.e2e import engine
 from tests.e2e.harness import (
     REPO,
@@ -71,14 +72,7 @@ class Supervised:
         )
 
     def ctl(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.conf), *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        return result.stdout
+        return supervisorctl(self.conf, *args)
 
     def pid(self, program: str) -> int:
         return int(self.ctl("pid", program).strip() or 0)
@@ -95,7 +89,8 @@ def test_supervisor_runs_the_pair_and_restarts_a_killed_service(
     pair = Supervised(tmp_path)
     try:
         assert wait_until(lambda: answers("routed-ipam") and answers("routed-net"))
-        assert wait_until(lambda: pair.ctl("status").count("RUNNING") == 3)  # + fatal-exit
+        # + fatal-exit, and routed-bgp idling without BIRD (BGP is off)
+        assert wait_until(lambda: pair.ctl("status").count("RUNNING") == 4)
         assert pair.socket.stat().st_mode & 0o777 == 0o700
         dock = Docker()
         net = dock.network("-d", "routed-net", "--ipam-driver", "routed-ipam")
@@ -107,7 +102,7 @@ def test_supervisor_runs_the_pair_and_restarts_a_killed_service(
             assert wait_until(lambda p=program: answers(p))  # type: ignore[misc]
             after = dock.run(net)  # Docker calls succeed again through the restarted service
             assert dock.pings(after, dock.ip(first, net))
-        assert wait_until(lambda: pair.ctl("status").count("RUNNING") == 3)
+        assert wait_until(lambda: pair.ctl("status").count("RUNNING") == 4)
         logs = {p.name for p in (tmp_path / "log").iterdir()}
         assert {"routed-ipam.log", "routed-net.log"} <= logs  # one log file per process
         dock.cleanup()

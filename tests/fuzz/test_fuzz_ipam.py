@@ -247,12 +247,15 @@ def check_message_reply(message_id: Any, kind: Any, reply: Any) -> str:
         assert set(reply) == {"id", "ok", "known"} and isinstance(reply["known"], bool), reply
     elif kind == "status":
         assert isinstance(reply["pools"], list) and isinstance(reply["leases"], list), reply
+    elif kind == "blocks":
+        assert set(reply) == {"id", "ok", "cluster", "pools"}, reply
+        assert all(isinstance(pool["blocks"], list) for pool in reply["pools"]), reply
     else:
         raise AssertionError(f"message type {kind!r} was accepted: {reply}")
     return "ok"
 
 
-@pytest.mark.parametrize("kind", ["bind", "unbind", "status", "unknown"])
+@pytest.mark.parametrize("kind", ["bind", "unbind", "status", "blocks", "unknown"])
 def test_channel_message(rig: IpamRig, kind: str) -> None:
     rig.seed()
     type_values = st.just(kind) if kind != "unknown" else st.one_of(hostile.scalars, json_types())
@@ -261,7 +264,7 @@ def test_channel_message(rig: IpamRig, kind: str) -> None:
     @given(st.data())
     def run(data: st.DataObject) -> None:
         message_type = data.draw(type_values)
-        if kind == "unknown" and message_type in ("bind", "unbind", "status"):
+        if kind == "unknown" and message_type in ("bind", "unbind", "status", "blocks"):
             message_type = f"{message_type}\x00"
         shape = data.draw(
             st.sampled_from(["scratch", "mutated", "raw"]) if kind != "unknown" else st.just("x")

@@ -56,6 +56,13 @@ def ping(address: str, ns: str | None = None, timeout_s: float = 1.0) -> float |
     return float(done.stdout) if done.returncode == 0 else None
 
 
+def icmp_outcome(address: str, ns: str, timeout_s: float = 2.0) -> str:
+    """ "reply", "unreachable CODE" (a router said so) or "timeout", for one echo from `ns`."""
+    argv = ("ip", "netns", "exec", ns, sys.executable, str(PING), address, str(timeout_s))
+    done = run(*argv, check=False)
+    return {0: "reply", 1: "timeout"}.get(done.returncode, done.stdout.strip())
+
+
 def route_exists(container_ip: ipaddress.IPv4Address | ipaddress.IPv6Address, veth: str) -> bool:
     """A host route to exactly `container_ip` (/32 or /128) out of `veth`."""
     with IPRoute() as ipr:

@@ -18,6 +18,9 @@ from typing import Any
 
 from testkit.services import Layout
 
+# Runs a command as user nobody, without root's groups: what access tests probe with.
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
 
 def channel_call(layout: Layout, kind: str, timeout_ms: int = 5000, **fields: Any) -> Any:
     """One request to routed-ipam's ZeroMQ channel (what routedctl and routed-net do)."""

@@ -139,3 +139,17 @@ def test_real_ipc_round_trip(service):
         server.stop()
         shutil.rmtree(run_dir)
     assert holders(service)["10.5.0.1"] == EP2
+
+
+def test_blocks_lists_pools_of_a_single_host_as_plain(server, service):
+    service.run(
+        lambda ipam: ipam.request_pool(
+            "LocalDefault", ipaddress.ip_network("fd00:5::/64"), None, {}, True
+        )
+    )
+    reply = send(server, "blocks")
+    assert reply["ok"] and reply["cluster"] is False
+    assert reply["pools"] == [
+        {"space": "LocalDefault", "subnet": "10.5.0.0/24", "cluster": False, "blocks": []},
+        {"space": "LocalDefault", "subnet": "fd00:5::/64", "cluster": False, "blocks": []},
+    ]

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from common.errors import BadRequest, PluginError
+from common.etcd import EtcdUnavailable
 from common.settings import Settings
 from common.store import Store
-from ipam import blocks
+from ipam import blocks, channel
 from ipam.allocator import PoolRequest
 from ipam.blocks import NoEtcd
 from ipam.cluster import ClusterAllocator
@@ -248,3 +252,50 @@ def test_an_explicit_gateway_is_reserved_pool_wide_for_every_host(host):
     for allocator, pool in ((a, pa), (b, pb)):
         got += addresses(allocator, pool.pool_id, 60)
     assert "10.0.0.254" not in got and len(set(got)) == len(got)
+
+
+def blocks_reply(allocator: ClusterAllocator) -> dict[str, Any]:
+    return channel.handlers(allocator.service, allocator)["blocks"]({})
+
+
+def test_blocks_answers_the_owned_blocks_and_spare_from_memory_while_etcd_is_down(host, kv):
+    a = host("a").allocator
+    pool = a.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {}, False))
+    addresses(a, pool.pool_id, 1)
+    a.round()  # the spare block ahead
+    owned = sorted(b["block"] for b in a.status()["blocks"])
+    assert len(owned) == 2
+    expected = {
+        "cluster": True,
+        "pools": [{"space": SPACE, "subnet": "10.0.0.0/24", "cluster": True, "blocks": owned}],
+    }
+    assert blocks_reply(a) == expected
+    kv.down = True
+    assert blocks_reply(a) == expected
+
+
+def test_blocks_answers_while_an_etcd_call_hangs(host, kv, monkeypatch):
+    a = host("a").allocator
+    pool = a.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {}, False))
+    addresses(a, pool.pool_id, 1)
+    owned = [b["block"] for b in a.status()["blocks"]]
+    hung, release = threading.Event(), threading.Event()
+
+    def hang(*_args: object, **_kwargs: object) -> object:
+        hung.set()
+        release.wait(10)
+        raise EtcdUnavailable("released by the test")
+
+    for name in ("get", "range", "txn", "grant", "keepalive"):
+        monkeypatch.setattr(kv, name, hang)
+    worker = threading.Thread(target=a.round)  # the cluster worker, stuck on etcd
+    worker.start()
+    try:
+        assert hung.wait(5)
+        started = time.monotonic()
+        reply = blocks_reply(a)
+        assert time.monotonic() - started < 1.0
+        assert reply["pools"][0]["blocks"] == owned
+    finally:
+        release.set()
+        worker.join(10)

@@ -11,10 +11,12 @@ from ipam.status import ClusterHealth
 from ipam.status import LeaseStatus as Lease
 from ipam.status import PoolStatus as Pool
 from ipam.status import Status as IpamView
+from netdriver.announce import IpamPool
 from netdriver.model import Endpoint, Family, Network
 from netdriver.options import NetworkOptions
 from routedctl import logic
 from routedctl.state import (
+    Aggregates,
     Chain,
     HostLink,
     HostRoute,
@@ -677,3 +679,41 @@ def test_cluster_trouble_is_a_problem(health: dict[str, object], code: str) -> N
 def test_a_lease_that_expired_once_is_a_note() -> None:
     findings = logic.diagnose(with_cluster(healthy_snapshot(), lease_lost=2))
     assert [(f.severity, f.code) for f in findings] == [("note", "lease-expired")]
+
+
+# -- BGP aggregates ----------------------------------------------------------------------------
+
+SUBNET = ipaddress.ip_network("100.64.0.0/16")
+BLOCK = ipaddress.ip_network("100.64.0.0/26")
+
+
+def with_aggregates(installed: tuple[object, ...] | None, **settings: object) -> Snapshot:
+    values = {"bgp": True, "etcd": False, "ipam": None, "installed": installed} | settings
+    return dataclasses.replace(healthy_snapshot(), aggregates=Aggregates(**values))
+
+
+def test_aggregates_as_routed_net_keeps_them_are_healthy() -> None:
+    assert logic.diagnose(with_aggregates((SUBNET,))) == []
+    cluster = (IpamPool(SUBNET, True, (BLOCK,)),)
+    assert logic.diagnose(with_aggregates((BLOCK,), etcd=True, ipam=cluster)) == []
+    assert logic.diagnose(with_aggregates((), bgp=False)) == []
+    assert logic.diagnose(with_aggregates(None)) == []  # netlink unreadable: said elsewhere
+
+
+def test_missing_and_extra_aggregates_are_problems() -> None:
+    [missing] = logic.diagnose(with_aggregates(()))
+    assert (missing.code, missing.subject) == ("aggregate-missing", "100.64.0.0/16")
+    assert f"subnet of network {NET[:12]}" in missing.message
+    cluster = (IpamPool(SUBNET, True, (BLOCK,)),)
+    found = logic.diagnose(with_aggregates((SUBNET,), etcd=True, ipam=cluster))
+    assert [(f.code, f.subject) for f in found] == [
+        ("aggregate-missing", "100.64.0.0/26"),
+        ("aggregate-extra", "100.64.0.0/16"),
+    ]
+    [leftover] = logic.diagnose(with_aggregates((SUBNET,), bgp=False))
+    assert leftover.code == "aggregate-extra" and "BGP is off" in leftover.message
+
+
+def test_etcd_mode_without_routed_ipam_cannot_tell_what_is_missing() -> None:
+    assert logic.diagnose(with_aggregates((BLOCK,), etcd=True)) == []
+    assert logic.diagnose(with_aggregates((), etcd=True)) == []
