@@ -1,5 +1,4 @@
-"""The host side of each endpoint, through netlink (netdriver.netlink; the aggregates with
-pyroute2) and /proc/sys (effects).
+"""The host side of each endpoint, through netlink (pyroute2) and /proc/sys (effects).
 
 Per endpoint: a veth pair (host end `rt-…` up, peer `rtc…` down and bare, left for
 libnetwork to move), the gateway address as a /32 on the host end so the container's ARP
@@ -39,13 +38,14 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pyroute2 import IPRoute, NetlinkError
+from pyroute2.iproute.linux import DEFAULT_TABLE
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE
 
 from common.bgp import RTPROT_ROUTED
 from common.errors import PluginError
 from common.threads import Worker
 from netdriver import netlink
 from netdriver.model import Attachment, IPNetwork
-from netdriver.netlink import NetlinkError as RequestError
 from netdriver.netlink import Request, Session
 
 SYSCTL = Path("/proc/sys/net/ipv4")
@@ -62,11 +62,9 @@ REAPERS = 2
 # A link group of routed's own (an arbitrary number, "rt" and 1): the veths handed to the
 # reapers, removed all at once (see LinuxDatapath).
 DOOMED_GROUP = 0x7274_0001
-MAIN_TABLE = 254
+MAIN_TABLE = DEFAULT_TABLE
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-# <linux/if_addr.h>: no duplicate-address detection; no prefix route for the address
-IFA_F_NODAD, IFA_F_NOPREFIXROUTE = 0x02, 0x200
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -189,7 +187,7 @@ class LinuxDatapath:
             while not stop.is_set() and (doomed := self._next_doomed()):
                 try:
                     _delete_group(session)  # these, and any that joined the group since
-                except RequestError as err:
+                except NetlinkError as err:
                     log.warning(
                         "cannot remove %s: %s (reconcile will retry)", ", ".join(doomed), err
                     )
@@ -255,7 +253,7 @@ class LinuxDatapath:
                 steps = [host_end, *_peer_mtu(peer, mtu)]
             self._set_sysctls_of(host_veth, versions)  # before carrier (fresh) or "up"
             self._session.run(*steps, *_host_side(host, attachments, mac if fresh else None))
-        except RequestError as err:
+        except NetlinkError as err:
             raise DatapathError(f"cannot set up {host_veth}: {err}") from None
 
     def _create_pair(self, host_veth: str, peer: str, mtu: int, peer_mac: str) -> int:
@@ -320,7 +318,7 @@ class LinuxDatapath:
             with self._reaped:
                 self._pending.add(host_veth)
             self._doomed.put(host_veth)
-        except RequestError as err:
+        except NetlinkError as err:
             if err.code == errno.ENODEV:
                 return  # it went while we looked (its container's netns died): done
             raise DatapathError(f"cannot remove {host_veth}: {err}") from None
@@ -436,7 +434,7 @@ def _add_veth(session: Session, host_veth: str, peer: str, mtu: int, peer_mac: s
     create = netlink.add_veth(host_veth, peer, mtu, peer_mac)
     try:
         session.run(create)
-    except RequestError as err:
+    except NetlinkError as err:
         # The host end is absent (we looked), so it is the peer's name that is taken. A peer
         # without its host end cannot be ours to keep (its pair would be gone too). Seen only
         # after manual meddling: drop it and try once more.
