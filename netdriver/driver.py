@@ -26,6 +26,7 @@ from common import channel
 from common.errors import BadRequest, PluginError
 from common.store import Record, Transaction
 from netdriver import ports
+from netdriver.endpoints import EndpointTable
 from netdriver.hostports import SocketPortHolder
 from netdriver.locks import CallLocks
 from netdriver.model import (
@@ -166,9 +167,9 @@ class Driver:
         self.networks = {
             key: Network.from_record(rec) for key, rec in store.load(NETWORK_KIND).items()
         }
-        self.endpoints = {
-            key: Endpoint.from_record(rec) for key, rec in store.load(ENDPOINT_KIND).items()
-        }
+        self.endpoints = EndpointTable(
+            {key: Endpoint.from_record(rec) for key, rec in store.load(ENDPOINT_KIND).items()}
+        )
 
     # -- networks -------------------------------------------------------------------------
 
@@ -612,7 +613,7 @@ class Driver:
             raise BadRequest(f"address {address} is outside the network's subnet {subnet}")
         if address.ip == network.gateway_of(address.version):
             raise BadRequest(f"address {address} is the network's gateway")
-        for other in list(self.endpoints.values()):
+        for other in self.endpoints.sharing(address.ip, host_veth_name(endpoint_id)):
             if address.ip in other.ips and self._stale(other) and self._take_over(other):
                 log.warning(
                     "endpoint %s takes %s from endpoint %s, never joined (dockerd forgot it)",
