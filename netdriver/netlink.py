@@ -112,14 +112,14 @@ class Session:
 def encode(requests: Collection[Request], first_sequence: int) -> bytes:
     """The batch as sent: sequence numbers from `first_sequence`, an ACK asked for the last."""
     batch = bytearray()
+    last = first_sequence + len(requests) - 1
     for sequence, request in enumerate(requests, start=first_sequence):
-        message = request.message
-        message["header"]["sequence_number"] = sequence
-        if sequence == first_sequence + len(requests) - 1:
-            message["header"]["flags"] |= NLM_F_ACK
-        message.reset()  # a request sent again (a retry) is encoded anew
-        message.encode()
-        batch += message.data
+        header = request.message["header"]
+        header["sequence_number"] = sequence
+        header["flags"] = header["flags"] & ~NLM_F_ACK | (NLM_F_ACK if sequence == last else 0)
+        request.message.reset()  # a request sent again (a retry) is encoded anew
+        request.message.encode()
+        batch += request.message.data
     return bytes(batch)
 
 

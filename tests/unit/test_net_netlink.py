@@ -131,5 +131,7 @@ def test_a_batch_numbers_its_requests_and_asks_only_the_last_for_an_ack() -> Non
 
 def test_a_request_sent_again_is_encoded_anew() -> None:
     request = netlink.delete_link(5)
-    once = netlink.encode([request], 1)
-    assert netlink.encode([request], 1) == once
+    alone = netlink.encode([request], 1)
+    [first, _last] = headers(netlink.encode([request, netlink.delete_link(6)], 1))
+    assert not first["flags"] & NLM_F_ACK
+    assert netlink.encode([request], 1) == alone
