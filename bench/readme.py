@@ -110,8 +110,9 @@ RELIABILITY = """\
   lease, stored endpoint or fd leaks, and routed-net's RSS flat (after each wave:
   {rss_afters} MiB; {growth_mib:+.1f} MiB from wave 2 to {waves}, under the 4 MiB limit). It
   used to grow with every endpoint, for good: pyroute2 0.9 kept the late ACK of every link
-  lookup and a marker per request made from a thread other than the session's own;
-  netdriver/datapath.py says how it avoids both.
+  lookup and a marker per request made from a thread other than the session's own; routed-net
+  now sends the Docker calls' requests, pyroute2 messages, on a socket of its own
+  (netdriver/netlink.py).
 """
 
 

@@ -35,17 +35,18 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from socket import AF_INET6
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pyroute2 import IPRoute, NetlinkError
+from pyroute2.iproute.linux import DEFAULT_TABLE
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE
-from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
 
 from common.bgp import RTPROT_ROUTED
 from common.errors import PluginError
 from common.threads import Worker
+from netdriver import netlink
 from netdriver.model import Attachment, IPNetwork
+from netdriver.netlink import Request, Session
 
 SYSCTL = Path("/proc/sys/net/ipv4")
 SYSCTL6 = Path("/proc/sys/net/ipv6")
@@ -56,8 +57,12 @@ NETLINK_TIMEOUT_S = 3.0
 REAP_WAIT_S = 2.0  # less than NETLINK_TIMEOUT_S: it runs inside a netlink call
 FLUSH_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 0.5  # each for the reapers and the session: see supervisord.conf
-REAPERS = 8
-MAIN_TABLE = 254
+# Two: one can start on the next batch while the other's deletion waits out its grace period.
+REAPERS = 2
+# A link group of routed's own (an arbitrary number, "rt" and 1): the veths handed to the
+# reapers, removed all at once (see LinuxDatapath).
+DOOMED_GROUP = 0x7274_0001
+MAIN_TABLE = DEFAULT_TABLE
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 P = ParamSpec("P")
@@ -78,12 +83,8 @@ def _write_sysctl(path: Path, value: str) -> None:
 
 
 def _index(ifname: str) -> int | None:
-    """The link's index in our netns, None if there is no such link.
-
-    An ioctl (if_nametoindex), not a netlink request: a few µs instead of ~1 ms of pyroute2,
-    and it leaves nothing behind (pyroute2 0.9's link_lookup() returns before the kernel's
-    ACK comes; the late ACK then sat in the session's default queue for good, ~2 KiB each).
-    """
+    """The link's index in our netns, None if there is no such link (an ioctl, cheaper than
+    a netlink request)."""
     try:
         return socket.if_nametoindex(ifname)
     except OSError:  # "no interface with this name"; names are ours, so never malformed
@@ -93,7 +94,7 @@ def _index(ifname: str) -> int | None:
 def _on_netlink_thread(
     method: Callable[Concatenate[LinuxDatapath, P], R],
 ) -> Callable[Concatenate[LinuxDatapath, P], R]:
-    """Run the method on the thread that opened the shared session (see LinuxDatapath).
+    """Run the method on the thread that owns the shared session (see LinuxDatapath).
 
     Such a method must not call another one: the one thread would wait for itself.
     """
@@ -107,7 +108,7 @@ def _on_netlink_thread(
             # Not cancelled: what is queued runs once the worker is free, in order, so the
             # roll-back that follows a timed-out create still removes what it makes.
             raise DatapathError(
-                f"the netlink worker is stuck: {method.__name__} did not finish within "
+                f"the netlink worker is stuck: {method.__name__.lstrip('_')} did not finish within "
                 f"{NETLINK_TIMEOUT_S:g} s"
             ) from None
 
@@ -117,21 +118,23 @@ def _on_netlink_thread(
 class LinuxDatapath:
     """The real data path.
 
-    One netlink session for the process: the driver serialises every call (one lock), and
-    opening a session per call cost more than the call itself. Deleting a veth waits for the
+    One netlink session for the Docker calls, used by one thread, which runs the requests of
+    all endpoints in the order they come (see below). Deleting a veth waits for the
     kernel (an RCU grace period), so delete_endpoint (Leave, DeleteEndpoint) removes the
-    routes at once and hands the link to a reaper thread with a session of its own: dockerd
-    need not wait for it. The reapers are several threads, each with a session of its own:
-    the kernel's wait is a grace period, not work, so deletions in parallel overlap their waits
-    and a burst of removals does not queue behind one another. A crash (or a stop cut short)
-    before a reaper ran leaves an `rt-` veth that reconcile removes (no endpoint owns it) or
-    re-creates (its endpoint is still stored; DeleteEndpoint follows).
+    routes at once, puts the link in DOOMED_GROUP and hands it to a reaper thread with a
+    session of its own: dockerd need not wait for it. A reaper deletes the whole group in one
+    request, whatever has gathered in it meanwhile: the kernel unregisters them together and
+    waits for one grace period for them all, so a burst of removals keeps up with a burst of
+    creations. A crash (or a stop cut short) before a reaper ran leaves an `rt-` veth that
+    reconcile removes (no endpoint owns it) or re-creates (its endpoint is still stored;
+    DeleteEndpoint follows), out of the group again.
 
-    The session is opened and used on a thread of its own, whichever thread calls: pyroute2
-    0.9 keeps a session's asyncio loop only on the thread that opened it. Called from any
-    other thread (CherryPy's), each request makes and closes a loop, and the closing leaves
-    a connection-reset marker in that thread's default queue (and the loop's id in a set),
-    never read nor dropped: RSS grew per request, without end.
+    The session is used on a thread of its own, whichever thread calls: a call can then give
+    up on a stuck kernel request (the thread goes on with it), and what it queued still runs
+    in order, so the roll-back that follows a timed-out create removes what the create made.
+    The aggregates, rare, go through pyroute2's IPRoute, opened on that thread too: pyroute2
+    0.9 keeps a session's asyncio loop only on the thread that opened it (from any other
+    thread each request makes and closes a loop, and leaves a marker behind for good).
 
     Every wait has a deadline (NETLINK_TIMEOUT_S, REAP_WAIT_S): a stuck kernel call or reaper
     fails the Docker call with an error naming it, instead of hanging dockerd.
@@ -139,6 +142,7 @@ class LinuxDatapath:
 
     def __init__(self) -> None:
         self._netlink = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
+        self._session = Session(NETLINK_TIMEOUT_S)
         self._ipr = self._netlink.submit(IPRoute).result(timeout=NETLINK_TIMEOUT_S)
         self._doomed: queue.Queue[str | None] = queue.Queue()  # None: stop
         self._pending: set[str] = set()  # handed to the reaper, maybe not deleted yet
@@ -160,8 +164,12 @@ class LinuxDatapath:
         for reaper in self._reapers:
             reaper.stop(max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(FutureTimeout):
-            self._netlink.submit(self._ipr.close).result(timeout=timeout_s)
+            self._netlink.submit(self._close_sessions).result(timeout=timeout_s)
         self._netlink.shutdown(wait=False)
+
+    def _close_sessions(self) -> None:
+        self._session.close()
+        self._ipr.close()
 
     def _wait_reaped(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
         with self._reaped:
@@ -174,22 +182,38 @@ class LinuxDatapath:
                 )
 
     def _reap(self, stop: threading.Event) -> None:
-        with IPRoute() as ipr:  # a session of its own: reapers run beside the handlers
-            while not stop.is_set() and (ifname := self._doomed.get()) is not None:
+        # a session of its own: reapers run beside the handlers
+        with contextlib.closing(Session(NETLINK_TIMEOUT_S)) as session:
+            while not stop.is_set() and (doomed := self._next_doomed()):
                 try:
-                    index = _index(ifname)
-                    if index is not None:
-                        _delete_link(ipr, index)
+                    _delete_group(session)  # these, and any that joined the group since
                 except NetlinkError as err:
-                    log.warning("cannot remove %s: %s (reconcile will retry)", ifname, err)
+                    log.warning(
+                        "cannot remove %s: %s (reconcile will retry)", ", ".join(doomed), err
+                    )
                 except Exception:
                     # Anything else may be a broken session: the Worker starts a fresh one,
-                    # and this veth is tried again on it.
-                    self._doomed.put(ifname)
+                    # and these veths are tried again on it.
+                    for ifname in doomed:
+                        self._doomed.put(ifname)
                     raise
                 with self._reaped:
-                    self._pending.discard(ifname)
+                    self._pending.difference_update(doomed)
                     self._reaped.notify_all()
+
+    def _next_doomed(self) -> list[str]:
+        """The veths handed over so far (waiting for a first one); [] once told to stop."""
+        doomed: list[str] = []
+        item = self._doomed.get()
+        while item is not None:
+            doomed.append(item)
+            try:
+                item = self._doomed.get_nowait()
+            except queue.Empty:
+                return doomed
+        if doomed:
+            self._doomed.put(None)  # the stop comes after these
+        return doomed
 
     def ensure_ip_forward(self) -> None:
         _write_sysctl(SYSCTL / "ip_forward", "1")
@@ -214,34 +238,40 @@ class LinuxDatapath:
         attachments: Sequence[Attachment],
         peer_mac: str | None = None,
     ) -> None:
-        families = [(attached.gateway, attached.container_ip) for attached in attachments]
         # The same endpoint again (a replayed call) while the reaper still has it: let it finish.
         self._wait_reaped(lambda: host_veth not in self._pending, REAP_WAIT_S, host_veth)
-        ipr = self._ipr
+        versions = sorted({attached.container_ip.version for attached in attachments})
+        mac = peer_mac or _derived_mac(host_veth)
         try:
             host = _index(host_veth)
             fresh = host is None
+            steps: list[Request] = []
             if host is None:
-                peer_mac = peer_mac or _derived_mac(host_veth)
-                _add_veth(ipr, host_veth, peer, mtu, peer_mac)
-                host = _index(host_veth)
-                if host is None:
-                    raise DatapathError(f"veth {host_veth} vanished right after creation")
-            for version in sorted({ip.version for _gw, ip in families}):
-                # before "up": the link-local address the kernel makes at "up" must skip DAD
-                self._set_sysctls(host_veth, version)
-            ipr.link("set", index=host, mtu=mtu, state="up")
-            peer_index = None if fresh else _index(peer)  # a fresh peer has its MTU
-            if peer_index is not None:  # absent once libnetwork moved it into the container
-                ipr.link("set", index=peer_index, mtu=mtu)
-            for gw, ip in families:
-                if gw is not None:
-                    _ensure_address(ipr, host, gw)
-                ipr.route("replace", **_host_route(host, ip), proto=RTPROT_ROUTED)
-                if fresh and ip.version == 6 and peer_mac is not None:
-                    _pin_neighbour(ipr, host, ip, peer_mac)
+                host = self._create_pair(host_veth, peer, mtu, mac)
+            else:  # a replay or reconcile: the pair may be half made, or changed since
+                host_end = netlink.set_link(host, mtu, up=True, group=0)  # not doomed after all
+                steps = [host_end, *_peer_mtu(peer, mtu)]
+            self._set_sysctls_of(host_veth, versions)  # before carrier (fresh) or "up"
+            self._session.run(*steps, *_host_side(host, attachments, mac if fresh else None))
         except NetlinkError as err:
             raise DatapathError(f"cannot set up {host_veth}: {err}") from None
+
+    def _create_pair(self, host_veth: str, peer: str, mtu: int, peer_mac: str) -> int:
+        """A fresh pair, the host end up: the peer is down, so the link has no carrier
+        (no IPv6 link-local address either) until libnetwork brings the peer up in the
+        container, well after the sysctls are set."""
+        _add_veth(self._session, host_veth, peer, mtu, peer_mac)
+        host = _index(host_veth)
+        if host is None:
+            raise DatapathError(f"veth {host_veth} vanished right after creation")
+        return host
+
+    @classmethod
+    def _set_sysctls_of(cls, host_veth: str, versions: Sequence[int]) -> None:
+        # IPv6's must come before the link-local address the kernel makes at "up" (or, on
+        # a link already up, when it gets carrier): that address must skip DAD.
+        for version in versions:
+            cls._set_sysctls(host_veth, version)
 
     @staticmethod
     def _set_sysctls(host_veth: str, version: int = 4) -> None:
@@ -267,28 +297,24 @@ class LinuxDatapath:
         # OUTPUT) leave from 127.0.0.1 by this veth: the kernel refuses that without it.
         _write_sysctl(SYSCTL / "conf" / host_veth / "route_localnet", "1")
 
-    @_on_netlink_thread
     def delete_endpoint(self, host_veth: str, container_ips: Sequence[IPAddress]) -> None:
         """Remove the routes now, and the pair on the reaper thread."""
         with self._reaped:
             if host_veth in self._pending:
                 return  # Leave handed it over already, and removed its routes then
-        ipr = self._ipr
+        self._delete_routes(host_veth, container_ips)
+
+    @_on_netlink_thread
+    def _delete_routes(self, host_veth: str, container_ips: Sequence[IPAddress]) -> None:
         try:
             host = _index(host_veth)
             if host is None:
                 return  # the kernel removed its routes with it
-            for ip in container_ips:
-                # Our route only (oif): the same IP may already be routed to a newer
-                # endpoint. The route is deleted with the exact attributes it was added
-                # with (scope included), or pyroute2 misses it (ESRCH) and it leaks.
-                try:
-                    ipr.route("del", **_host_route(host, ip))
-                except NetlinkError as err:
-                    if err.code != errno.ESRCH:
-                        raise
-            # The reaper deletes the pair. Not even "down" here: that too waits for an RCU
-            # grace period, and with the routes gone no traffic is left.
+            # Our route only (oif); gone already (ESRCH) is fine. The reaper deletes the pair.
+            # Not even "down" here: that too waits for an RCU grace period, and with the
+            # routes gone no traffic is left.
+            routes = (netlink.delete_route(host, ip, {errno.ESRCH}) for ip in container_ips)
+            self._session.run(*routes, netlink.set_group(host, DOOMED_GROUP))
             with self._reaped:
                 self._pending.add(host_veth)
             self._doomed.put(host_veth)
@@ -301,15 +327,15 @@ class LinuxDatapath:
     def delete_link(self, ifname: str) -> None:
         index = _index(ifname)
         if index is not None:
-            _delete_link(self._ipr, index)
+            _delete_link(self._session, index)
 
     @staticmethod
     def link_exists(ifname: str) -> bool:  # no netlink session: any thread will do
         return _index(ifname) is not None
 
-    @_on_netlink_thread
+    @_on_netlink_thread  # in order behind what is queued, as every other netlink step
     def links(self) -> list[str]:
-        return [str(link.get("ifname")) for link in self._ipr.get_links()]
+        return [name for _index, name in socket.if_nameindex()]
 
     # -- aggregates (netdriver.announcer's Kernel) --
 
@@ -336,20 +362,41 @@ class LinuxDatapath:
                 raise DatapathError(f"cannot delete unreachable {prefix}: {err}") from None
 
 
-def _host_route(index: int, ip: IPAddress) -> dict[str, Any]:
-    """The host route to a container address; the same attributes for add and delete (which
-    names no protocol, so that it matches the untagged routes of earlier versions too)."""
-    if ip.version == 4:
-        return {"dst": f"{ip}/32", "oif": index, "scope": "link"}
-    # IPv6 routes have no scope of their own (the kernel reports universe): none is given.
-    return {"dst": f"{ip}/128", "oif": index, "family": AF_INET6}
+def _host_side(
+    index: int, attachments: Sequence[Attachment], peer_mac: str | None
+) -> list[Request]:
+    """Per address: the gateway on the host end, the host route to the container and, for
+    IPv6 on a fresh pair (`peer_mac`), a permanent neighbour entry for the container.
+
+    That entry: newer dockerd starts the container so soon after Join that its link-local
+    address is often still missing, and a container without one cannot answer the host's
+    neighbour solicitations (they come from the host end's link-local address): the first
+    packets to a fresh container were dropped for a second or more. We made the container
+    end, so we know its MAC and need no solicitation at all.
+    """
+    steps = []
+    for attached in attachments:
+        gateway, ip = attached.gateway, attached.container_ip
+        if gateway is not None:
+            flags = IFA_F_NODAD | IFA_F_NOPREFIXROUTE if gateway.version == 6 else 0
+            steps.append(netlink.add_address(index, gateway, flags))
+        steps.append(netlink.replace_route(index, ip, RTPROT_ROUTED))
+        if ip.version == 6 and peer_mac is not None:
+            steps.append(netlink.pin_neighbour(index, ip, peer_mac))
+    return steps
+
+
+def _peer_mtu(peer: str, mtu: int) -> list[Request]:
+    """The peer's MTU, while it is still ours (gone once libnetwork moved it)."""
+    index = _index(peer)
+    return [] if index is None else [netlink.set_link(index, mtu, up=False)]
 
 
 def read_aggregates(ipr: IPRoute) -> list[IPNetwork]:
     """routed's unreachable routes in the main table, IPv4 and IPv6 (routedctl reads them
     the same way)."""
     found: list[IPNetwork] = []
-    for family, unspecified in ((socket.AF_INET, "0.0.0.0"), (AF_INET6, "::")):
+    for family, unspecified in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
         for route in ipr.get_routes(
             family=family, table=MAIN_TABLE, proto=RTPROT_ROUTED, type="unreachable"
         ):
@@ -361,30 +408,19 @@ def read_aggregates(ipr: IPRoute) -> list[IPNetwork]:
 def _aggregate(prefix: IPNetwork) -> dict[str, Any]:
     return {
         "dst": str(prefix),
-        "family": socket.AF_INET if prefix.version == 4 else AF_INET6,
+        "family": socket.AF_INET if prefix.version == 4 else socket.AF_INET6,
         "table": MAIN_TABLE,
         "type": "unreachable",
         "proto": RTPROT_ROUTED,
     }
 
 
-def _ensure_address(ipr: IPRoute, index: int, gateway: IPAddress) -> None:
-    extra: dict[str, Any] = {}
-    if gateway.version == 6:
-        extra["flags"] = IFA_F_NODAD | IFA_F_NOPREFIXROUTE
-    try:
-        ipr.addr("add", index=index, address=str(gateway), prefixlen=gateway.max_prefixlen, **extra)
-    except NetlinkError as err:
-        if err.code != errno.EEXIST:
-            raise
+def _delete_link(session: Session, index: int) -> None:
+    session.run(netlink.delete_link(index))  # gone already (ENODEV) is fine
 
 
-def _delete_link(ipr: IPRoute, index: int) -> None:
-    try:
-        ipr.link("del", index=index)
-    except NetlinkError as err:
-        if err.code != errno.ENODEV:
-            raise
+def _delete_group(session: Session) -> None:
+    session.run(netlink.delete_group(DOOMED_GROUP))
 
 
 def _derived_mac(host_veth: str) -> str:
@@ -394,22 +430,10 @@ def _derived_mac(host_veth: str) -> str:
     return "02:" + ":".join(octets[i : i + 2] for i in range(0, 10, 2))
 
 
-def _pin_neighbour(ipr: IPRoute, index: int, ip: IPAddress, mac: str) -> None:
-    """A permanent neighbour entry for the container's IPv6 address on its host end.
-
-    Newer dockerd starts the container so soon after Join that its link-local address is
-    often still missing, and a container without one cannot answer the host's neighbour
-    solicitations (they come from the host end's link-local address): the first packets to
-    a fresh container were dropped for a second or more. We made the container end, so we
-    know its MAC and need no solicitation at all.
-    """
-    ipr.neigh("replace", dst=str(ip), lladdr=mac, ifindex=index, state=NUD_PERMANENT)
-
-
-def _add_veth(ipr: IPRoute, host_veth: str, peer: str, mtu: int, peer_mac: str) -> None:
-    peer_spec = {"ifname": peer, "mtu": mtu, "address": peer_mac}
+def _add_veth(session: Session, host_veth: str, peer: str, mtu: int, peer_mac: str) -> None:
+    create = netlink.add_veth(host_veth, peer, mtu, peer_mac)
     try:
-        ipr.link("add", ifname=host_veth, kind="veth", peer=peer_spec)
+        session.run(create)
     except NetlinkError as err:
         # The host end is absent (we looked), so it is the peer's name that is taken. A peer
         # without its host end cannot be ours to keep (its pair would be gone too). Seen only
@@ -418,5 +442,5 @@ def _add_veth(ipr: IPRoute, host_veth: str, peer: str, mtu: int, peer_mac: str) 
         if index is None:
             raise
         log.warning("removing stray %s before re-creating its pair", peer)
-        _delete_link(ipr, index)
-        ipr.link("add", ifname=host_veth, kind="veth", peer=peer_spec)
+        _delete_link(session, index)
+        session.run(create)

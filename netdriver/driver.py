@@ -1,9 +1,11 @@
 """What routed-net does for each Docker call (logic: no I/O of its own).
 
 The effects (data path, firewall, store, outbox) come in through small interfaces, so each
-method reads as the sequence of decisions it makes. The driver serialises the calls itself:
-one lock, waited for with a deadline (a call behind a stuck one fails instead of queueing
-for ever), and never held while the packet filter is rewritten (see RuleSync).
+method reads as the sequence of decisions it makes. The driver orders the calls itself (see
+netdriver.locks): calls on different endpoints run side by side, one call at a time per
+endpoint, network changes and reconcile alone; every lock is waited for with a deadline (a
+call behind a stuck one fails instead of queueing for ever), and none is held while the
+packet filter is rewritten (see RuleSync).
 Order rules: state is stored before the host is changed on create, and the host is cleaned
 before state is dropped on delete, so after a crash at any point reconcile() finds a record
 for everything we made and can finish the job.
@@ -13,10 +15,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -25,7 +26,9 @@ from common import channel
 from common.errors import BadRequest, PluginError
 from common.store import Record, Transaction
 from netdriver import ports
+from netdriver.endpoints import EndpointTable
 from netdriver.hostports import SocketPortHolder
+from netdriver.locks import CallLocks
 from netdriver.model import (
     ENDPOINT_KIND,
     HOST_VETH,
@@ -160,14 +163,13 @@ class Driver:
         self._outbox = outbox
         self._clock = clock
         self._networks_changed = networks_changed
-        self._lock = threading.Lock()
-        self._holder = ("", 0.0)  # which call holds the lock, since when (monotonic)
+        self._locks = CallLocks()
         self.networks = {
             key: Network.from_record(rec) for key, rec in store.load(NETWORK_KIND).items()
         }
-        self.endpoints = {
-            key: Endpoint.from_record(rec) for key, rec in store.load(ENDPOINT_KIND).items()
-        }
+        self.endpoints = EndpointTable(
+            {key: Endpoint.from_record(rec) for key, rec in store.load(ENDPOINT_KIND).items()}
+        )
 
     # -- networks -------------------------------------------------------------------------
 
@@ -284,7 +286,7 @@ class Driver:
         mac: str | None = None,
     ) -> None:
         """`mac`: the container end's MAC if dockerd gave one (--mac-address); else ours."""
-        with self._serial("CreateEndpoint"):
+        with self._one_endpoint("CreateEndpoint", endpoint_id):
             self._create_endpoint(network_id, endpoint_id, addresses, mac)
 
     def _create_endpoint(
@@ -304,14 +306,15 @@ class Driver:
             return
         if not addresses:
             raise BadRequest("the endpoint has no address: Address and AddressIPv6 are empty")
-        for address in addresses:
-            self._check_address(network, endpoint_id, address)
         endpoint = Endpoint.new(endpoint_id, network_id, tuple(addresses), self._clock())
-        with self._store.transaction() as txn:
-            txn.put(ENDPOINT_KIND, endpoint_id, endpoint.to_record())
-            for ip in endpoint.ips:
-                self._outbox.enqueue(txn, bind_message(endpoint_id, network_id, ip))
-        self.endpoints[endpoint_id] = endpoint
+        with self._table("CreateEndpoint"):  # no other endpoint may take these addresses
+            for address in addresses:
+                self._check_address(network, endpoint_id, address)
+            with self._store.transaction() as txn:
+                txn.put(ENDPOINT_KIND, endpoint_id, endpoint.to_record())
+                for ip in endpoint.ips:
+                    self._outbox.enqueue(txn, bind_message(endpoint_id, network_id, ip))
+            self.endpoints[endpoint_id] = endpoint
         self._outbox.wake()
         try:
             self._create_host_side(network, endpoint, mac)
@@ -340,7 +343,7 @@ class Driver:
         `requested`: the container's port map (Join carries it), published later by
         ProgramExternalConnectivity; an internal network refuses it here, clearly, since
         dockerd would send no Program there and say nothing."""
-        with self._serial("Join"):
+        with self._one_endpoint("Join", endpoint_id):
             return self._join(network_id, endpoint_id, requested)
 
     def _join(
@@ -374,7 +377,7 @@ class Driver:
         deletion, on the reaper's time), so a stop waits for neither. DeleteEndpoint then
         only forgets the endpoint.
         """
-        with self._serial("Leave"):
+        with self._one_endpoint("Leave", endpoint_id):
             self._leave(network_id, endpoint_id)
 
     def _leave(self, network_id: str, endpoint_id: str) -> None:
@@ -396,7 +399,7 @@ class Driver:
     ) -> None:
         """Publish the endpoint's ports: host ports chosen and held, stored, then the DNAT
         rules. Any failure undoes all of it (dockerd then fails the run, naming our error)."""
-        with self._serial("ProgramExternalConnectivity"):
+        with self._one_endpoint("ProgramExternalConnectivity", endpoint_id):
             known = self.endpoints.get(endpoint_id)
             if not requests and (known is None or not known.ports):
                 return  # nothing to publish (NAT is per subnet): the common case
@@ -438,6 +441,10 @@ class Driver:
             )
 
     def _publish(self, endpoint: Endpoint, requests: tuple[PortRequest, ...]) -> Endpoint:
+        with self._table("ProgramExternalConnectivity"):  # host ports taken by others
+            return self._publish_ports(endpoint, requests)
+
+    def _publish_ports(self, endpoint: Endpoint, requests: tuple[PortRequest, ...]) -> Endpoint:
         if endpoint.ports:
             self._host_ports.release(endpoint.endpoint_id)
         ports.check_families(requests, endpoint.versions)
@@ -468,7 +475,7 @@ class Driver:
         self._host_ports.hold(endpoint.endpoint_id, wanted)
 
     def _revoke_logged(self, network_id: str, endpoint_id: str, call: str) -> None:
-        with self._serial(call):
+        with self._one_endpoint(call, endpoint_id):
             endpoint = self.endpoints.get(endpoint_id)
             if endpoint is None or endpoint.network_id != network_id or not endpoint.ports:
                 return
@@ -482,7 +489,7 @@ class Driver:
         return self._want_rules()
 
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
-        with self._serial("DeleteEndpoint"):
+        with self._one_endpoint("DeleteEndpoint", endpoint_id):
             endpoint = self.endpoints.get(endpoint_id)
             if endpoint is None:
                 return
@@ -556,21 +563,20 @@ class Driver:
 
     # -- helpers --------------------------------------------------------------------------
 
-    @contextmanager
-    def _serial(self, call: str) -> Iterator[None]:
-        """One call at a time; a call that waits longer than LOCK_WAIT_S fails, naming the
-        call it waited for."""
-        if not self._lock.acquire(timeout=LOCK_WAIT_S):
-            holder, since = self._holder
-            raise PluginError(
-                f"routed-net is busy: {holder} has been running for "
-                f"{time.monotonic() - since:.1f} s; try again"
-            )
-        try:
-            self._holder = (call, time.monotonic())
-            yield
-        finally:
-            self._lock.release()
+    def _serial(self, call: str) -> AbstractContextManager[None]:
+        """This call alone; one that waits longer than LOCK_WAIT_S fails, naming the call it
+        waited for."""
+        return self._locks.exclusive(call, LOCK_WAIT_S)
+
+    def _one_endpoint(self, call: str, endpoint_id: str) -> AbstractContextManager[None]:
+        """The one call on this endpoint, beside calls on other endpoints (deadline as above)."""
+        return self._locks.endpoint(call, endpoint_id, LOCK_WAIT_S)
+
+    def _table(self, call: str) -> AbstractContextManager[None]:
+        """Around what several endpoints share: adding or dropping one, the addresses and
+        host ports taken, the rules asked for. (Replacing an endpoint's record needs only
+        its own call's lock.)"""
+        return self._locks.table(call, LOCK_WAIT_S)
 
     def _network(self, network_id: str) -> Network:
         network = self.networks.get(network_id)
@@ -607,15 +613,14 @@ class Driver:
             raise BadRequest(f"address {address} is outside the network's subnet {subnet}")
         if address.ip == network.gateway_of(address.version):
             raise BadRequest(f"address {address} is the network's gateway")
-        for other in list(self.endpoints.values()):
-            if address.ip in other.ips and self._stale(other):
+        for other in self.endpoints.sharing(address.ip, host_veth_name(endpoint_id)):
+            if address.ip in other.ips and self._stale(other) and self._take_over(other):
                 log.warning(
                     "endpoint %s takes %s from endpoint %s, never joined (dockerd forgot it)",
                     endpoint_id[:12],
                     address.ip,
                     other.endpoint_id[:12],
                 )
-                self._remove_endpoint(other)
                 continue
             if address.ip in other.ips:
                 raise PluginError(
@@ -626,6 +631,16 @@ class Driver:
                     f"endpoint {endpoint_id[:12]} shares its interface name with "
                     f"{other.endpoint_id[:12]}; retry (a new endpoint id solves it)"
                 )
+
+    def _take_over(self, stale: Endpoint) -> bool:
+        """Remove a stale endpoint unless a call is working on it (then it is in use)."""
+        if not self._locks.claim("CreateEndpoint (take-over)", stale.endpoint_id):
+            return False
+        try:
+            self._remove_endpoint(stale)
+        finally:
+            self._locks.release(stale.endpoint_id)
+        return True
 
     def _choose_gateway(self, version: int, requested: IPAddress | None) -> IPAddress:
         synthetic, link_local = SYNTHETIC_GATEWAYS[version]
@@ -665,7 +680,8 @@ class Driver:
             txn.delete(ENDPOINT_KIND, endpoint.endpoint_id)
             for ip in endpoint.ips:
                 self._outbox.enqueue(txn, unbind_message(endpoint.endpoint_id, ip))
-        del self.endpoints[endpoint.endpoint_id]
+        with self._table("an endpoint's removal"):
+            del self.endpoints[endpoint.endpoint_id]
         self._outbox.wake()
 
     def _save_endpoint(self, endpoint: Endpoint) -> None:
@@ -679,12 +695,13 @@ class Driver:
         del self.networks[network_id]
 
     def _want_rules(self) -> int:
-        forwards = [
-            forward
-            for endpoint in self.endpoints.values()
-            for forward in ports.forwards(endpoint.ports, endpoint.ips)
-        ]
-        return self._firewall.want(list(self.networks.values()), forwards)
+        with self._table("a rules request"):  # the newest wish must be the newest state
+            forwards = [
+                forward
+                for endpoint in self.endpoints.values()
+                for forward in ports.forwards(endpoint.ports, endpoint.ips)
+            ]
+            return self._firewall.want(list(self.networks.values()), forwards)
 
 
 def _logged(step: Callable[[], object]) -> None:

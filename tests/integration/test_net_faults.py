@@ -52,16 +52,16 @@ def test_a_reaper_that_raises_is_restarted_and_still_deletes_the_veth(
 ) -> None:
     net = host.network("a", "198.51.100.0/24")
     host.endpoint(net, EP, "198.51.100.5/32")
-    real_delete = datapath_module._delete_link
+    real_delete = datapath_module._delete_group
     faults = iter([RuntimeError("injected fault in the reaper")])
 
-    def faulty(ipr: Any, index: int) -> None:
+    def faulty(session: Any) -> None:
         fault = next(faults, None)
         if fault is not None:
             raise fault
-        real_delete(ipr, index)
+        real_delete(session)
 
-    monkeypatch.setattr(datapath_module, "_delete_link", faulty)
+    monkeypatch.setattr(datapath_module, "_delete_group", faulty)
     restarts = sum(status["restarts"] for status in reapers())
     host.driver.leave(net, EP)
     host.datapath.flush(BOUND_S)  # the veth was tried again on a fresh session
@@ -80,13 +80,13 @@ def test_a_stuck_reaper_fails_calls_in_bounded_time_naming_it(
     net = host.network("a", "198.51.100.0/24")
     host.endpoint(net, EP, "198.51.100.5/32")
     release = threading.Event()
-    real_delete = datapath_module._delete_link
+    real_delete = datapath_module._delete_group
 
-    def stuck(ipr: Any, index: int) -> None:
+    def stuck(session: Any) -> None:
         release.wait(BOUND_S)
-        real_delete(ipr, index)
+        real_delete(session)
 
-    monkeypatch.setattr(datapath_module, "_delete_link", stuck)
+    monkeypatch.setattr(datapath_module, "_delete_group", stuck)
     try:
         host.driver.leave(net, EP)
         with pytest.raises(PluginError, match="veth reapers are stuck"):

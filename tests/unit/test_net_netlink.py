@@ -1,0 +1,137 @@
+"""netdriver.netlink builds each request as pyroute2's IPRoute does for the same call: the
+bytes are compared with what IPBatch (IPRoute's API, compiled instead of sent) makes."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Iterator
+
+import pytest
+from pyroute2.iproute.linux import IPBatch
+from pyroute2.netlink import NLM_F_ACK, nlmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE
+from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
+
+from common.bgp import RTPROT_ROUTED
+from netdriver import netlink
+
+IP4 = ipaddress.ip_address("198.51.100.7")
+IP6 = ipaddress.ip_address("2001:db8::7")
+MAC = "02:aa:bb:cc:dd:ee"
+GROUP = 0x7274_0001
+
+
+@pytest.fixture(scope="module")
+def batch() -> Iterator[IPBatch]:
+    compiler = IPBatch()
+    yield compiler
+    compiler.close()
+
+
+def compiled(batch: IPBatch, call: Callable[[IPBatch], object]) -> bytes:
+    batch.reset()
+    call(batch)
+    return bytes(batch.batch)
+
+
+def ours_like(request: netlink.Request, theirs: bytes) -> bytes:
+    """Our request encoded alone, with IPBatch's sequence number and port id."""
+    header = nlmsg(theirs)
+    header.decode()
+    request.message["header"]["pid"] = header["header"]["pid"]
+    return netlink.encode([request], header["header"]["sequence_number"])
+
+
+CASES: dict[str, tuple[netlink.Request, Callable[[IPBatch], object]]] = {
+    "veth created up": (
+        netlink.add_veth("rt-abc", "rtcabc", 1400, MAC),
+        lambda b: b.link(
+            "add",
+            ifname="rt-abc",
+            kind="veth",
+            peer={"ifname": "rtcabc", "mtu": 1400, "address": MAC},
+            mtu=1400,
+            state="up",
+        ),
+    ),
+    "host end set up, out of any group": (
+        netlink.set_link(5, 9000, up=True, group=0),
+        lambda b: b.link("set", index=5, mtu=9000, state="up", group=0),
+    ),
+    "peer's MTU": (
+        netlink.set_link(6, 9000, up=False),
+        lambda b: b.link("set", index=6, mtu=9000),
+    ),
+    "link group": (
+        netlink.set_group(5, GROUP),
+        lambda b: b.link("set", index=5, group=GROUP),
+    ),
+    "link deleted": (netlink.delete_link(5), lambda b: b.link("del", index=5)),
+    "group deleted": (netlink.delete_group(GROUP), lambda b: b.link("del", group=GROUP)),
+    "IPv4 gateway": (
+        netlink.add_address(5, IP4),
+        lambda b: b.addr("add", index=5, address=str(IP4), prefixlen=32),
+    ),
+    "IPv6 gateway": (
+        netlink.add_address(5, IP6, IFA_F_NODAD | IFA_F_NOPREFIXROUTE),
+        lambda b: b.addr(
+            "add", index=5, address=str(IP6), prefixlen=128, flags=IFA_F_NODAD | IFA_F_NOPREFIXROUTE
+        ),
+    ),
+    "IPv4 host route": (
+        netlink.replace_route(5, IP4, RTPROT_ROUTED),
+        lambda b: b.route("replace", dst=f"{IP4}/32", oif=5, scope="link", proto=RTPROT_ROUTED),
+    ),
+    "IPv6 host route": (
+        netlink.replace_route(5, IP6, RTPROT_ROUTED),
+        lambda b: b.route(
+            "replace", dst=f"{IP6}/128", oif=5, family=socket.AF_INET6, proto=RTPROT_ROUTED
+        ),
+    ),
+    "IPv4 host route deleted, any protocol": (
+        netlink.delete_route(5, IP4),
+        lambda b: b.route("del", dst=f"{IP4}/32", oif=5, scope="link"),
+    ),
+    "IPv6 host route deleted, any protocol": (
+        netlink.delete_route(5, IP6),
+        lambda b: b.route("del", dst=f"{IP6}/128", oif=5, family=socket.AF_INET6),
+    ),
+    "IPv6 neighbour pinned": (
+        netlink.pin_neighbour(5, IP6, MAC),
+        lambda b: b.neigh("replace", dst=str(IP6), lladdr=MAC, ifindex=5, state=NUD_PERMANENT),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_request_is_the_bytes_iproute_sends(batch: IPBatch, case: str) -> None:
+    request, call = CASES[case]
+    theirs = compiled(batch, call)
+    assert ours_like(request, theirs) == theirs
+
+
+def headers(data: bytes) -> list[dict[str, int]]:
+    found = []
+    offset = 0
+    while offset < len(data):
+        message = nlmsg(data, offset=offset)
+        message.decode()
+        found.append(message["header"])
+        offset += message["header"]["length"]
+    return found
+
+
+def test_a_batch_numbers_its_requests_and_asks_only_the_last_for_an_ack() -> None:
+    requests = [netlink.delete_route(5, IP4), netlink.set_group(5, GROUP)]
+    sent = headers(netlink.encode(requests, 41))
+    assert [header["sequence_number"] for header in sent] == [41, 42]
+    assert [bool(header["flags"] & NLM_F_ACK) for header in sent] == [False, True]
+
+
+def test_a_request_sent_again_is_encoded_anew() -> None:
+    request = netlink.delete_link(5)
+    alone = netlink.encode([request], 1)
+    [first, _last] = headers(netlink.encode([request, netlink.delete_link(6)], 1))
+    assert not first["flags"] & NLM_F_ACK
+    assert netlink.encode([request], 1) == alone
