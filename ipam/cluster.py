@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TypeVar
@@ -131,6 +131,9 @@ class ClusterAllocator:
         self._claiming = threading.Lock()  # one claim at a time: the others wait and re-check
         self._owned: dict[PoolRef, Owned] = {}
         self._dirty: set[tuple[PoolRef, int]] = set()
+        # What the last mirror wrote per block: a block whose addresses are as written (an
+        # address taken and given back since) costs no etcd write.
+        self._mirrored: dict[tuple[PoolRef, int], list[str]] = {}
         self._released: set[tuple[PoolRef, int]] = set()  # given up locally, not yet in etcd
         self._spare_wanted: set[str] = set()  # pool ids
         # Addresses whose endpoint routed-net reported gone: endpoint id and since when.
@@ -615,6 +618,7 @@ class ClusterAllocator:
 
     def _reconcile(self) -> None:
         """After a start: confirm local claims with etcd, adopt or drop the rest."""
+        self._mirrored.clear()  # what etcd holds is to be confirmed too: mirror every block
         entries = self._etcd("list blocks", self.kv.range, f"{blocks.ROOT}block/")
         by_block = {(str(e.value["space"]), str(e.value["block"])): e for e in entries}
         with self._lock:
@@ -717,6 +721,7 @@ class ClusterAllocator:
             with self._lock:
                 self._released.add((owned.ref, start))
                 self._dirty.discard((owned.ref, start))
+                self._mirrored.pop((owned.ref, start), None)
         with self._lock:
             released = sorted(self._released)
         for ref, start in released:
@@ -770,7 +775,13 @@ class ClusterAllocator:
             return
         if self.health.pending_since is None:
             self.health.pending_since = time.monotonic()
-        snapshot = self.service.run(lambda ipam: self._addresses(ipam, dirty))
+        snapshot = [
+            ((owned, start), record)
+            for (owned, start), record in self.service.run(
+                lambda ipam: self._addresses(ipam, dirty)
+            )
+            if self._mirrored.get((owned.ref, start)) != record["addresses"]
+        ]
         for first in range(0, len(snapshot), MAX_TXN_OPS):
             chunk = snapshot[first : first + MAX_TXN_OPS]
             # Each write is guarded by the block still being this host's: an operator may
@@ -790,7 +801,10 @@ class ClusterAllocator:
             if not applied:
                 log.error("some blocks of this host are not its own in etcd any more: checking")
                 self._reconciled = False
+                self._mirrored.clear()
                 return
+            for (owned, start), record in chunk:
+                self._mirrored[(owned.ref, start)] = record["addresses"]
         with self._lock:
             self._dirty.difference_update(dirty)
             if not self._dirty:
@@ -807,11 +821,7 @@ class ClusterAllocator:
                 continue
             pool = pools.get(ref)
             size = blocks.block_size(owned.pool.subnet, owned.pool.block)
-            addresses = (
-                [str(pool.address_at(o)) for o in sorted(pool.leases) if start <= o < start + size]
-                if pool is not None
-                else []
-            )
+            addresses = _block_addresses(pool, start, size) if pool is not None else []
             record = {**owned.record(start), "node": self.node, "addresses": addresses}
             out.append(((owned, start), record))
         return out
@@ -886,6 +896,16 @@ class ClusterAllocator:
             "pending_s": None if health.pending_since is None else now - health.pending_since,
             "blocks": owned,
         }
+
+
+def _block_addresses(pool: Pool, start: int, size: int) -> list[str]:
+    """The leased addresses of one block, in order; walks the block or the leases, whichever
+    is shorter, under the IPAM's lock."""
+    if size <= len(pool.leases):
+        offsets: Iterable[int] = (o for o in range(start, start + size) if o in pool.leases)
+    else:
+        offsets = sorted(o for o in pool.leases if start <= o < start + size)
+    return [str(pool.address_at(offset)) for offset in offsets]
 
 
 def _unchanged(key: str, entry: Entry | None) -> Absent | Unchanged:

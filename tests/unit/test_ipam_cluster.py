@@ -377,3 +377,20 @@ def test_gone_endpoints_are_remembered_across_a_restart(host):
     held = {lease.address for lease in again.service.ipam.pools[pool.pool_id].leases.values()}
     assert kept in held and orphan not in held
     assert again.store.load("cluster_gone") == {}
+
+
+def test_a_block_whose_addresses_are_as_mirrored_costs_no_write(host, kv):
+    a = host("a").allocator
+    pool = a.request_pool(PoolRequest(SPACE, net("10.0.0.0/24"), None, {}, False))
+    kept = addresses(a, pool.pool_id, 3)
+    a.round()
+    writes = kv.writes
+    taken = a.request_address(pool.pool_id, None, False).split("/")[0]
+    a.release_address(pool.pool_id, ip(taken))  # taken and given back: as mirrored
+    a.round()
+    assert kv.writes == writes
+    a.request_address(pool.pool_id, None, False)  # a real change is written
+    a.round()
+    assert kv.writes == writes + 1
+    mirrored = {x for e in kv.range(f"{blocks.ROOT}addrs/") for x in e.value["addresses"]}
+    assert set(kept) < mirrored
