@@ -22,14 +22,12 @@ BIRD router. Never touches the machine's own dockerd.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
-from bench.stats import distribution
+from bench.stats import distribution, run_alone
 from common.unixhttp import UnixClient
 from ipam.pools import pool_id_for
 from testkit import icmp
@@ -37,7 +35,6 @@ from testkit.bed import Bed, bgp_in_routed
 from testkit.bedhost import Host
 from testkit.bednet import BedError, netns_socket, wait_for
 
-RESULTS = Path(__file__).resolve().parent / "results"
 NET = "bench"
 SUBNET = "198.19.128.0/18"
 AGG_SUBNET = "198.19.192.0/18"
@@ -175,12 +172,5 @@ def run() -> dict[str, Any]:
         }
 
 
-def main() -> None:
-    data = run()
-    print(json.dumps(data, indent=2))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bgp.json").write_text(json.dumps(data, indent=2) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    run_alone("bgp", run)

@@ -11,7 +11,6 @@ etcd writes per 1,000 allocations from etcd's revision (one per applied write).
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import threading
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.stats import distribution, percentile
+from bench.stats import distribution, percentile, run_alone
 from common.etcd import Etcd
 from common.settings import EtcdSettings
 from common.unixhttp import UnixClient
@@ -32,7 +31,6 @@ OPS = 300  # allocate+release pairs per client
 GROW = 1000  # addresses each host allocates (and then releases) to measure claims
 SUBNET = "10.230.0.0/16"
 ETCD_BASE = 23890
-RESULTS = Path(__file__).resolve().parent / "results"
 CLAIMED = re.compile(r"claimed block \S+ of \S+ in ([0-9.]+) s")
 
 
@@ -172,12 +170,5 @@ def run() -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    data = run()
-    print(json.dumps(data, indent=2))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cluster_alloc.json").write_text(json.dumps(data, indent=2) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    run_alone("cluster_alloc", run)

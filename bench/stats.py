@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +114,16 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "dockerd": engine(version=docker_version()),
     }
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_alone(name: str, run: Callable[[], dict[str, Any]]) -> None:
+    """One benchmark by itself (`python -m bench.NAME`): print its results and keep them in
+    bench/results/NAME.json."""
+    data = run()
+    text = json.dumps(data, indent=2)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(text + "\n")
