@@ -111,6 +111,15 @@ def _text(value: str) -> str:
     return base64.b64decode(value).decode()
 
 
+def _failure(err: Exception) -> str:
+    """What went wrong with one endpoint, for a person: a refused TLS handshake says which
+    settings to check (a member demanding a client certificate just closes the connection)."""
+    text = str(err) or type(err).__name__
+    if isinstance(err, ssl.SSLError):
+        return f"TLS failed ({text}): check ROUTED_ETCD_CA, ROUTED_ETCD_CERT and ROUTED_ETCD_KEY"
+    return text
+
+
 def _prefix_end(prefix: str) -> str:
     raw = bytearray(prefix.encode())
     raw[-1] += 1  # keys here are printable ASCII, so the last byte never overflows
@@ -188,7 +197,7 @@ class Etcd:
             try:
                 reply = self._post(endpoint, path, body, max(0.2, left / untried))
             except (OSError, http.client.HTTPException, ValueError) as err:
-                errors.append(f"{endpoint}: {err or type(err).__name__}")
+                errors.append(f"{endpoint}: {_failure(err)}")
                 if attempt % count == 0:
                     time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
                 continue

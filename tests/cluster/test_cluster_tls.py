@@ -73,7 +73,7 @@ def refused(host) -> str:
 
 def test_a_host_without_a_client_certificate_is_refused_naming_etcd(make_host, tls_etcd):
     host = make_host("tb", **tls_env(tls_etcd, ROUTED_ETCD_CERT="", ROUTED_ETCD_KEY=""))
-    refused(host)
+    assert "TLS failed" in refused(host) and "ROUTED_ETCD_CERT" in refused(host)
 
 
 def test_a_host_trusting_another_ca_is_refused_naming_etcd(make_host, tls_etcd):
