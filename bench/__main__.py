@@ -83,6 +83,7 @@ def _measure(results: dict[str, Any]) -> None:
         networks = {"routed": routed, "bridge": "bridge", "user_bridge": dock.network()}
         _step(results, "container_start", lambda: docker_start.container_start(networks))
         _step(results, "burst", lambda: burst.run(networks))
+        _step(results, "burst_200", lambda: burst.run(networks, count=200, rounds=1))
         _step(results, "datapath", lambda: datapath.run(routed))
         _step(results, "ports", lambda: ports.run({"routed": routed, "bridge": "bridge"}))
         docker("network", "rm", routed, check=False)

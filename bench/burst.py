@@ -1,4 +1,5 @@
-"""Burst: 50 containers started at once (`docker run -d` from a pool of 50 threads), routed
+"""Burst: N containers (50, and 200 in `make bench`) started at once (`docker run -d` from a
+pool of N threads), routed
 against the default bridge and a user-defined bridge (see docker_start), in rotating order;
 time until every one is running and answers `busybox ping -c1 -W1` from the host netns. Also
 records distinct addresses and reachability.
@@ -34,12 +35,12 @@ def _ping(address: str) -> bool:
     return done.returncode == 0
 
 
-def one_round(network: str, pool: ThreadPoolExecutor) -> dict[str, Any]:
+def one_round(network: str, pool: ThreadPoolExecutor, count: int) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:6]
     names: list[str] = []
     try:
         started = time.perf_counter()
-        names = list(pool.map(lambda i: _start(network, tag, i), range(COUNT)))
+        names = list(pool.map(lambda i: _start(network, tag, i), range(count)))
         all_running = time.perf_counter() - started
         fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
         addresses = docker("inspect", "-f", fmt, *names).stdout.split()
@@ -59,22 +60,22 @@ def one_round(network: str, pool: ThreadPoolExecutor) -> dict[str, Any]:
             docker("rm", "-f", *names, check=False, timeout=300)
 
 
-def run(networks: dict[str, str], rounds: int = 2) -> dict[str, Any]:
+def run(networks: dict[str, str], count: int = COUNT, rounds: int = 2) -> dict[str, Any]:
     """`networks` maps "routed" and each of BASELINES to an existing network's name."""
     sides = ["routed", *BASELINES]
     samples: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
-    with ThreadPoolExecutor(COUNT) as pool:
+    with ThreadPoolExecutor(count) as pool:
         for i in range(rounds):
             for side in rotated(sides, i):
-                samples[side].append(one_round(networks[side], pool))
+                samples[side].append(one_round(networks[side], pool, count))
     reachable = {side: [s["reachable_s"] for s in samples[side]] for side in sides}
     return {
-        "containers": COUNT,
+        "containers": count,
         "rounds": samples,
         **{f"{side}_median_s": round(statistics.median(reachable[side]), 3) for side in sides},
         **{f"vs_{side}": ratios(reachable["routed"], reachable[side]) for side in BASELINES},
         "all_distinct": all(
-            s["distinct_addresses"] == COUNT for side in samples.values() for s in side
+            s["distinct_addresses"] == count for side in samples.values() for s in side
         ),
-        "all_reachable": all(s["reachable"] == COUNT for side in samples.values() for s in side),
+        "all_reachable": all(s["reachable"] == count for side in samples.values() for s in side),
     }
