@@ -282,7 +282,7 @@ class ClusterAllocator:
                 blocks.agree(held, mode, wanted.block)
                 if not name_key or named is not None:
                     return held
-            else:
+            elif not carved:  # a carved subnet was chosen clear of the same listing
                 self._refuse_overlap(space, subnet)
             new = ClusterPool(
                 space=space,

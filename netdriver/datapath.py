@@ -341,7 +341,7 @@ class LinuxDatapath:
 
     @_on_netlink_thread
     def aggregates(self) -> list[IPNetwork]:
-        return read_aggregates(self._ipr)
+        return read_aggregates(self._session)
 
     @_on_netlink_thread
     def add_aggregate(self, prefix: IPNetwork) -> None:
@@ -392,15 +392,13 @@ def _peer_mtu(peer: str, mtu: int) -> list[Request]:
     return [] if index is None else [netlink.set_link(index, mtu, up=False)]
 
 
-def read_aggregates(ipr: IPRoute) -> list[IPNetwork]:
+def read_aggregates(session: Session) -> list[IPNetwork]:
     """routed's unreachable routes in the main table, IPv4 and IPv6 (routedctl reads them
     the same way)."""
     found: list[IPNetwork] = []
-    for family, unspecified in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-        for route in ipr.get_routes(
-            family=family, table=MAIN_TABLE, proto=RTPROT_ROUTED, type="unreachable"
-        ):
-            destination = route.get_attr("RTA_DST") or unspecified
+    for version in (4, 6):
+        for route in session.dump_routes(version, MAIN_TABLE, RTPROT_ROUTED, "unreachable"):
+            destination = route.get_attr("RTA_DST") or ("0.0.0.0" if version == 4 else "::")
             found.append(ipaddress.ip_network((destination, route["dst_len"])))
     return found
 

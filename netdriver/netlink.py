@@ -23,18 +23,22 @@ from typing import Any
 from pyroute2 import NetlinkError
 from pyroute2.iproute.linux import DEFAULT_TABLE
 from pyroute2.netlink import (
+    NETLINK_GET_STRICT_CHK,
     NLM_F_ACK,
     NLM_F_CREATE,
+    NLM_F_DUMP,
     NLM_F_EXCL,
     NLM_F_REPLACE,
     NLM_F_REQUEST,
+    NLMSG_DONE,
     NLMSG_ERROR,
+    SOL_NETLINK,
     nlmsg,
 )
-from pyroute2.netlink.marshal import Marshal
 from pyroute2.netlink.rtnl import (
     RTM_DELLINK,
     RTM_DELROUTE,
+    RTM_GETROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTM_NEWNEIGH,
@@ -44,6 +48,7 @@ from pyroute2.netlink.rtnl import (
 )
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
@@ -67,8 +72,10 @@ class Session:
             socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
         )
         self._socket.settimeout(timeout_s)
+        # Dumps filtered by the kernel (dump_routes): not every route parsed in Python.
+        self._socket.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         self._socket.bind((0, 0))
-        self._marshal = Marshal()
+        self._marshal = MarshalRtnl()
         self._sequence = 0
 
     def close(self) -> None:
@@ -89,6 +96,33 @@ class Session:
             refusal = refusals.get(sequence)
             if refusal is not None and refusal.code not in request.tolerated:
                 raise refusal
+
+    def dump_routes(self, version: int, table: int, protocol: int, kind: str) -> list[rtmsg]:
+        """The routes of one family, table, protocol and type: the kernel filters them (strict
+        checking), so the cost is that of the routes asked for, not of the whole table."""
+        self._sequence += 1
+        query = rtmsg()
+        query["header"] = {
+            "type": RTM_GETROUTE,
+            "flags": NLM_F_REQUEST | NLM_F_DUMP,
+            "sequence_number": self._sequence,
+        }
+        query["family"], query["table"] = FAMILY[version], table
+        query["proto"], query["type"] = protocol, rt_type[kind]
+        query.encode()
+        self._socket.send(query.data)
+        routes: list[rtmsg] = []
+        while True:
+            for answer in self._marshal.parse(self._socket.recv(RECEIVE_BYTES)):
+                header = answer["header"]
+                if header["sequence_number"] != self._sequence:
+                    continue  # an answer to a batch that timed out
+                if header["type"] == NLMSG_ERROR and header["error"] is not None:
+                    raise header["error"]
+                if header["type"] == NLMSG_DONE:
+                    return routes
+                if header["type"] != NLMSG_ERROR:
+                    routes.append(answer)
 
     def _refusals(self, first: int, last: int) -> dict[int, NetlinkError]:
         """The kernel's refusals by sequence number, until the ACK of `last`; answers to

@@ -11,6 +11,7 @@ announce: no second copy of any schema lives here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import http.client
@@ -374,13 +375,13 @@ def read_aggregates(paths: Paths, networks: tuple[Network, ...]) -> state.Aggreg
 
 
 def _aggregates_now(paths: Paths, on: bool, etcd: bool) -> state.Aggregates:
-    from pyroute2 import IPRoute  # imported here: the pure layers and tests never need it
-
+    # imported here: the pure layers and tests never need netlink
     from netdriver.datapath import read_aggregates as kernel_aggregates
+    from netdriver.netlink import Session
 
     try:
-        with IPRoute() as ipr:
-            installed: tuple[IPNetwork, ...] | None = tuple(kernel_aggregates(ipr))
+        with contextlib.closing(Session(TIMEOUT_S)) as session:
+            installed: tuple[IPNetwork, ...] | None = tuple(kernel_aggregates(session))
     except Exception:  # pyroute2 raises a variety: read_host's finding says what it was
         installed = None
     reply = _ask(paths.channel_endpoint, "blocks") if on else None
