@@ -10,7 +10,8 @@ destinations: a DNAT per binding and family; FORWARD accepts what it DNATed what
 isolation (a published port is public, as with bridge); POSTROUTING masquerades a container
 reaching its own published port (hairpin) and, for IPv4, connections from the host's
 127.0.0.0/8 (route_localnet on the host veths lets them out; a filter INPUT rule keeps
-containers themselves from reaching the host's loopback services through it).
+containers themselves from reaching the host's loopback services through it). IPv6 has no
+route_localnet: ::1 is left to docker-proxy (netdriver.ports), which listens on the port.
 
 Only our own chains appear. Declaring `:CHAIN - [0:0]` under `--noflush` empties and refills
 just that chain in one atomic batch, so the host never sees a half-written rule set and
@@ -30,6 +31,7 @@ NAT_CHAIN = "ROUTED-POSTROUTING"
 DNAT_CHAIN = "ROUTED-DNAT"
 INPUT_CHAIN = "ROUTED-INPUT"
 LOOPBACK = "127.0.0.0/8"
+LOOPBACK6 = "::1/128"
 ROUTED_IFACES = HOST_PREFIX + "+"  # every host veth we create
 
 
@@ -105,6 +107,8 @@ def dnat_rules(forwards: Sequence[Forward], version: int = 4) -> list[str]:
     rules = []
     for forward in _of_family(forwards, version):
         host = f"-d {forward.host_ip} " if forward.host_ip is not None else ""
+        if forward.host_ip is None and version == 6:
+            host = f"! -d {LOOPBACK6} "  # docker-proxy serves it: ::1 cannot leave the host
         target = forward.container_ip if version == 4 else f"[{forward.container_ip}]"
         rules.append(
             f"{host}-p {forward.proto} --dport {forward.host_port} "
