@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +14,12 @@ import pytest
 
 from tests.e2e import engine
 from tests.e2e.harness import (
+    WEB,
     Docker,
     PluginProcess,
     docker,
     host_links,
+    http_get,
     iptables_rules,
     plugin_call,
     routedctl,
@@ -28,7 +29,6 @@ from tests.e2e.harness import (
 from tests.e2e.upstream import HOST_SIDE, HOST_SIDE6, Upstream
 
 ROUTED = ("-d", "routed-net", "--ipam-driver", "routed-ipam")
-WEB = "mkdir -p /www && echo hello-$(hostname) > /www/index.html && httpd -f -p 80 -h /www"
 
 
 def fetch_in(dock: Docker, container: str, host: str, port: int) -> str:
@@ -71,15 +71,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("", 0))
         return int(probe.getsockname()[1])
-
-
-def http_get(host: str, port: int, timeout: float = 3) -> str:
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:
-            return str(answer.read().decode())
-    except OSError as err:
-        return f"error: {err}"
 
 
 def answers(host: str, port: int, text: str = "hello-") -> bool:
