@@ -129,6 +129,13 @@ def input_rules(version: int = 4) -> list[str]:
 
 def render(networks: Iterable[Network], version: int = 4, forwards: Sequence[Forward] = ()) -> str:
     """The full (ip6)tables-restore text for all of our chains (empty ones if no network)."""
+    return "".join(render_tables(networks, version, forwards).values())
+
+
+def render_tables(
+    networks: Iterable[Network], version: int = 4, forwards: Sequence[Forward] = ()
+) -> dict[str, str]:
+    """The restore text per table ("filter", "nat"), each a batch of its own."""
     # Stable output whatever the input order: by this family's subnet, then id.
     ordered = [
         net
@@ -137,12 +144,20 @@ def render(networks: Iterable[Network], version: int = 4, forwards: Sequence[For
             key=lambda pair: (pair[0], pair[1].network_id),
         )
     ]
-    lines = ["*filter", f":{FORWARD_CHAIN} - [0:0]", f":{INPUT_CHAIN} - [0:0]"]
     published = bool(_of_family(forwards, version))
-    lines += [f"-A {FORWARD_CHAIN} {rule}" for rule in forward_rules(ordered, version, published)]
-    lines += [f"-A {INPUT_CHAIN} {rule}" for rule in input_rules(version)]
-    lines += ["COMMIT", "*nat", f":{NAT_CHAIN} - [0:0]", f":{DNAT_CHAIN} - [0:0]"]
-    lines += [f"-A {NAT_CHAIN} {rule}" for rule in nat_rules(ordered, version, forwards)]
-    lines += [f"-A {DNAT_CHAIN} {rule}" for rule in dnat_rules(forwards, version)]
+    filter_chains = {
+        FORWARD_CHAIN: forward_rules(ordered, version, published),
+        INPUT_CHAIN: input_rules(version),
+    }
+    nat_chains = {
+        NAT_CHAIN: nat_rules(ordered, version, forwards),
+        DNAT_CHAIN: dnat_rules(forwards, version),
+    }
+    return {"filter": _table("filter", filter_chains), "nat": _table("nat", nat_chains)}
+
+
+def _table(name: str, chains: dict[str, list[str]]) -> str:
+    lines = [f"*{name}", *(f":{chain} - [0:0]" for chain in chains)]
+    lines += [f"-A {chain} {rule}" for chain, chain_rules in chains.items() for rule in chain_rules]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"

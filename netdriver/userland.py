@@ -143,7 +143,7 @@ def _stop(pid: int) -> None:
     while time.monotonic() < deadline:
         if _gone(pid):
             return
-        time.sleep(0.005)
+        time.sleep(0.001)
     log.warning("docker-proxy %d ignored SIGTERM for %.0f s: killing it", pid, STOP_S)
     os.kill(pid, signal.SIGKILL)
     _gone(pid, block=True)
