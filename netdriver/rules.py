@@ -50,14 +50,14 @@ def has_family(networks: Iterable[Network], version: int) -> bool:
     return bool(_with_subnets(networks, version))
 
 
-def forward_rules(
-    networks: Sequence[Network], version: int = 4, published: bool = False
-) -> list[str]:
-    # Published ports first: what our DNAT sent to a container (and its replies) passes
-    # whatever the isolation, as a bridge container's published port does.
-    ways = ("-o", "-i") if published else ()
-    rules = [f"{way} {ROUTED_IFACES} -m conntrack --ctstate DNAT -j ACCEPT" for way in ways]
+def forward_rules(networks: Sequence[Network], version: int = 4) -> list[str]:
     members = _with_subnets(networks, version)
+    if not members:
+        return []
+    # Published ports first: what our DNAT sent to a container (and its replies) passes
+    # whatever the isolation, as a bridge container's published port does. Present whether
+    # or not a port is published, so that publishing rewrites the nat table alone.
+    rules = [f"{way} {ROUTED_IFACES} -m conntrack --ctstate DNAT -j ACCEPT" for way in ("-o", "-i")]
     # Drops next: the ACCEPTs below would otherwise let everything routed through.
     for a, a_subnet in members:
         for b, b_subnet in members:
@@ -144,9 +144,8 @@ def render_tables(
             key=lambda pair: (pair[0], pair[1].network_id),
         )
     ]
-    published = bool(_of_family(forwards, version))
     filter_chains = {
-        FORWARD_CHAIN: forward_rules(ordered, version, published),
+        FORWARD_CHAIN: forward_rules(ordered, version),
         INPUT_CHAIN: input_rules(version),
     }
     nat_chains = {
