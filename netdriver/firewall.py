@@ -104,8 +104,11 @@ class IptablesFirewall:
         tables = rules.render_tables(networks, family.version, forwards)
         listings = {table: self._listing(family, table) for table in tables}
         for table, text in tables.items():
-            if not self._in_force(family.version, table, text, listings[table]):
-                self._restore(family, table, text)
+            in_force = self._restored.get((family.version, table))
+            if in_force is None or not _intact(in_force, listings[table]):
+                self._restore(family, table, text, text)
+            elif in_force != text:
+                self._restore(family, table, text, rules.appended(in_force, text) or text)
         for table, builtin, chain, match in _JUMPS:
             self._ensure_jump_once(family, listings[table], table, builtin, chain, match)
 
@@ -115,17 +118,10 @@ class IptablesFirewall:
             raise FirewallError(f"cannot list {family.tool} {table}: {listing.stderr.strip()}")
         return listing.stdout.splitlines()
 
-    def _in_force(self, version: int, table: str, text: str, listing: list[str]) -> bool:
-        if self._restored.get((version, table)) != text:
-            return False
-        wanted = [line for line in text.splitlines() if line.startswith("-A ")]
-        chains = {line[1:].split()[0] for line in text.splitlines() if line.startswith(":")}
-        have = [line for line in listing if line.startswith("-A ") and line.split()[1] in chains]
-        return len(have) == len(wanted)
-
-    def _restore(self, family: Family, table: str, text: str) -> None:
+    def _restore(self, family: Family, table: str, text: str, batch: str) -> None:
+        """Put `text` in force by restoring `batch` (the text itself, or what appends to it)."""
         self._restored.pop((family.version, table), None)
-        done = _run([family.restore, "-w", WAIT_S, "--noflush"], stdin=text)
+        done = _run([family.restore, "-w", WAIT_S, "--noflush"], stdin=batch)
         if done.returncode != 0:
             raise FirewallError(f"{family.restore} refused our rules: {done.stderr.strip()}")
         self._restored[(family.version, table)] = text
@@ -168,6 +164,15 @@ class IptablesFirewall:
                     f"cannot add the {family.tool} {builtin} jump: {added.stderr.strip()}"
                 )
             log.info("added jump %s %s %s -> %s", family.tool, table, builtin, chain)
+
+
+def _intact(text: str, listing: list[str]) -> bool:
+    """Whether the listing still holds as many rules in our chains as `text` wrote: a flush by
+    someone else (or a lost batch) makes the next apply rewrite the table."""
+    wanted = [line for line in text.splitlines() if line.startswith("-A ")]
+    chains = {line[1:].split()[0] for line in text.splitlines() if line.startswith(":")}
+    have = [line for line in listing if line.startswith("-A ") and line.split()[1] in chains]
+    return len(have) == len(wanted)
 
 
 class Applier(Protocol):

@@ -21,6 +21,7 @@ constant), never request text.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from netdriver.model import HOST_PREFIX, IPNetwork, Network
@@ -33,6 +34,9 @@ INPUT_CHAIN = "ROUTED-INPUT"
 LOOPBACK = "127.0.0.0/8"
 LOOPBACK6 = "::1/128"
 ROUTED_IFACES = HOST_PREFIX + "+"  # every host veth we create
+# Chains whose rules share a target and never overlap (a host port is published once), so any
+# order means the same: new rules can be appended to them instead of rewriting the chain.
+ORDER_FREE = {NAT_CHAIN, DNAT_CHAIN}
 
 
 def _isolated(a: Network, b: Network) -> bool:
@@ -160,3 +164,38 @@ def _table(name: str, chains: dict[str, list[str]]) -> str:
     lines += [f"-A {chain} {rule}" for chain, chain_rules in chains.items() for rule in chain_rules]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+def appended(in_force: str, wanted: str) -> str | None:
+    """A restore batch that turns one table's `in_force` text into `wanted` by appending
+    rules alone, or None when that cannot be done (a rule goes, or a chain whose order
+    matters grows). Appending spares nf_tables the grace period a chain rewrite waits for,
+    which is most of the time a published port takes."""
+    before, after = _chain_rules(in_force), _chain_rules(wanted)
+    if before.keys() != after.keys():
+        return None
+    lines = [wanted.split("\n", 1)[0]]  # *table
+    for chain, rules in after.items():
+        left = Counter(before[chain])
+        for rule in rules:
+            if left[rule] > 0:
+                left[rule] -= 1
+            elif chain in ORDER_FREE:
+                lines.append(f"-A {chain} {rule}")
+            else:
+                return None
+        if left.total() > 0:
+            return None
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def _chain_rules(text: str) -> dict[str, list[str]]:
+    chains: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith(":"):
+            chains[line[1:].split()[0]] = []
+        elif line.startswith("-A "):
+            _, chain, rule = line.split(" ", 2)
+            chains[chain].append(rule)
+    return chains

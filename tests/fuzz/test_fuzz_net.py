@@ -148,7 +148,7 @@ def restore_grammar(cidr: str, ip: str, target: str) -> re.Pattern[str]:
         rf"(?:-A ROUTED-FORWARD (?:{forward})\n)*"
         r"(?:-A ROUTED-INPUT -i rt-\+ -d 127\.0\.0\.0/8 -m conntrack "
         r"! --ctstate RELATED,ESTABLISHED -j DROP\n)?"
-        r"COMMIT\n|\*nat\n:ROUTED-POSTROUTING - \[0:0\]\n:ROUTED-DNAT - \[0:0\]\n"
+        r"COMMIT\n|\*nat\n(?::ROUTED-POSTROUTING - \[0:0\]\n:ROUTED-DNAT - \[0:0\]\n)?"
         rf"(?:-A ROUTED-POSTROUTING (?:{postrouting})\n)*"
         rf"(?:-A ROUTED-DNAT (?:-d {ip} |! -d ::1/128 )?{port} "
         rf"-j DNAT --to-destination {target}:\d{{1,5}}\n)*"
