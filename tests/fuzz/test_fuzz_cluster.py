@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from common import settings
 from common.settings import BadSetting, Settings
 from common.store import Store
-from ipam.cluster import BLOCK, CPOOL, ClusterAllocator
+from ipam.cluster import ClusterAllocator
+from ipam.cluster_claims import BLOCK, CPOOL
 from ipam.handlers import build_app
 from ipam.pools import DefaultPool
 from ipam.service import IpamService
