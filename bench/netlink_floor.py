@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.stats import own_netns, percentile, rotated, run_alone
+from bench.stats import own_netns, percentile, rotated, run_alone, together
 from netdriver import netlink
 from netdriver.datapath import DOOMED_GROUP, REAPERS, LinuxDatapath, _derived_mac, _host_side
 from netdriver.model import HOST_PREFIX, Attachment, host_veth_name, peer_name
@@ -119,27 +119,7 @@ def worker(worker_index: int, rounds: int, reapers: Reapers) -> dict[str, list[f
 
 def block(threads: int, rounds: int, reapers: Reapers) -> tuple[dict[str, list[float]], float]:
     """One block of `threads` workers; (latencies by operation, Docker calls per second)."""
-    results: list[dict[str, list[float]]] = [{} for _ in range(threads)]
-    errors: list[BaseException] = []
-    gate = threading.Barrier(threads + 1)
-
-    def run(index: int) -> None:
-        gate.wait()
-        try:
-            results[index] = worker(index, rounds, reapers)
-        except BaseException as err:  # reported below
-            errors.append(err)
-
-    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    gate.wait()
-    started = time.perf_counter()
-    for thread in pool:
-        thread.join()
-    wall = time.perf_counter() - started
-    if errors:
-        raise errors[0]
+    results, wall = together(threads, lambda index: worker(index, rounds, reapers))
     merged = {op: [s for result in results for s in result[op]] for op in OPS}
     return merged, threads * rounds * CALLS_PER_ENDPOINT / wall
 

@@ -21,7 +21,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.client import KeepAlive
-from bench.stats import own_netns, percentile, run_alone
+from bench.stats import own_netns, percentile, run_alone, together
 from common.unixhttp import UnixClient
 from testkit.services import IPAM, NET, PLUGIN_DIR, Layout, Service, make_root
 
@@ -123,29 +122,11 @@ def call(plugin: str, method: str, body: Any, plugins: Path = PLUGIN_DIR) -> dic
 def block(sock: str, workload: Workload, clients: int, rounds: int) -> tuple[list[float], float]:
     """Run `clients` threads of `rounds` each; (per-call latencies ms, calls per second)."""
     conns = [KeepAlive(sock) for _ in range(clients)]
-    results: list[list[float]] = [[] for _ in range(clients)]
-    errors: list[BaseException] = []
-    gate = threading.Barrier(clients + 1)
-
-    def worker(index: int) -> None:
-        gate.wait()
-        try:
-            results[index] = workload(conns[index], index, rounds)
-        except BaseException as err:  # reported below
-            errors.append(err)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    gate.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
-    for conn in conns:
-        conn.close()
-    if errors:
-        raise errors[0]
+    try:
+        results, wall = together(clients, lambda index: workload(conns[index], index, rounds))
+    finally:
+        for conn in conns:
+            conn.close()
     samples = [s for r in results for s in r]
     return samples, len(samples) / wall
 

@@ -8,9 +8,13 @@ import os
 import platform
 import statistics
 import subprocess
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -141,3 +145,30 @@ def own_netns() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:
         raise SystemExit(f"unshare(CLONE_NEWNET): {os.strerror(ctypes.get_errno())} (root?)")
+
+
+def together(count: int, work: Callable[[int], T]) -> tuple[list[T], float]:
+    """`work(0..count-1)` on threads released at once; their results and the wall seconds
+    from the release to the last one's end. The first error is raised once all have ended."""
+    results: list[T | None] = [None] * count
+    errors: list[BaseException] = []
+    gate = threading.Barrier(count + 1)
+
+    def run(index: int) -> None:
+        gate.wait()
+        try:
+            results[index] = work(index)
+        except BaseException as err:  # reported below, after the others
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    gate.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return [result for result in results if result is not None], wall
