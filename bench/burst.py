@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,7 +36,14 @@ def _ping(address: str) -> bool:
     return done.returncode == 0
 
 
-def one_round(network: str, pool: ThreadPoolExecutor, count: int) -> dict[str, Any]:
+def one_round(
+    network: str,
+    pool: ThreadPoolExecutor,
+    count: int,
+    reached: Callable[[list[str]], None] | None = None,
+) -> dict[str, Any]:
+    """`reached`, if given, sees the containers' names once they all answer (or the deadline
+    passed), before they are removed: bench.dockerd_floor reads their state there."""
     tag = uuid.uuid4().hex[:6]
     names: list[str] = []
     try:
@@ -49,6 +57,8 @@ def one_round(network: str, pool: ThreadPoolExecutor, count: int) -> dict[str, A
             answered = list(pool.map(_ping, sorted(pending)))
             pending -= {a for a, ok in zip(sorted(pending), answered, strict=True) if ok}
         reachable = time.perf_counter() - started
+        if reached is not None:
+            reached(names)
         return {
             "running_s": round(all_running, 3),
             "reachable_s": round(reachable, 3),
