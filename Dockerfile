@@ -4,7 +4,8 @@
 #   docker run -d --name routed --restart unless-stopped --net=host \
 #     --cap-add NET_ADMIN --security-opt systempaths=unconfined \
 #     -v /run/docker/plugins:/run/docker/plugins -v /var/lib/routed:/var/lib/routed \
-#     -v /run/routed:/run/routed routed:latest
+#     -v /run/routed:/run/routed -v "$(command -v docker-proxy)":/usr/sbin/docker-proxy:ro \
+#     routed:latest
 # No registry is needed: BASE is a local image (deploy/build-base.sh: Debian bookworm
 # minbase with python3, python3-venv, iproute2, iptables-nft, bird2), Python dependencies
 # come from wheels/ prepared on the host (`pip wheel -w wheels .`), installed with --no-index.

@@ -6,10 +6,17 @@ Workloads (each client a thread with its own keep-alive connection, like dockerd
 Baseline: Docker's default IPAM cannot be called over a socket, so the A/B is against a no-op
 plugin (bench.client: the same CherryPy stack and logging, every handler returns {}), which
 isolates routed's logic + store cost from the HTTP stack. Blocks run A B B A ... interleaved.
+
+`make bench` measures the pair serving /run/docker/plugins. Alone, as root, `python -m
+bench.plugin_api [net_1 net_8 ...]` starts a pair of its own on temp dirs, never in
+/run/docker/plugins (a running dockerd would find it there), and in a network namespace of
+its own (bench.stats.own_netns): its routed-net's reconcile removes `rt-` veths it does not
+own, and its rules and links must not meet the host's.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import statistics
 import sys
@@ -17,21 +24,29 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench.client import KeepAlive
-from bench.stats import percentile
-from testkit.docker import plugin_call
-from testkit.services import PLUGIN_DIR, Layout, Service
+from bench.stats import own_netns, percentile, run_alone
+from common.unixhttp import UnixClient
+from testkit.services import IPAM, NET, PLUGIN_DIR, Layout, Service, make_root
 
 IPAM_SOCK = str(PLUGIN_DIR / "routed-ipam.sock")
 NET_SOCK = str(PLUGIN_DIR / "routed-net.sock")
 POOL = "198.18.0.0/16"
 GATEWAY = "198.18.0.1"
 Workload = Callable[[KeepAlive, int, int], list[float]]
+# name: (workload kind, clients, rounds per client)
+BLOCKS = {
+    "ipam_1": ("ipam", 1, 400),
+    "ipam_8": ("ipam", 8, 100),
+    "net_1": ("net", 1, 60),
+    "net_8": ("net", 8, 12),
+}
+PAIRS = 4  # A/B pairs of blocks per comparison
 
 
 @contextmanager
@@ -96,9 +111,10 @@ def net_workload(network_id: str) -> Workload:
     return run
 
 
-def call(plugin: str, method: str, body: Any) -> dict[str, Any]:
+def call(plugin: str, method: str, body: Any, plugins: Path = PLUGIN_DIR) -> dict[str, Any]:
     """One call on a fresh connection (set-up and tear-down, not measured)."""
-    status, reply = plugin_call(plugin, method, body)
+    with UnixClient(plugins / f"{plugin}.sock", timeout=10) as client:
+        status, reply = client.call(method, body)
     if status != 200:
         raise RuntimeError(f"{plugin} {method}: {status} {reply}")
     return reply  # type: ignore[no-any-return]
@@ -163,40 +179,67 @@ def compare(
     return out
 
 
-def run() -> dict[str, Any]:
+def run(
+    plugins: Path = PLUGIN_DIR, names: Collection[str] = tuple(BLOCKS), pairs: int = PAIRS
+) -> dict[str, Any]:
+    """The comparisons `names` (keys of BLOCKS) against the pair serving in `plugins`."""
     results: dict[str, Any] = {}
     pool = call(
-        "routed-ipam",
+        IPAM,
         "IpamDriver.RequestPool",
         {"AddressSpace": "LocalDefault", "Pool": POOL, "SubPool": "", "Options": {}, "V6": False},
+        plugins,
     )["PoolID"]
     network_id = uuid.uuid4().hex * 2
-    call("routed-net", "NetworkDriver.CreateNetwork", create_network_body(network_id))
+    call(NET, "NetworkDriver.CreateNetwork", create_network_body(network_id), plugins)
+    sockets = {"ipam": str(plugins / f"{IPAM}.sock"), "net": str(plugins / f"{NET}.sock")}
+    workloads = {"ipam": ipam_workload(pool), "net": net_workload(network_id)}
     try:
         with noop_plugin() as noop_sock:
-            results["ipam_1"] = compare(
-                (IPAM_SOCK, ipam_workload(pool)), (noop_sock, ipam_workload(pool)), 1, 400, 4
-            )
-            results["ipam_8"] = compare(
-                (IPAM_SOCK, ipam_workload(pool)), (noop_sock, ipam_workload(pool)), 8, 100, 4
-            )
-            results["net_1"] = compare(
-                (NET_SOCK, net_workload(network_id)),
-                (noop_sock, net_workload(network_id)),
-                1,
-                60,
-                4,
-            )
-            results["net_8"] = compare(
-                (NET_SOCK, net_workload(network_id)),
-                (noop_sock, net_workload(network_id)),
-                8,
-                12,
-                4,
-            )
+            for name in names:
+                kind, clients, rounds = BLOCKS[name]
+                routed = (sockets[kind], workloads[kind])
+                results[name] = compare(
+                    routed, (noop_sock, workloads[kind]), clients, rounds, pairs
+                )
     finally:
-        call("routed-net", "NetworkDriver.DeleteNetwork", {"NetworkID": network_id})
-        call("routed-ipam", "IpamDriver.ReleasePool", {"PoolID": pool})
+        call(NET, "NetworkDriver.DeleteNetwork", {"NetworkID": network_id}, plugins)
+        call(IPAM, "IpamDriver.ReleasePool", {"PoolID": pool}, plugins)
     results["baseline"] = "no-op CherryPy plugin, same server stack (common.server), returns {}"
     results["latency"] = "per call (one HTTP request), keep-alive connection per client"
     return results
+
+
+@contextmanager
+def own_pair() -> Iterator[Layout]:
+    """routed-ipam and routed-net on temp dirs of their own, stopped (and their dirs removed)
+    on the way out; routed-net's log stays in the layout's root until then."""
+    layout = Layout(make_root("rtbench-api-"))
+    services = [Service(IPAM, layout), Service(NET, layout)]
+    try:
+        for service in services:
+            service.start()
+        yield layout
+    finally:
+        for service in reversed(services):
+            service.stop()
+        shutil.rmtree(layout.root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.plugin_api", description=__doc__)
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"of {', '.join(BLOCKS)}")
+    parser.add_argument("--pairs", type=int, default=PAIRS, help="A/B pairs of blocks")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in BLOCKS]
+    if unknown:
+        parser.error(f"unknown {', '.join(unknown)}: choose from {', '.join(BLOCKS)}")
+    own_netns()  # before any thread; the services inherit it
+    with own_pair() as layout:
+        run_alone(
+            "plugin_api", lambda: run(layout.plugin_dir, args.names or tuple(BLOCKS), args.pairs)
+        )
+
+
+if __name__ == "__main__":
+    main()

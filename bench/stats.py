@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
@@ -127,3 +128,16 @@ def run_alone(name: str, run: Callable[[], dict[str, Any]]) -> None:
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(text + "\n")
+
+
+CLONE_NEWNET = 0x40000000  # <linux/sched.h>
+
+
+def own_netns() -> None:
+    """Move this process into a fresh network namespace, for a benchmark that makes links
+    (root only). Call it before any thread starts: threads and children made afterwards
+    inherit it, and /proc/sys/net then shows its links only. The kernel removes whatever was
+    made in it when the last process in it ends, even after a crash."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        raise SystemExit(f"unshare(CLONE_NEWNET): {os.strerror(ctypes.get_errno())} (root?)")

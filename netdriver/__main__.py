@@ -5,6 +5,7 @@ ROUTED_RUN_DIR (/run/routed), ROUTED_STATE_DIR (/var/lib/routed), ROUTED_LOG_LEV
 the cluster settings of common.settings and the BGP settings of common.bgp, checked at start
 like routed-ipam's (a bad one stops both services alike). With BGP on, the announcer keeps
 the aggregates BIRD announces (netdriver.announce); with it off, an earlier run's go.
+ROUTED_USERLAND_PROXY and ROUTED_USERLAND_PROXY_PATH choose docker-proxy (netdriver.userland).
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from netdriver.datapath import LinuxDatapath
 from netdriver.driver import Driver
 from netdriver.firewall import IptablesFirewall, RuleSync
 from netdriver.handlers import build_plugin
+from netdriver.hostports import SocketPortHolder
 from netdriver.outbox import Outbox
+from netdriver.userland import from_env as userland_proxy
+from netdriver.userland import ipv6_available
 
 # A rewrite still running is cut: the next start applies the rules from the store anyway.
 STOP_RULES_S = 0.3
@@ -35,6 +39,7 @@ def main() -> None:
     settings = cluster_settings.load(os.environ, NET_PLUGIN)
     log.info("datastore %s, node %s", settings.datastore, settings.node_name)
     bgp_settings = bgp.load(os.environ, NET_PLUGIN)
+    proxy = userland_proxy(os.environ, NET_PLUGIN)
     paths = Paths.from_env()
     _lock = claim_instance(paths, NET_PLUGIN)  # held until the process exits
     store = Store(paths.store_file(NET_PLUGIN))
@@ -51,7 +56,11 @@ def main() -> None:
             etcd=settings.etcd is not None,
         )
     changed = announcer.wake if announcer is not None else _idle
-    driver = Driver(datapath, rules, store, outbox, networks_changed=changed)
+    if proxy is not None:
+        stopped = proxy.sweep()
+        log.info("userland proxy %s; stopped %d left by an earlier run", proxy.binary, stopped)
+    host_ports = SocketPortHolder(proxy, ipv6=ipv6_available())
+    driver = Driver(datapath, rules, store, outbox, host_ports=host_ports, networks_changed=changed)
     driver.reconcile()
     log.info(
         "reconciled: %d networks, %d endpoints, %d bindings to deliver",
@@ -73,6 +82,7 @@ def main() -> None:
             announcer.stop(STOP_ANNOUNCER_S)
         outbox.stop()
         rules.stop(STOP_RULES_S)
+        host_ports.close()
         datapath.close()
         store.close()
 

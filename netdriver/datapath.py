@@ -27,6 +27,7 @@ import functools
 import hashlib
 import ipaddress
 import logging
+import os
 import queue
 import socket
 import threading
@@ -50,6 +51,7 @@ from netdriver.netlink import Request, Session
 
 SYSCTL = Path("/proc/sys/net/ipv4")
 SYSCTL6 = Path("/proc/sys/net/ipv6")
+SYSCTL_BYTES = 64  # ample for the values set here (a flag, a delay)
 log = logging.getLogger("routed.net.datapath")
 # Deadlines of the waits on a Docker call's path; together with the driver's lock wait they
 # keep every call's answer within about 10 s.
@@ -73,13 +75,29 @@ class DatapathError(PluginError):
     pass
 
 
-def _write_sysctl(path: Path, value: str) -> None:
+def _write_sysctl(path: Path | str, value: str) -> None:
     # /proc/sys/net shows the network namespace of the writing process: ours, the host's.
+    # Plain descriptors, not pathlib's text files: a CreateEndpoint sets five of these on the
+    # netlink thread, and pathlib's Python work cost several times the kernel's.
+    # Read first, written only when it differs: a read-only /proc/sys is fine if all is set.
+    wanted = value.encode()
     try:
-        if path.read_text().strip() != value:
-            path.write_text(value)
+        if _read_sysctl(path) != wanted:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(descriptor, wanted)
+            finally:
+                os.close(descriptor)
     except OSError as err:
         raise DatapathError(f"cannot set {path} to {value}: {err}") from None
+
+
+def _read_sysctl(path: Path | str) -> bytes:
+    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(descriptor, SYSCTL_BYTES).strip()
+    finally:
+        os.close(descriptor)
 
 
 def _index(ifname: str) -> int | None:
@@ -275,27 +293,29 @@ class LinuxDatapath:
 
     @staticmethod
     def _set_sysctls(host_veth: str, version: int = 4) -> None:
+        # Paths as text: a CreateEndpoint runs this on the netlink thread (see _write_sysctl).
         if version == 6:
-            conf = SYSCTL6 / "conf" / host_veth
+            conf = f"{SYSCTL6}/conf/{host_veth}"
             # No duplicate-address detection on the host end: its own link-local address
             # must be usable at once, since the kernel sends neighbour solicitations to the
             # container from it; while it is "tentative" (~1-2 s) no solicitation goes out
             # at all and the first forwarded packets wait. (Only one peer sits on this link.)
-            _write_sysctl(conf / "accept_dad", "0")
-            _write_sysctl(conf / "disable_ipv6", "0")  # with 1 the kernel refuses addresses
-            _write_sysctl(conf / "accept_ra", "0")  # a container must not be our router
-            _write_sysctl(conf / "forwarding", "1")
+            _write_sysctl(f"{conf}/accept_dad", "0")
+            _write_sysctl(f"{conf}/disable_ipv6", "0")  # with 1 the kernel refuses addresses
+            _write_sysctl(f"{conf}/accept_ra", "0")  # a container must not be our router
+            _write_sysctl(f"{conf}/forwarding", "1")
             return
-        _write_sysctl(SYSCTL / "conf" / host_veth / "proxy_arp", "1")
+        conf = f"{SYSCTL}/conf/{host_veth}"
+        _write_sysctl(f"{conf}/proxy_arp", "1")
         # Without this the kernel delays each proxied ARP reply by up to 0.8 s.
-        _write_sysctl(SYSCTL / "neigh" / host_veth / "proxy_delay", "0")
-        _write_sysctl(SYSCTL / "conf" / host_veth / "forwarding", "1")
+        _write_sysctl(f"{SYSCTL}/neigh/{host_veth}/proxy_delay", "0")
+        _write_sysctl(f"{conf}/forwarding", "1")
         # Strict reverse-path check: a container can only send from its own address(es),
         # which the subnet-based isolation rules rely on (Calico's Felix sets the same).
-        _write_sysctl(SYSCTL / "conf" / host_veth / "rp_filter", "1")
+        _write_sysctl(f"{conf}/rp_filter", "1")
         # The host's own connections to a published port (127.0.0.1:HOSTPORT, DNATed in
         # OUTPUT) leave from 127.0.0.1 by this veth: the kernel refuses that without it.
-        _write_sysctl(SYSCTL / "conf" / host_veth / "route_localnet", "1")
+        _write_sysctl(f"{conf}/route_localnet", "1")
 
     def delete_endpoint(self, host_veth: str, container_ips: Sequence[IPAddress]) -> None:
         """Remove the routes now, and the pair on the reaper thread."""

@@ -447,18 +447,18 @@ class Driver:
     def _publish_ports(self, endpoint: Endpoint, requests: tuple[PortRequest, ...]) -> Endpoint:
         if endpoint.ports:
             self._host_ports.release(endpoint.endpoint_id)
-        ports.check_families(requests, endpoint.versions)
+        ports.check_families(requests, endpoint.ips)
         taken = [
             (reservation, f"routed endpoint {other.endpoint_id[:12]}")
             for other in self.endpoints.values()
             if other.endpoint_id != endpoint.endpoint_id
             for binding in other.ports
-            for reservation in ports.reservations(binding, other.versions)
+            for reservation in ports.reservations(binding, other.ips)
         ]
         try:
             chosen = ports.choose(
                 requests,
-                endpoint.versions,
+                endpoint.ips,
                 taken,
                 self._host_ports.dynamic_range(),
                 partial(self._host_ports.hold, endpoint.endpoint_id),
@@ -471,7 +471,7 @@ class Driver:
         return published
 
     def _hold(self, endpoint: Endpoint, bindings: Sequence[Binding]) -> None:
-        wanted = [r for binding in bindings for r in ports.reservations(binding, endpoint.versions)]
+        wanted = [r for binding in bindings for r in ports.reservations(binding, endpoint.ips)]
         self._host_ports.hold(endpoint.endpoint_id, wanted)
 
     def _revoke_logged(self, network_id: str, endpoint_id: str, call: str) -> None:

@@ -74,13 +74,22 @@ FAMILIES = (IPV4, IPV6)
 
 class IptablesFirewall:
     """The real firewall: `apply(networks)` makes our chains say exactly what rules.render says,
-    in iptables for the networks' IPv4 subnets and in ip6tables for their IPv6 subnets."""
+    in iptables for the networks' IPv4 subnets and in ip6tables for their IPv6 subnets.
+
+    A table is restored only when its text differs from the last one restored, or its listing
+    shows our chains without the rules we wrote (flushed by someone): each restore that
+    replaces rules costs nf_tables a grace period, and a published port changes nat alone.
+    """
+
+    def __init__(self) -> None:
+        self._restored: dict[tuple[int, str], str] = {}  # (version, table): text in force
+        self._absent: set[int] = set()  # families whose chains we removed
 
     def apply(self, networks: Sequence[Network], forwards: Sequence[Forward] = ()) -> None:
         for family in FAMILIES:
             if rules.has_family(networks, family.version):
                 self._apply_family(family, networks, forwards)
-            else:
+            elif family.version not in self._absent:
                 self._remove_family(family)
 
     def remove(self) -> None:
@@ -91,15 +100,37 @@ class IptablesFirewall:
     def _apply_family(
         self, family: Family, networks: Sequence[Network], forwards: Sequence[Forward]
     ) -> None:
-        text = rules.render(networks, family.version, forwards)
-        done = _run([family.restore, "-w", WAIT_S, "--noflush"], stdin=text)
+        self._absent.discard(family.version)
+        tables = rules.render_tables(networks, family.version, forwards)
+        listings = {table: self._listing(family, table) for table in tables}
+        for table, text in tables.items():
+            in_force = self._restored.get((family.version, table))
+            if in_force is None or not _intact(in_force, listings[table]):
+                self._restore(family, table, text, text)
+            elif in_force != text:
+                self._restore(family, table, text, rules.appended(in_force, text) or text)
+        for table, builtin, chain, match in _JUMPS:
+            self._ensure_jump_once(family, listings[table], table, builtin, chain, match)
+
+    def _listing(self, family: Family, table: str) -> list[str]:
+        listing = family.run(table, "-S")
+        if listing.returncode != 0:
+            raise FirewallError(f"cannot list {family.tool} {table}: {listing.stderr.strip()}")
+        return listing.stdout.splitlines()
+
+    def _restore(self, family: Family, table: str, text: str, batch: str) -> None:
+        """Put `text` in force by restoring `batch` (the text itself, or what appends to it)."""
+        self._restored.pop((family.version, table), None)
+        done = _run([family.restore, "-w", WAIT_S, "--noflush"], stdin=batch)
         if done.returncode != 0:
             raise FirewallError(f"{family.restore} refused our rules: {done.stderr.strip()}")
-        for table, builtin, chain, match in _JUMPS:
-            self._ensure_jump_once(family, table, builtin, chain, match)
+        self._restored[(family.version, table)] = text
 
     def _remove_family(self, family: Family) -> None:
+        for table in ("filter", "nat"):
+            self._restored.pop((family.version, table), None)
         if family.version == 6 and shutil.which(family.tool) is None:
+            self._absent.add(family.version)
             return  # no ip6tables on this host: nothing of ours can be there
         for table, builtin, chain, match in _JUMPS:
             if family.run(table, "-S", chain).returncode != 0:
@@ -111,17 +142,19 @@ class IptablesFirewall:
         for table, _builtin, chain, _match in _JUMPS:  # a chain goes once no jump is left
             family.run(table, "-F", chain)
             family.run(table, "-X", chain)
+        self._absent.add(family.version)
 
     def _ensure_jump_once(
-        self, family: Family, table: str, builtin: str, chain: str, match: tuple[str, ...]
+        self,
+        family: Family,
+        listing: list[str],
+        table: str,
+        builtin: str,
+        chain: str,
+        match: tuple[str, ...],
     ) -> None:
-        listing = family.run(table, "-S", builtin)
-        if listing.returncode != 0:
-            raise FirewallError(
-                f"cannot list {family.tool} {table} {builtin}: {listing.stderr.strip()}"
-            )
         jump = (*match, "-j", chain)
-        count = listing.stdout.splitlines().count(" ".join(("-A", builtin, *jump)))
+        count = listing.count(" ".join(("-A", builtin, *jump)))
         for _ in range(count - 1):  # duplicates, e.g. from an admin's script: keep one
             family.run(table, "-D", builtin, *jump)
         if count == 0:
@@ -131,6 +164,15 @@ class IptablesFirewall:
                     f"cannot add the {family.tool} {builtin} jump: {added.stderr.strip()}"
                 )
             log.info("added jump %s %s %s -> %s", family.tool, table, builtin, chain)
+
+
+def _intact(text: str, listing: list[str]) -> bool:
+    """Whether the listing still holds as many rules in our chains as `text` wrote: a flush by
+    someone else (or a lost batch) makes the next apply rewrite the table."""
+    wanted = [line for line in text.splitlines() if line.startswith("-A ")]
+    chains = {line[1:].split()[0] for line in text.splitlines() if line.startswith(":")}
+    have = [line for line in listing if line.startswith("-A ") and line.split()[1] in chains]
+    return len(have) == len(wanted)
 
 
 class Applier(Protocol):

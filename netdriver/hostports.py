@@ -4,6 +4,7 @@ A socket bound to the host address and port, never listening, keeps any other pr
 (a host service, a bridge container's docker-proxy, another dockerd mapping) from taking the
 port while the DNAT rule sends its traffic to a container; and binding it is how we learn
 that someone has it already. The sockets die with the process: reconcile holds them again.
+Where a docker-proxy serves a reservation (netdriver.userland), its listening socket holds it.
 Only validated values reach here (protocol names from ports.PROTOCOLS, ints, ip objects).
 """
 
@@ -15,8 +16,10 @@ import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from netdriver.ports import DEFAULT_DYNAMIC_RANGE, PortInUse, Reservation
+from netdriver.userland import DockerProxy
 
 PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _KINDS = {
@@ -52,32 +55,59 @@ def _bind(reservation: Reservation) -> socket.socket:
     return sock
 
 
+class Holding(Protocol):
+    def close(self) -> None: ...
+
+
 class SocketPortHolder:
-    def __init__(self) -> None:
+    """Our sockets, and docker-proxy (`proxy`) for the reservations that need one. Without a
+    proxy those are held by sockets too, but 6-to-4 ones are not held at all (nothing would
+    serve them), as with dockerd's --userland-proxy=false."""
+
+    def __init__(self, proxy: DockerProxy | None = None, ipv6: bool = True) -> None:
         self._lock = threading.Lock()
-        self._held: dict[str, list[tuple[Reservation, socket.socket]]] = {}
+        self._held: dict[str, list[tuple[Reservation, Holding]]] = {}
+        self._proxy = proxy
+        self._ipv6 = ipv6
 
     def hold(self, owner: str, wanted: Sequence[Reservation]) -> None:
         """Hold every one of `wanted` for `owner`, or none (PortInUse). What the owner holds
         already is kept, so holding again after a restart or a repeat is harmless."""
         with self._lock:
             mine = self._held.setdefault(owner, [])
-            have = {reservation for reservation, _sock in mine}
-            new: list[tuple[Reservation, socket.socket]] = []
+            have = {reservation for reservation, _holding in mine}
+            new: list[tuple[Reservation, Holding]] = []
             try:
                 for reservation in wanted:
-                    if reservation not in have:
-                        new.append((reservation, _bind(reservation)))
+                    if reservation not in have and self._served(reservation):
+                        new.append((reservation, self._take(owner, reservation)))
             except PortInUse:
-                for _reservation, sock in new:
-                    sock.close()
+                for _reservation, holding in new:
+                    holding.close()
                 raise
             mine += new
 
+    def _served(self, reservation: Reservation) -> bool:
+        if not reservation.six_to_four:
+            return True
+        return self._proxy is not None and self._ipv6
+
+    def _take(self, owner: str, reservation: Reservation) -> Holding:
+        if reservation.proxy is None or self._proxy is None:
+            return _bind(reservation)
+        return self._proxy.start(owner, reservation)
+
     def release(self, owner: str) -> None:
         with self._lock:
-            for _reservation, sock in self._held.pop(owner, []):
-                sock.close()
+            for _reservation, holding in self._held.pop(owner, []):
+                holding.close()
+
+    def close(self) -> None:
+        """At shutdown: the proxies stop with us (the sockets would go anyway)."""
+        with self._lock:
+            owners = list(self._held)
+        for owner in owners:
+            self.release(owner)
 
     def dynamic_range(self) -> tuple[int, int]:
         """dockerd's choice for -P: the kernel's ephemeral port range."""

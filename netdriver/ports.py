@@ -5,6 +5,11 @@ dockerd does no port mapping for remote networks: it sends the container's bindi
 `com.docker.network.portmap` (CreateEndpoint, Join and ProgramExternalConnectivity options)
 as Go `types.PortBinding`s, with HostPort 0 for `-P` and HostPort..HostPortEnd for a host
 port range. routed-net picks the host port, reserves it, and DNATs it to the container.
+
+Two kinds of client no DNAT can serve, and dockerd's own userland proxy (`docker-proxy`)
+serves them, as dockerd does: the host's IPv6 loopback (the kernel will not route ::1 out of
+the host) and IPv6 clients of a container without IPv6. Their reservations carry the
+`proxy` forward that the proxy process, holding the host port itself, runs.
 """
 
 from __future__ import annotations
@@ -110,26 +115,6 @@ class Binding:
 
 
 @dataclass(frozen=True)
-class Reservation:
-    """A host socket address held so that nobody else can take a published port: one per
-    binding and family (an unspecified host IP is the family's any-address)."""
-
-    proto: str
-    version: int
-    host_ip: IPAddress | None
-    host_port: int
-
-    def clashes(self, other: Reservation) -> bool:
-        if (self.proto, self.version, self.host_port) != (
-            other.proto,
-            other.version,
-            other.host_port,
-        ):
-            return False
-        return self.host_ip is None or other.host_ip is None or self.host_ip == other.host_ip
-
-
-@dataclass(frozen=True)
 class Forward:
     """One DNAT rule: host_ip:host_port (any local address if None) to container_ip:port."""
 
@@ -142,6 +127,33 @@ class Forward:
     @property
     def version(self) -> int:
         return self.container_ip.version
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A host socket address held so that nobody else can take a published port: one per
+    binding and family (an unspecified host IP is the family's any-address). `proxy`: the
+    forward a docker-proxy holding it runs for what the DNAT rules cannot serve."""
+
+    proto: str
+    version: int
+    host_ip: IPAddress | None
+    host_port: int
+    proxy: Forward | None = None
+
+    @property
+    def six_to_four(self) -> bool:
+        """IPv6 clients sent to an IPv4 container: a service of its own, not a loopback."""
+        return self.proxy is not None and self.proxy.version != self.version
+
+    def clashes(self, other: Reservation) -> bool:
+        if (self.proto, self.version, self.host_port) != (
+            other.proto,
+            other.version,
+            other.host_port,
+        ):
+            return False
+        return self.host_ip is None or other.host_ip is None or self.host_ip == other.host_ip
 
 
 def _bracketed(ip: IPAddress) -> str:
@@ -213,27 +225,46 @@ def parse_portmap(value: object) -> tuple[PortRequest, ...]:
     return tuple(requests)
 
 
-def reservations(binding: Binding, versions: Iterable[int]) -> list[Reservation]:
-    """What a binding holds on the host: its host IP's family only, or each of the endpoint's
-    families when it binds every address."""
+def reservations(binding: Binding, container_ips: Sequence[IPAddress]) -> list[Reservation]:
+    """What a binding holds on the host, per family of its host IP (both when it binds every
+    address). IPv4 needs a container IPv4 address (dockerd has no 4-to-6 either); IPv6 is
+    proxied where the DNAT rules cannot serve it (see `needs_proxy`)."""
+    by_version: dict[int, IPAddress] = {ip.version: ip for ip in container_ips}
     host_ip = binding.host_ip
-    wanted = [host_ip.version] if host_ip is not None else sorted(set(versions))
-    return [Reservation(binding.proto, v, host_ip, binding.host_port) for v in wanted]
+    wanted = [host_ip.version] if host_ip is not None else [4, 6]
+    found = []
+    for version in wanted:
+        target = by_version.get(version) or by_version.get(4)  # 6-to-4 if it must
+        if target is None:
+            continue
+        proxy = None
+        if needs_proxy(host_ip, version, target.version):
+            proxy = Forward(binding.proto, host_ip, binding.host_port, target, binding.port)
+        found.append(Reservation(binding.proto, version, host_ip, binding.host_port, proxy))
+    return found
 
 
-def check_families(requests: Sequence[PortRequest], versions: Iterable[int]) -> None:
-    have = set(versions)
+def needs_proxy(host_ip: IPAddress | None, version: int, container_version: int) -> bool:
+    """IPv6 clients the kernel cannot DNAT to the container: all of them for a container
+    without IPv6, and those of the host's ::1 otherwise (every-address bindings include it)."""
+    if version != 6:
+        return False
+    return container_version != 6 or host_ip is None or host_ip.is_loopback
+
+
+def check_families(requests: Sequence[PortRequest], container_ips: Sequence[IPAddress]) -> None:
+    have = {ip.version for ip in container_ips}
     for request in requests:
-        if request.host_ip is not None and request.host_ip.version not in have:
+        if request.host_ip is not None and request.host_ip.version == 4 and 4 not in have:
             raise BadRequest(
-                f"cannot publish {request.describe()}: the container has no "
-                f"IPv{request.host_ip.version} address on this network"
+                f"cannot publish {request.describe()}: the container has no IPv4 address "
+                "on this network"
             )
 
 
 def choose(
     requests: Sequence[PortRequest],
-    versions: Sequence[int],
+    container_ips: Sequence[IPAddress],
     taken: Sequence[tuple[Reservation, str]],
     dynamic: tuple[int, int],
     reserve: Callable[[Sequence[Reservation]], None],
@@ -258,7 +289,7 @@ def choose(
                     "without finding free ones for every binding"
                 )
             binding = Binding(request, host_port)
-            wanted = reservations(binding, versions)
+            wanted = reservations(binding, container_ips)
             owner = next(
                 (
                     who
@@ -294,15 +325,21 @@ def _slot(reservation: Reservation) -> tuple[str, int, int]:
 
 
 def forwards(bindings: Iterable[Binding], container_ips: Sequence[IPAddress]) -> list[Forward]:
-    """The DNAT rules for an endpoint's bindings: per binding, one per matching family."""
+    """The DNAT rules for an endpoint's bindings: per binding, one per matching family but
+    for the host's IPv6 loopback, which a proxy serves."""
     found: list[Forward] = []
     for binding in bindings:
+        host_ip = binding.host_ip
         for ip in container_ips:
-            if binding.host_ip is None or binding.host_ip.version == ip.version:
+            if host_ip is None or (host_ip.version == ip.version and not _proxied_only(host_ip)):
                 found.append(
                     Forward(binding.proto, binding.host_ip, binding.host_port, ip, binding.port)
                 )
     return found
+
+
+def _proxied_only(host_ip: IPAddress) -> bool:
+    return host_ip.version == 6 and host_ip.is_loopback
 
 
 def wire_bindings(forwarded: Iterable[Forward]) -> list[Any]:

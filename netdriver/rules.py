@@ -10,7 +10,8 @@ destinations: a DNAT per binding and family; FORWARD accepts what it DNATed what
 isolation (a published port is public, as with bridge); POSTROUTING masquerades a container
 reaching its own published port (hairpin) and, for IPv4, connections from the host's
 127.0.0.0/8 (route_localnet on the host veths lets them out; a filter INPUT rule keeps
-containers themselves from reaching the host's loopback services through it).
+containers themselves from reaching the host's loopback services through it). IPv6 has no
+route_localnet: ::1 is left to docker-proxy (netdriver.ports), which listens on the port.
 
 Only our own chains appear. Declaring `:CHAIN - [0:0]` under `--noflush` empties and refills
 just that chain in one atomic batch, so the host never sees a half-written rule set and
@@ -20,6 +21,7 @@ constant), never request text.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from netdriver.model import HOST_PREFIX, IPNetwork, Network
@@ -30,7 +32,11 @@ NAT_CHAIN = "ROUTED-POSTROUTING"
 DNAT_CHAIN = "ROUTED-DNAT"
 INPUT_CHAIN = "ROUTED-INPUT"
 LOOPBACK = "127.0.0.0/8"
+LOOPBACK6 = "::1/128"
 ROUTED_IFACES = HOST_PREFIX + "+"  # every host veth we create
+# Chains whose rules share a target and never overlap (a host port is published once), so any
+# order means the same: new rules can be appended to them instead of rewriting the chain.
+ORDER_FREE = {NAT_CHAIN, DNAT_CHAIN}
 
 
 def _isolated(a: Network, b: Network) -> bool:
@@ -48,14 +54,14 @@ def has_family(networks: Iterable[Network], version: int) -> bool:
     return bool(_with_subnets(networks, version))
 
 
-def forward_rules(
-    networks: Sequence[Network], version: int = 4, published: bool = False
-) -> list[str]:
-    # Published ports first: what our DNAT sent to a container (and its replies) passes
-    # whatever the isolation, as a bridge container's published port does.
-    ways = ("-o", "-i") if published else ()
-    rules = [f"{way} {ROUTED_IFACES} -m conntrack --ctstate DNAT -j ACCEPT" for way in ways]
+def forward_rules(networks: Sequence[Network], version: int = 4) -> list[str]:
     members = _with_subnets(networks, version)
+    if not members:
+        return []
+    # Published ports first: what our DNAT sent to a container (and its replies) passes
+    # whatever the isolation, as a bridge container's published port does. Present whether
+    # or not a port is published, so that publishing rewrites the nat table alone.
+    rules = [f"{way} {ROUTED_IFACES} -m conntrack --ctstate DNAT -j ACCEPT" for way in ("-o", "-i")]
     # Drops next: the ACCEPTs below would otherwise let everything routed through.
     for a, a_subnet in members:
         for b, b_subnet in members:
@@ -105,6 +111,8 @@ def dnat_rules(forwards: Sequence[Forward], version: int = 4) -> list[str]:
     rules = []
     for forward in _of_family(forwards, version):
         host = f"-d {forward.host_ip} " if forward.host_ip is not None else ""
+        if forward.host_ip is None and version == 6:
+            host = f"! -d {LOOPBACK6} "  # docker-proxy serves it: ::1 cannot leave the host
         target = forward.container_ip if version == 4 else f"[{forward.container_ip}]"
         rules.append(
             f"{host}-p {forward.proto} --dport {forward.host_port} "
@@ -125,6 +133,13 @@ def input_rules(version: int = 4) -> list[str]:
 
 def render(networks: Iterable[Network], version: int = 4, forwards: Sequence[Forward] = ()) -> str:
     """The full (ip6)tables-restore text for all of our chains (empty ones if no network)."""
+    return "".join(render_tables(networks, version, forwards).values())
+
+
+def render_tables(
+    networks: Iterable[Network], version: int = 4, forwards: Sequence[Forward] = ()
+) -> dict[str, str]:
+    """The restore text per table ("filter", "nat"), each a batch of its own."""
     # Stable output whatever the input order: by this family's subnet, then id.
     ordered = [
         net
@@ -133,12 +148,54 @@ def render(networks: Iterable[Network], version: int = 4, forwards: Sequence[For
             key=lambda pair: (pair[0], pair[1].network_id),
         )
     ]
-    lines = ["*filter", f":{FORWARD_CHAIN} - [0:0]", f":{INPUT_CHAIN} - [0:0]"]
-    published = bool(_of_family(forwards, version))
-    lines += [f"-A {FORWARD_CHAIN} {rule}" for rule in forward_rules(ordered, version, published)]
-    lines += [f"-A {INPUT_CHAIN} {rule}" for rule in input_rules(version)]
-    lines += ["COMMIT", "*nat", f":{NAT_CHAIN} - [0:0]", f":{DNAT_CHAIN} - [0:0]"]
-    lines += [f"-A {NAT_CHAIN} {rule}" for rule in nat_rules(ordered, version, forwards)]
-    lines += [f"-A {DNAT_CHAIN} {rule}" for rule in dnat_rules(forwards, version)]
+    filter_chains = {
+        FORWARD_CHAIN: forward_rules(ordered, version),
+        INPUT_CHAIN: input_rules(version),
+    }
+    nat_chains = {
+        NAT_CHAIN: nat_rules(ordered, version, forwards),
+        DNAT_CHAIN: dnat_rules(forwards, version),
+    }
+    return {"filter": _table("filter", filter_chains), "nat": _table("nat", nat_chains)}
+
+
+def _table(name: str, chains: dict[str, list[str]]) -> str:
+    lines = [f"*{name}", *(f":{chain} - [0:0]" for chain in chains)]
+    lines += [f"-A {chain} {rule}" for chain, chain_rules in chains.items() for rule in chain_rules]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+def appended(in_force: str, wanted: str) -> str | None:
+    """A restore batch that turns one table's `in_force` text into `wanted` by appending
+    rules alone, or None when that cannot be done (a rule goes, or a chain whose order
+    matters grows). Appending spares nf_tables the grace period a chain rewrite waits for,
+    which is most of the time a published port takes."""
+    before, after = _chain_rules(in_force), _chain_rules(wanted)
+    if before.keys() != after.keys():
+        return None
+    lines = [wanted.split("\n", 1)[0]]  # *table
+    for chain, rules in after.items():
+        left = Counter(before[chain])
+        for rule in rules:
+            if left[rule] > 0:
+                left[rule] -= 1
+            elif chain in ORDER_FREE:
+                lines.append(f"-A {chain} {rule}")
+            else:
+                return None
+        if left.total() > 0:
+            return None
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def _chain_rules(text: str) -> dict[str, list[str]]:
+    chains: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith(":"):
+            chains[line[1:].split()[0]] = []
+        elif line.startswith("-A "):
+            _, chain, rule = line.split(" ", 2)
+            chains[chain].append(rule)
+    return chains

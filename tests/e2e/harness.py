@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 
 from common.unixhttp import UnixHTTPConnection
 from testkit.docker import IMAGE, LABEL, Docker, docker, host_links, plugin_call, unique, wait_until
@@ -20,18 +21,33 @@ __all__ = [
     "LABEL",
     "PLUGIN_DIR",
     "REPO",
+    "WEB",
     "Docker",
     "PluginProcess",
     "UnixHTTPConnection",
     "docker",
     "host_links",
     "host_route",
+    "http_get",
     "iptables_rules",
     "plugin_call",
     "routedctl",
     "unique",
     "wait_until",
 ]
+
+
+# A web server in the test image that answers "hello-<container hostname>".
+WEB = "mkdir -p /www && echo hello-$(hostname) > /www/index.html && httpd -f -p 80 -h /www"
+
+
+def http_get(host: str, port: int, timeout: float = 3) -> str:
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return str(answer.read().decode())
+    except OSError as err:
+        return f"error: {err}"
 
 
 def host_route(address: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -15,10 +16,12 @@ from testkit.services import supervisorctl
 from tests.e2e import engine
 from tests.e2e.harness import (
     REPO,
+    WEB,
     Docker,
     PluginProcess,
     docker,
     host_links,
+    http_get,
     plugin_call,
     routedctl,
     wait_until,
@@ -198,6 +201,8 @@ def test_image_runs_the_pair_for_the_quickstart(no_plugins: None, tmp_path: Path
         f"{tmp_path}/state:/var/lib/routed",
         "-v",
         f"{tmp_path}/run:/run/routed",
+        "-v",
+        f"{shutil.which('docker-proxy')}:/usr/sbin/docker-proxy:ro",
         "routed:latest",
     )
     try:
@@ -206,8 +211,12 @@ def test_image_runs_the_pair_for_the_quickstart(no_plugins: None, tmp_path: Path
         ).stdout
         dock = Docker()
         net = dock.network("-d", "routed-net", "--ipam-driver", "routed-ipam")
-        first, second = dock.run(net), dock.run(net)
+        published = ("-p", "127.0.0.1:18431:80", "-p", "[::1]:18431:80")
+        first, second = dock.run(net), dock.run(net, *published, cmd=WEB)
         assert dock.pings(first, dock.ip(second, net))
+        # the host's docker-proxy, lent to the container, serves [::1]
+        assert wait_until(lambda: "hello-" in http_get("::1", 18431), 10)
+        assert "hello-" in http_get("127.0.0.1", 18431)
         for ctr in (first, second):
             dock.remove(ctr)
         docker("network", "rm", net)

@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +14,12 @@ import pytest
 
 from tests.e2e import engine
 from tests.e2e.harness import (
+    WEB,
     Docker,
     PluginProcess,
     docker,
     host_links,
+    http_get,
     iptables_rules,
     plugin_call,
     routedctl,
@@ -28,7 +29,6 @@ from tests.e2e.harness import (
 from tests.e2e.upstream import HOST_SIDE, HOST_SIDE6, Upstream
 
 ROUTED = ("-d", "routed-net", "--ipam-driver", "routed-ipam")
-WEB = "mkdir -p /www && echo hello-$(hostname) > /www/index.html && httpd -f -p 80 -h /www"
 
 
 def fetch_in(dock: Docker, container: str, host: str, port: int) -> str:
@@ -71,15 +71,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("", 0))
         return int(probe.getsockname()[1])
-
-
-def http_get(host: str, port: int, timeout: float = 3) -> str:
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:
-            return str(answer.read().decode())
-    except OSError as err:
-        return f"error: {err}"
 
 
 def answers(host: str, port: int, text: str = "hello-") -> bool:
@@ -207,6 +198,29 @@ def test_ipv6_published_port(dock: Docker, upstream: Upstream) -> None:
     assert answers(HOST_SIDE6, port)
     assert "hello-" in upstream_get(upstream, HOST_SIDE6, port)
     assert "hello-" in upstream_get(upstream, HOST_SIDE, port)
+    assert answers("::1", port)  # docker-proxy: the kernel cannot DNAT ::1
+
+
+def test_ipv4_only_container_is_published_on_ipv6_and_loopback(
+    dock: Docker, upstream: Upstream
+) -> None:
+    """As dockerd 27+ does for bridge: IPv6 clients reach an IPv4-only container through
+    docker-proxy, on every address of the host and on [::1]; the proxy goes with the port."""
+    net = dock.network(*ROUTED)
+    port = free_port()
+    ctr = dock.run(net, "-p", f"{port}:80", cmd=WEB)
+    assert answers("::1", port)
+    assert answers(HOST_SIDE6, port)
+    assert "hello-" in upstream_get(upstream, HOST_SIDE6, port)
+    assert any(f"-host-port {port} " in line for line in proxies())
+    docker("stop", "-t", "0", ctr)
+    assert not any(f"-host-port {port} " in line for line in proxies())
+
+
+def proxies() -> list[str]:
+    """docker-proxy command lines, dockerd's and ours."""
+    found = subprocess.run(["pgrep", "-a", "-f", "docker-proxy"], capture_output=True, text=True)
+    return [line for line in found.stdout.splitlines() if "-host-port" in line]
 
 
 def _run_fails(net: str, *args: str) -> str:
@@ -290,6 +304,8 @@ def test_restart_and_kill9_of_routed_net_keep_the_ports(
     assert "hello-" in http_get("127.0.0.1", port)  # the kernel keeps serving
     plugins["net"].start()
     assert answers("127.0.0.1", port)
+    assert answers("::1", port)  # the proxy the killed process left was replaced, not doubled
+    assert len([line for line in proxies() if f"-host-port {port} " in line]) == 1
     with socket.socket() as probe, pytest.raises(OSError):  # held again after the restart
         probe.bind(("0.0.0.0", port))
     docker("rm", "-f", ctr)

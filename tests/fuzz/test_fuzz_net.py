@@ -93,7 +93,6 @@ _JUMPS = [
     ("nat", "PREROUTING", "ROUTED-DNAT", _LOCAL),
     ("nat", "OUTPUT", "ROUTED-DNAT", _LOCAL),
 ]
-_BUILTINS = {builtin for _table, builtin, _chain, _match in _JUMPS}
 _OURS = {(table, chain) for table, _builtin, chain, _match in _JUMPS}
 ALLOWED_ARGV: set[tuple[str, ...]] = set()
 for _tool in ("iptables", "ip6tables"):
@@ -104,7 +103,7 @@ for _tool in ("iptables", "ip6tables"):
             (*_base, "-C", _builtin, *_match, "-j", _chain),
             (*_base, "-D", _builtin, *_match, "-j", _chain),
             (*_base, "-A", _builtin, *_match, "-j", _chain),
-            (*_base, "-S", _builtin),
+            (*_base, "-S"),
             (*_base, "-S", _chain),
             (*_base, "-F", _chain),
             (*_base, "-X", _chain),
@@ -143,14 +142,16 @@ def restore_grammar(cidr: str, ip: str, target: str) -> re.Pattern[str]:
             r"-s 127\.0\.0\.0/8 -o rt-\+ -j MASQUERADE",
         ]
     )
+    # One table per restore (filter or nat), as the firewall writes only what changed.
     return re.compile(
         r"\*filter\n:ROUTED-FORWARD - \[0:0\]\n:ROUTED-INPUT - \[0:0\]\n"
         rf"(?:-A ROUTED-FORWARD (?:{forward})\n)*"
         r"(?:-A ROUTED-INPUT -i rt-\+ -d 127\.0\.0\.0/8 -m conntrack "
         r"! --ctstate RELATED,ESTABLISHED -j DROP\n)?"
-        r"COMMIT\n\*nat\n:ROUTED-POSTROUTING - \[0:0\]\n:ROUTED-DNAT - \[0:0\]\n"
+        r"COMMIT\n|\*nat\n(?::ROUTED-POSTROUTING - \[0:0\]\n:ROUTED-DNAT - \[0:0\]\n)?"
         rf"(?:-A ROUTED-POSTROUTING (?:{postrouting})\n)*"
-        rf"(?:-A ROUTED-DNAT (?:-d {ip} )?{port} -j DNAT --to-destination {target}:\d{{1,5}}\n)*"
+        rf"(?:-A ROUTED-DNAT (?:-d {ip} |! -d ::1/128 )?{port} "
+        rf"-j DNAT --to-destination {target}:\d{{1,5}}\n)*"
         r"COMMIT\n"
     )
 
@@ -191,17 +192,18 @@ class ProcessGuard:
         if argv_t[0].endswith("-restore"):
             stdin = kwargs.get("input")
             assert stdin is not None and RESTORE_INPUT[argv_t[0]].fullmatch(stdin), stdin
-            self.chains |= {(tool, table, chain) for table, chain in _OURS}
+            restored = stdin.split("\n", 1)[0].removeprefix("*")
+            self.chains |= {(tool, table, chain) for table, chain in _OURS if table == restored}
             return self._done(argv_t, 0)
-        table, op, target = argv_t[4], argv_t[5], argv_t[6]
-        if op == "-S" and target in _BUILTINS:
-            lines = [f"-P {target} ACCEPT"] + [
-                f"-A {target} {jump}"
-                for (t, tb, b, jump), n in self.jumps.items()
-                if (t, tb, b) == (tool, table, target)
+        if argv_t[5:] == ("-S",):  # the whole table: the jumps in its built-in chains
+            lines = [
+                f"-A {builtin} {jump}"
+                for (t, tb, builtin, jump), n in self.jumps.items()
+                if (t, tb) == (tool, argv_t[4])
                 for _ in range(n)
             ]
             return self._done(argv_t, 0, "\n".join(lines) + "\n")
+        table, op, target = argv_t[4], argv_t[5], argv_t[6]
         if op in ("-S", "-F"):
             return self._done(argv_t, 0 if (tool, table, target) in self.chains else 1)
         if op == "-X":

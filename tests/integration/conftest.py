@@ -17,8 +17,10 @@ from netdriver.datapath import LinuxDatapath
 from netdriver.driver import Driver, NetworkRequest, PoolRequest
 from netdriver.firewall import IptablesFirewall, RuleSync
 from netdriver.handlers import join_reply
+from netdriver.hostports import SocketPortHolder
 from netdriver.options import NetworkOptions
 from netdriver.outbox import Outbox
+from netdriver.userland import DockerProxy, from_env
 from tests.integration.nettools import Container, require_throwaway_netns, run
 
 require_throwaway_netns()
@@ -41,26 +43,40 @@ class Host:
     outbox: Outbox = field(init=False)
     driver: Driver = field(init=False)
     datapath: LinuxDatapath = field(init=False)
+    host_ports: SocketPortHolder = field(init=False)
     rules: RuleSync | None = None
     containers: list[Container] = field(default_factory=list)
     # Told of network changes; started only by the tests of aggregates (routed-ipam absent,
     # SQLite mode: each network's subnets).
     announcer: Announcer | None = None
+    # dockerd's own docker-proxy, found as routed-net finds it (docker.io is on CI machines).
+    proxy: DockerProxy | None = field(
+        default_factory=lambda: from_env({"ROUTED_ENV_FILE": "/nonexistent"}, "test")
+    )
 
     def __post_init__(self) -> None:
         self.store = Store(self.store_path)
         self.restart()
 
     def restart(self) -> Driver:
-        """A new plugin process on the same store and host."""
+        """A new plugin process on the same store and host. The last one's proxies run on, as
+        after a kill -9, until the new one's sweep."""
         self._stop_threads()
+        if self.proxy is not None:
+            self.proxy.sweep()
         self.outbox = Outbox(self.store, NoChannel)
         self.datapath = LinuxDatapath()
         self.rules = RuleSync(IptablesFirewall())
         self.rules.start()
         self.announcer = Announcer(self.datapath, NoChannel, etcd=False, poll_s=0.2)
+        self.host_ports = SocketPortHolder(self.proxy)
         self.driver = Driver(
-            self.datapath, self.rules, self.store, self.outbox, networks_changed=self.announcer.wake
+            self.datapath,
+            self.rules,
+            self.store,
+            self.outbox,
+            host_ports=self.host_ports,
+            networks_changed=self.announcer.wake,
         )
         return self.driver
 
@@ -128,6 +144,7 @@ class Host:
         for network_id in list(self.driver.networks):
             self.driver.delete_network(network_id)
         self.datapath.flush()
+        self.host_ports.close()
         self._stop_threads()
         remove_leftovers(self.datapath)  # what a test added, or a round of its own
         IptablesFirewall().remove()

@@ -28,10 +28,10 @@ def test_chains_and_jumps_follow_the_networks(host):
     net_b = host.network("b", "198.51.100.128/25")
     assert jumps("filter", "FORWARD", "ROUTED-FORWARD") == 1  # still once
     networks = list(host.driver.networks.values())
-    assert len(chain_rules("filter", "ROUTED-FORWARD")) == len(forward_rules(networks)) == 6
+    assert len(chain_rules("filter", "ROUTED-FORWARD")) == len(forward_rules(networks)) == 8
     assert len(chain_rules("nat", "ROUTED-POSTROUTING")) == len(nat_rules(networks)) == 2
     host.driver.delete_network(net_a)
-    assert len(chain_rules("filter", "ROUTED-FORWARD")) == 2  # b's two ACCEPTs, no drops
+    assert len(chain_rules("filter", "ROUTED-FORWARD")) == 4  # b's ACCEPTs and DNATed, no drops
     host.driver.delete_network(net_b)
     assert not any("ROUTED" in line for line in rules() + rules("nat"))
 
@@ -54,7 +54,7 @@ def test_duplicate_jumps_are_reduced_to_one_and_flushed_rules_come_back(host):
     run("iptables", "-w", "5", "-F", "ROUTED-FORWARD")
     host.network("a", "198.51.100.0/25")  # dockerd-style repeat of the same CreateNetwork
     assert jumps("filter", "FORWARD", "ROUTED-FORWARD") == 1
-    assert len(chain_rules("filter", "ROUTED-FORWARD")) == 2
+    assert len(chain_rules("filter", "ROUTED-FORWARD")) == 4
 
 
 def test_every_kind_of_rule_is_accepted_by_iptables(host):

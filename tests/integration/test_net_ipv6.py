@@ -175,7 +175,7 @@ def test_ip6tables_chains_follow_the_v6_networks(host):
     assert ip6tables("nat").count("-A POSTROUTING -j ROUTED-POSTROUTING") == 1
     networks = list(host.driver.networks.values())
     forward = [line for line in ip6tables() if line.startswith("-A ROUTED-FORWARD ")]
-    assert len(forward) == len(forward_rules(networks, 6)) == 2 + 2 + 4  # drops, internal, accepts
+    assert len(forward) == len(forward_rules(networks, 6)) == 2 + 2 + 2 + 4  # DNATed, drops, …
     nat = [line for line in ip6tables("nat") if line.startswith("-A ROUTED-POSTROUTING ")]
     assert nat == ["-A ROUTED-POSTROUTING -s 2001:db8:b::/64 ! -o rt-+ -j MASQUERADE"]
     assert len(nat) == len(nat_rules(networks, 6))

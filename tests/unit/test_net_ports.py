@@ -14,9 +14,11 @@ from netdriver.ports import (
     PortInUse,
     PortRequest,
     Reservation,
+    check_families,
     choose,
     forwards,
     parse_portmap,
+    reservations,
     wire_bindings,
 )
 from netdriver.rules import dnat_rules, forward_rules, nat_rules, render
@@ -95,15 +97,19 @@ def test_choose_skips_ports_others_publish_or_the_host_uses():
         held.extend(wanted)
 
     taken = [(Reservation("tcp", 4, None, 18080), "routed endpoint 111")]
-    [binding] = choose([request(end=18090)], [4], taken, (1, 2), reserve)
+    [binding] = choose([request(end=18090)], [V4], taken, (1, 2), reserve)
     assert binding.host_port == 18082
-    assert held == [Reservation("tcp", 4, None, 18082)]
+    six_to_four = Forward("tcp", None, 18082, V4, 80)
+    assert held == [
+        Reservation("tcp", 4, None, 18082),
+        Reservation("tcp", 6, None, 18082, six_to_four),
+    ]
 
 
 def test_choose_names_the_port_and_its_owner_when_a_single_port_is_taken():
     taken = [(Reservation("tcp", 4, None, 18080), "routed endpoint 111")]
     with pytest.raises(PortInUse, match="18080/tcp is already published by routed endpoint 111"):
-        choose([request()], [4], taken, (1, 2), lambda wanted: None)
+        choose([request()], [V4], taken, (1, 2), lambda wanted: None)
 
 
 def test_choose_other_protocol_or_address_does_not_clash():
@@ -111,15 +117,15 @@ def test_choose_other_protocol_or_address_does_not_clash():
         (Reservation("udp", 4, None, 18080), "a"),
         (Reservation("tcp", 4, ipaddress.IPv4Address("192.0.2.99"), 18080), "b"),
     ]
-    [binding] = choose([request(host_ip=HOST)], [4], taken, (1, 2), lambda wanted: None)
+    [binding] = choose([request(host_ip=HOST)], [V4], taken, (1, 2), lambda wanted: None)
     assert binding.host_port == 18080
 
 
 def test_choose_for_dash_p_capital_takes_the_dynamic_range_in_order():
-    chosen = choose([request(80, 0, end=0), request(81, 0, end=0)], [4], [], (32768, 32769), len)
+    chosen = choose([request(80, 0, end=0), request(81, 0, end=0)], [V4], [], (32768, 32769), len)
     assert [b.host_port for b in chosen] == [32768, 32769]
     with pytest.raises(PortInUse, match="no free host port"):
-        choose([request(80, 0, end=0)] * 3, [4], [], (32768, 32769), len)
+        choose([request(80, 0, end=0)] * 3, [V4], [], (32768, 32769), len)
 
 
 def test_many_ranges_on_a_crowded_host_stop_after_a_bounded_number_of_tries():
@@ -128,11 +134,11 @@ def test_many_ranges_on_a_crowded_host_stop_after_a_bounded_number_of_tries():
             raise PortInUse("in use")
 
     with pytest.raises(PortInUse, match="no free host port in the range"):
-        choose([request(1, 1, end=29999)], [4], [], (1, 2), busy_below_30000)
+        choose([request(1, 1, end=29999)], [V4], [], (1, 2), busy_below_30000)
     # each range finds its port near its end: the third runs out of tries
     ranges = [request(port, 1, end=31000) for port in range(1, 4)]
     with pytest.raises(PortInUse, match="tried 65536 host ports"):
-        choose(ranges, [4], [], (1, 2), busy_below_30000)
+        choose(ranges, [V4], [], (1, 2), busy_below_30000)
 
 
 def test_forwards_cover_each_family_of_an_any_address_binding():
@@ -152,6 +158,37 @@ def test_forwards_cover_each_family_of_an_any_address_binding():
         "HostPort": 8080,
         "HostPortEnd": 8080,
     }
+
+
+LOOP6 = ipaddress.IPv6Address("::1")
+HOST6 = ipaddress.IPv6Address("2001:db8:ff::10")
+
+
+def test_ipv6_clients_the_dnat_cannot_serve_get_a_proxy():
+    every = Binding(request(), 18080)
+    # dual stack: IPv4 and IPv6 by DNAT; the proxy on [::]:18080 only sees the host's ::1
+    assert reservations(every, [V4, V6]) == [
+        Reservation("tcp", 4, None, 18080),
+        Reservation("tcp", 6, None, 18080, Forward("tcp", None, 18080, V6, 80)),
+    ]
+    # IPv4 only: every IPv6 client is proxied to the IPv4 address (6-to-4, as dockerd 27+)
+    [_, six] = reservations(every, [V4])
+    assert six.proxy == Forward("tcp", None, 18080, V4, 80) and six.six_to_four
+    # IPv6 only: no IPv4 side at all
+    assert [r.version for r in reservations(every, [V6])] == [6]
+    # a given IPv6 address: DNAT when the container has IPv6, the proxy for ::1 or 6-to-4
+    assert reservations(Binding(request(host_ip=HOST6), 8080), [V4, V6])[0].proxy is None
+    [loop] = reservations(Binding(request(host_ip=LOOP6), 8080), [V4, V6])
+    assert loop.proxy == Forward("tcp", LOOP6, 8080, V6, 80) and not loop.six_to_four
+    [given] = reservations(Binding(request(host_ip=HOST6), 8080), [V4])
+    assert given.proxy == Forward("tcp", HOST6, 8080, V4, 80)
+
+
+def test_ipv6_loopback_has_no_dnat_and_ipv4_needs_an_ipv4_container():
+    assert forwards([Binding(request(host_ip=LOOP6), 8080)], [V4, V6]) == []
+    check_families([request(host_ip=HOST6)], [V4])  # served by the proxy
+    with pytest.raises(BadRequest, match="no IPv4 address"):
+        check_families([request(host_ip=HOST)], [V6])
 
 
 def test_binding_records_round_trip():
@@ -180,7 +217,7 @@ def test_dnat_rules_ipv4_and_ipv6():
         "-d 192.0.2.10 -p udp --dport 5353 -j DNAT --to-destination 198.51.100.2:53",
     ]
     assert dnat_rules(fw, 6) == [
-        "-p tcp --dport 18080 -j DNAT --to-destination [2001:db8:a::2]:80",
+        "! -d ::1/128 -p tcp --dport 18080 -j DNAT --to-destination [2001:db8:a::2]:80",
     ]
 
 
@@ -189,7 +226,7 @@ def test_published_ports_add_hairpin_localhost_and_forward_accepts():
     nat = nat_rules([net("198.51.100.0/24")], 4, fw)
     assert "-s 198.51.100.2 -d 198.51.100.2 -p tcp --dport 80 -j MASQUERADE" in nat
     assert "-s 127.0.0.0/8 -o rt-+ -j MASQUERADE" in nat
-    rules = forward_rules([net("198.51.100.0/24")], 4, published=True)
+    rules = forward_rules([net("198.51.100.0/24")], 4)
     assert rules[:2] == [
         "-o rt-+ -m conntrack --ctstate DNAT -j ACCEPT",
         "-i rt-+ -m conntrack --ctstate DNAT -j ACCEPT",
@@ -206,4 +243,6 @@ def test_render_puts_dnat_in_its_own_chain_and_nothing_without_ports():
     assert "-A ROUTED-DNAT -p tcp --dport 18080 -j DNAT --to-destination 198.51.100.2:80" in text
     plain = render([net("198.51.100.0/24")], 4)
     assert ":ROUTED-DNAT - [0:0]" in plain
-    assert "DNAT --to" not in plain and "ctstate DNAT" not in plain
+    assert "DNAT --to" not in plain
+    # the filter table is the same with or without ports: publishing rewrites nat alone
+    assert plain.split("*nat")[0] == text.split("*nat")[0]

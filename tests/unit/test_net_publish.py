@@ -102,12 +102,14 @@ def test_internal_networks_refuse_publishing_at_join(rig):
     rig.driver.join(NET_A, EP_1, [])
 
 
-def test_a_host_ip_of_a_family_the_container_lacks_is_refused(rig):
+def test_an_ipv6_host_ip_of_an_ipv4_container_is_held_for_the_proxy_alone(rig):
     rig.driver.create_network(request())
     joined(rig)
     six = PortRequest("tcp", 80, ipaddress.ip_address("2001:db8::1"), 8080, 8080)
-    with pytest.raises(BadRequest, match="no IPv6 address"):
-        rig.driver.program_external_connectivity(NET_A, EP_1, [six])
+    rig.driver.program_external_connectivity(NET_A, EP_1, [six])
+    [held] = rig.host_ports.held[EP_1]
+    assert held.six_to_four and str(held.proxy.container_ip) == "198.51.100.5"
+    assert rig.firewall.forwards == []  # no DNAT: the proxy serves IPv6 clients
 
 
 def test_a_restart_restores_rules_and_holds_again(rig):

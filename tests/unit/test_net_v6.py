@@ -58,7 +58,7 @@ def test_one_renderer_serves_both_families():
     assert "-A ROUTED-FORWARD -o rt-+ -d 2001:db8:b::/64 -j ACCEPT" in v6
     assert nat_rules([a, b, c], 6) == ["-s 2001:db8:a::/64 ! -o rt-+ -j MASQUERADE"]
     assert nat_rules([a, b, c], 4) == ["-s 198.51.100.0/24 ! -o rt-+ -j MASQUERADE"]
-    assert len(forward_rules([a, b, c], 4)) == 2 + 2 + 2 * 2  # a<->c drops, internal, accepts
+    assert len(forward_rules([a, b, c], 4)) == 2 + 2 + 2 + 2 * 2  # DNATed, a<->c, internal, accepts
     assert render([c, b, a], 6) == v6  # stable
     assert render([c], 6).count("-A ") == 0  # empty chains when no network has the family
 
