@@ -35,7 +35,6 @@ import ipaddress
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -50,7 +49,7 @@ from netdriver import rules
 from netdriver.firewall import _JUMPS  # the jumps routed-net adds, exactly as it adds them
 from netdriver.model import Family, Network
 from netdriver.options import NetworkOptions
-from testkit.bednet import BedError, in_netns, run
+from testkit.bednet import in_netns, run
 
 PREFIX = "rtdf-"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -258,16 +257,8 @@ RATIOS = (
 
 
 def restore(netns: str, batch: str) -> None:
-    done = subprocess.run(
-        in_netns(netns, "iptables-restore", "--noflush"),
-        input=batch,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise BedError(f"iptables-restore in {netns}: {done.stderr.strip()} in:\n{batch}")
+    argv = in_netns(netns, "iptables-restore", "--noflush")
+    nstopo.fed(argv, batch, f"iptables-restore in {netns}")
 
 
 def load(side: Side, floor: FloorShape) -> dict[str, list[str]]:
@@ -327,16 +318,9 @@ def run_all(names: Sequence[str]) -> dict[str, Any]:
         "machine": nstopo.machine(iptables=iptables, kernel_config=nstopo.kernel_config(*CONFIG)),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "sides": list(names),
-        "settings": {
-            "rtt_rounds": RTT_ROUNDS,
-            "pings_per_round": nstopo.PINGS,
-            "ping_interval_s": float(nstopo.PING_INTERVAL_S),
-            "first_packet_rounds": FIRST_ROUNDS,
-            "tcp_rounds": TCP_ROUNDS,
-            "tcp_seconds": TCP_SECONDS,
-            "kernel_rtt_blocks": LOCKSTEP.blocks,
-            "kernel_rtt_echoes_per_block": LOCKSTEP.per_block,
-        },
+        "settings": nstopo.probe_settings(
+            RTT_ROUNDS, FIRST_ROUNDS, (TCP_ROUNDS, TCP_SECONDS), LOCKSTEP
+        ),
         "rules": loaded,
         "host_conntrack_entries": tracked,  # a check that the rules put conntrack in force
         "bridge_nf_call_iptables": bridge_nf,  # 1: bridged packets cross iptables too

@@ -40,10 +40,11 @@ from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg, ifinfveth
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from bench import nstopo
-from bench.nstopo import MTU, TIMEOUT_S, Namespaces, Samples, Shape, inside, ip, veth_pair
+from bench.nstopo import MTU, TIMEOUT_S, Namespaces, Samples, Shape, ip, veth_pair
 from bench.stats import RESULTS, rotated
 from netdriver import netlink
 from netdriver.netlink import Request, Session
+from testkit.bednet import netns_socket as inside
 
 PREFIX = "rtnk-"
 NETLINK_EXT_ACK = 11  # linux/netlink.h: refusals come with the kernel's message
@@ -238,14 +239,7 @@ def run_all() -> dict[str, Any]:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "netkit": {"available": refusal is None, "refusal": refusal},
         "settings": {
-            "rtt_rounds": RTT_ROUNDS,
-            "pings_per_round": nstopo.PINGS,
-            "ping_interval_s": float(nstopo.PING_INTERVAL_S),
-            "first_packet_rounds": FIRST_ROUNDS,
-            "tcp_rounds": TCP_ROUNDS,
-            "tcp_seconds": TCP_SECONDS,
-            "kernel_rtt_blocks": LOCKSTEP.blocks,
-            "kernel_rtt_echoes_per_block": LOCKSTEP.per_block,
+            **nstopo.probe_settings(RTT_ROUNDS, FIRST_ROUNDS, (TCP_ROUNDS, TCP_SECONDS), LOCKSTEP),
             "pair_rounds": PAIR_ROUNDS,
             "pairs_per_round": PAIRS,
         },

@@ -28,7 +28,6 @@ where a packet filter adds its cost.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gzip
 import ipaddress
 import json
@@ -39,7 +38,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,10 +52,9 @@ from common.bgp import RTPROT_ROUTED
 from netdriver import netlink
 from netdriver.netlink import Request, Session
 from testkit.bednet import BedError, in_netns, kill_all, pids_in_netns, run
+from testkit.bednet import netns_socket as inside
 
 NETNS_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
-_LIBC = ctypes.CDLL(None, use_errno=True)
 TIMEOUT_S = 5.0
 MTU = 1500
 # The first of routed-net's synthetic gateways (netdriver.driver.LINK_LOCAL_GATEWAYS).
@@ -86,31 +83,6 @@ def veth_pair(host: str, peer: str) -> Request:
 # -- namespaces --------------------------------------------------------------------------------
 
 
-def inside(netns: str, make: Callable[[], T]) -> T:
-    """`make()` run by a thread inside `netns` (setns changes only the calling thread's
-    namespace; a socket made there stays there for good)."""
-    made: list[T] = []
-    failed: list[BaseException] = []
-
-    def enter_and_make() -> None:
-        fd = os.open(NETNS_DIR / netns, os.O_RDONLY)
-        try:
-            if _LIBC.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns into {netns}")
-            made.append(make())
-        except BaseException as err:
-            failed.append(err)
-        finally:
-            os.close(fd)
-
-    worker = threading.Thread(target=enter_and_make)
-    worker.start()
-    worker.join()
-    if failed:
-        raise failed[0]
-    return made[0]
-
-
 def index_in(netns: str, ifname: str) -> int:
     return inside(netns, lambda: socket.if_nametoindex(ifname))
 
@@ -118,16 +90,32 @@ def index_in(netns: str, ifname: str) -> int:
 def ip(netns: str, *commands: str) -> None:
     """`ip` commands in `netns`, one batch (one process)."""
     batch = "".join(f"{command}\n" for command in commands)
+    fed(["ip", "-n", netns, "-batch", "-"], batch, f"ip -n {netns}")
+
+
+def fed(argv: list[str], batch: str, what: str) -> None:
+    """Run `argv` with `batch` on its standard input; BedError naming `what` if it fails."""
     done = subprocess.run(
-        ["ip", "-n", netns, "-batch", "-"],
-        input=batch,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+        argv, input=batch, capture_output=True, text=True, timeout=30, check=False
     )
     if done.returncode != 0:
-        raise BedError(f"ip -n {netns}: {done.stderr.strip()} in:\n{batch}")
+        raise BedError(f"{what}: {done.stderr.strip()} in:\n{batch}")
+
+
+def probe_settings(
+    rtt_rounds: int, first_rounds: int, tcp: tuple[int, int], lockstep: Lockstep
+) -> dict[str, Any]:
+    """The settings every data-path report records beside its results."""
+    return {
+        "rtt_rounds": rtt_rounds,
+        "pings_per_round": PINGS,
+        "ping_interval_s": float(PING_INTERVAL_S),
+        "first_packet_rounds": first_rounds,
+        "tcp_rounds": tcp[0],
+        "tcp_seconds": tcp[1],
+        "kernel_rtt_blocks": lockstep.blocks,
+        "kernel_rtt_echoes_per_block": lockstep.per_block,
+    }
 
 
 def sysctls(netns: str, *settings: str) -> None:

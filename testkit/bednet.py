@@ -14,14 +14,15 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 PREFIX = "rbed-"
 ROUTER_NS = f"{PREFIX}router"
 NETNS_DIR = Path("/run/netns")
@@ -156,10 +157,10 @@ def link_up(link: Link, host_ns: str) -> None:
     run(["ip", "-n", host_ns, "-6", "route", "add", "default", "via", link.router6])
 
 
-def netns_socket(netns: str, make: Callable[[], socket.socket]) -> socket.socket:
-    """A socket of network namespace `netns`, made by a thread that enters it (setns changes
-    only the calling thread's namespace; the socket keeps its namespace for good)."""
-    made: list[socket.socket] = []
+def netns_socket(netns: str, make: Callable[[], T]) -> T:
+    """`make()` run by a thread that enters network namespace `netns` (setns changes only the
+    calling thread's namespace): a socket made there keeps its namespace for good."""
+    made: list[T] = []
     failed: list[BaseException] = []
 
     def enter_and_make() -> None:
