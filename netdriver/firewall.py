@@ -169,10 +169,9 @@ class IptablesFirewall:
 def _intact(text: str, listing: list[str]) -> bool:
     """Whether the listing still holds as many rules in our chains as `text` wrote: a flush by
     someone else (or a lost batch) makes the next apply rewrite the table."""
-    wanted = [line for line in text.splitlines() if line.startswith("-A ")]
-    chains = {line[1:].split()[0] for line in text.splitlines() if line.startswith(":")}
-    have = [line for line in listing if line.startswith("-A ") and line.split()[1] in chains]
-    return len(have) == len(wanted)
+    wanted = rules.chain_rules(text)
+    have = [line for line in listing if line.startswith("-A ") and line.split()[1] in wanted]
+    return len(have) == sum(len(chain) for chain in wanted.values())
 
 
 class Applier(Protocol):

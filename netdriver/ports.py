@@ -249,7 +249,7 @@ def needs_proxy(host_ip: IPAddress | None, version: int, container_version: int)
     without IPv6, and those of the host's ::1 otherwise (every-address bindings include it)."""
     if version != 6:
         return False
-    return container_version != 6 or host_ip is None or host_ip.is_loopback
+    return container_version != 6 or host_ip is None or _proxied_only(host_ip)
 
 
 def check_families(requests: Sequence[PortRequest], container_ips: Sequence[IPAddress]) -> None:
@@ -339,6 +339,7 @@ def forwards(bindings: Iterable[Binding], container_ips: Sequence[IPAddress]) ->
 
 
 def _proxied_only(host_ip: IPAddress) -> bool:
+    """The host's ::1: no DNAT can serve it, only docker-proxy."""
     return host_ip.version == 6 and host_ip.is_loopback
 
 

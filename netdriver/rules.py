@@ -171,7 +171,7 @@ def appended(in_force: str, wanted: str) -> str | None:
     rules alone, or None when that cannot be done (a rule goes, or a chain whose order
     matters grows). Appending spares nf_tables the grace period a chain rewrite waits for,
     which is most of the time a published port takes."""
-    before, after = _chain_rules(in_force), _chain_rules(wanted)
+    before, after = chain_rules(in_force), chain_rules(wanted)
     if before.keys() != after.keys():
         return None
     lines = [wanted.split("\n", 1)[0]]  # *table
@@ -190,7 +190,8 @@ def appended(in_force: str, wanted: str) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def _chain_rules(text: str) -> dict[str, list[str]]:
+def chain_rules(text: str) -> dict[str, list[str]]:
+    """The rules of each chain a restore text declares, in order."""
     chains: dict[str, list[str]] = {}
     for line in text.splitlines():
         if line.startswith(":"):
