@@ -4,6 +4,7 @@ against stand-in proxies (shell scripts speaking the same fd-3 protocol)."""
 import ipaddress
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,17 @@ def stand_in(tmp_path: Path, body: str) -> userland.DockerProxy:
     return userland.DockerProxy(script, mark=MARK)
 
 
+def environ_of(pid: int) -> list[bytes]:
+    """The process's environment; the stand-in execs `sleep` right after its status line, and
+    /proc shows an empty environment while an exec is under way."""
+    deadline = time.monotonic() + 2
+    while True:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        if environ or time.monotonic() > deadline:
+            return environ.split(b"\0")
+        time.sleep(0.01)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -43,8 +55,7 @@ def test_a_started_proxy_gets_dockerds_arguments_and_stops(tmp_path):
         "-proto", "tcp", "-host-ip", "::", "-host-port", "8080",
         "-container-ip", "198.51.100.5", "-container-port", "80",
     ]  # fmt: skip
-    environ = Path(f"/proc/{running.pid}/environ").read_bytes().split(b"\0")
-    assert f"{MARK}=ep1".encode() in environ
+    assert f"{MARK}=ep1".encode() in environ_of(running.pid)
     running.close()
     assert not alive(running.pid)
 
