@@ -157,11 +157,6 @@ class Endpoint:
         """Every address of the endpoint, IPv4 first (the order bindings are sent in)."""
         return [address.ip for address in self.addresses]
 
-    @property
-    def versions(self) -> list[int]:
-        """The endpoint's address families (4, 6), in the order of its addresses."""
-        return [address.version for address in self.addresses]
-
     def with_joined(self, joined: bool) -> Endpoint:
         return replace(self, joined=joined)
 
