@@ -45,7 +45,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE
 from common.bgp import RTPROT_ROUTED
 from common.errors import PluginError
 from common.threads import Worker
-from netdriver import netlink
+from netdriver import deadlines, netlink
 from netdriver.model import Attachment, IPNetwork
 from netdriver.netlink import Request, Session
 
@@ -53,10 +53,6 @@ SYSCTL = Path("/proc/sys/net/ipv4")
 SYSCTL6 = Path("/proc/sys/net/ipv6")
 SYSCTL_BYTES = 64  # ample for the values set here (a flag, a delay)
 log = logging.getLogger("routed.net.datapath")
-# Deadlines of the waits on a Docker call's path; together with the driver's lock wait they
-# keep every call's answer within about 10 s.
-NETLINK_TIMEOUT_S = 3.0
-REAP_WAIT_S = 2.0  # less than NETLINK_TIMEOUT_S: it runs inside a netlink call
 FLUSH_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 0.5  # each for the reapers and the session: see supervisord.conf
 # Two: one can start on the next batch while the other's deletion waits out its grace period.
@@ -121,13 +117,13 @@ def _on_netlink_thread(
     def run(self: LinuxDatapath, /, *args: P.args, **kwargs: P.kwargs) -> R:
         future = self._netlink.submit(method, self, *args, **kwargs)
         try:
-            return future.result(timeout=NETLINK_TIMEOUT_S)
+            return future.result(timeout=deadlines.NETLINK_S)
         except FutureTimeout:
             # Not cancelled: what is queued runs once the worker is free, in order, so the
             # roll-back that follows a timed-out create still removes what it makes.
             raise DatapathError(
                 f"the netlink worker is stuck: {method.__name__.lstrip('_')} did not finish within "
-                f"{NETLINK_TIMEOUT_S:g} s"
+                f"{deadlines.NETLINK_S:g} s"
             ) from None
 
     return run
@@ -154,14 +150,14 @@ class LinuxDatapath:
     0.9 keeps a session's asyncio loop only on the thread that opened it (from any other
     thread each request makes and closes a loop, and leaves a marker behind for good).
 
-    Every wait has a deadline (NETLINK_TIMEOUT_S, REAP_WAIT_S): a stuck kernel call or reaper
+    Every wait has a deadline (deadlines.NETLINK_S, deadlines.REAP_S): a stuck kernel call or reaper
     fails the Docker call with an error naming it, instead of hanging dockerd.
     """
 
     def __init__(self) -> None:
         self._netlink = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
-        self._session = Session(NETLINK_TIMEOUT_S)
-        self._ipr = self._netlink.submit(IPRoute).result(timeout=NETLINK_TIMEOUT_S)
+        self._session = Session(deadlines.NETLINK_S)
+        self._ipr = self._netlink.submit(IPRoute).result(timeout=deadlines.NETLINK_S)
         self._doomed: queue.Queue[str | None] = queue.Queue()  # None: stop
         self._pending: set[str] = set()  # handed to the reaper, maybe not deleted yet
         self._reaped = threading.Condition()  # guards _pending; notified as each one goes
@@ -201,7 +197,7 @@ class LinuxDatapath:
 
     def _reap(self, stop: threading.Event) -> None:
         # a session of its own: reapers run beside the handlers
-        with contextlib.closing(Session(NETLINK_TIMEOUT_S)) as session:
+        with contextlib.closing(Session(deadlines.NETLINK_S)) as session:
             while not stop.is_set() and (doomed := self._next_doomed()):
                 try:
                     _delete_group(session)  # these, and any that joined the group since
@@ -257,7 +253,7 @@ class LinuxDatapath:
         peer_mac: str | None = None,
     ) -> None:
         # The same endpoint again (a replayed call) while the reaper still has it: let it finish.
-        self._wait_reaped(lambda: host_veth not in self._pending, REAP_WAIT_S, host_veth)
+        self._wait_reaped(lambda: host_veth not in self._pending, deadlines.REAP_S, host_veth)
         versions = sorted({attached.container_ip.version for attached in attachments})
         mac = peer_mac or _derived_mac(host_veth)
         try:

@@ -25,7 +25,7 @@ from typing import Protocol
 from common import channel
 from common.errors import BadRequest, PluginError
 from common.store import Record, Transaction
-from netdriver import ports
+from netdriver import deadlines, ports
 from netdriver.endpoints import EndpointTable
 from netdriver.hostports import SocketPortHolder
 from netdriver.locks import CallLocks
@@ -56,9 +56,6 @@ LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
 # synthetic link-local fe80::1:<n>, unique per network for the same reason as above.
 LINK_LOCAL6_GATEWAYS = ipaddress.IPv6Network("fe80::1:0/112")
 LINK_LOCAL6 = ipaddress.IPv6Network("fe80::/10")
-# Deadlines on a call's path (with the datapath's, about 10 s at most in all).
-LOCK_WAIT_S = 3.0  # for the call ahead of this one
-RULES_WAIT_S = 4.0  # for the packet filter rewrite a network change needs
 # dockerd joins an endpoint right after creating it: one never joined for this long is one
 # dockerd gave up on (an error or a crash between our commit and our reply) and forgot.
 STALE_AFTER_S = 60.0
@@ -183,7 +180,7 @@ class Driver:
             created = self._add_network(request)
             rules = self._want_rules()
         try:
-            self._firewall.wait(rules, RULES_WAIT_S)
+            self._firewall.wait(rules, deadlines.RULES_S)
         except PluginError:
             if created is not None:
                 self._undo_network(created)
@@ -270,7 +267,7 @@ class Driver:
             rules = self._want_rules()
         self._networks_changed()
         try:
-            self._firewall.wait(rules, RULES_WAIT_S)
+            self._firewall.wait(rules, deadlines.RULES_S)
         except PluginError as err:
             # Not an error for dockerd: it would keep a network we have already forgotten.
             # Rules for a network that is gone only linger until the rules thread succeeds.
@@ -411,7 +408,7 @@ class Driver:
             published = self._publish(endpoint, tuple(requests))
             rules = self._want_rules()
         try:
-            self._firewall.wait(rules, RULES_WAIT_S)
+            self._firewall.wait(rules, deadlines.RULES_S)
         except PluginError:
             self._revoke_logged(network_id, endpoint_id, "ProgramExternalConnectivity (undo)")
             raise
@@ -481,7 +478,7 @@ class Driver:
                 return
             self._save_endpoint(endpoint.with_ports(()))
             rules = self._unpublished(endpoint)
-        _logged(partial(self._firewall.wait, rules, RULES_WAIT_S))
+        _logged(partial(self._firewall.wait, rules, deadlines.RULES_S))
 
     def _unpublished(self, endpoint: Endpoint) -> int:
         """The endpoint's ports are no longer stored: let their host ports and rules go."""
@@ -501,7 +498,7 @@ class Driver:
             self._remove_endpoint(endpoint)
             rules = self._want_rules() if endpoint.ports else None
         if rules is not None:
-            _logged(partial(self._firewall.wait, rules, RULES_WAIT_S))
+            _logged(partial(self._firewall.wait, rules, deadlines.RULES_S))
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -511,7 +508,7 @@ class Driver:
         joined, stale), and veths nobody owns."""
         with self._serial("reconcile"):
             rules = self._reconcile()
-        _logged(partial(self._firewall.wait, rules, RULES_WAIT_S))
+        _logged(partial(self._firewall.wait, rules, deadlines.RULES_S))
 
     def _reconcile(self) -> int:
         # Each step on its own: one broken endpoint must not keep the others (or the
@@ -564,19 +561,19 @@ class Driver:
     # -- helpers --------------------------------------------------------------------------
 
     def _serial(self, call: str) -> AbstractContextManager[None]:
-        """This call alone; one that waits longer than LOCK_WAIT_S fails, naming the call it
+        """This call alone; one that waits longer than deadlines.LOCK_S fails, naming the call it
         waited for."""
-        return self._locks.exclusive(call, LOCK_WAIT_S)
+        return self._locks.exclusive(call, deadlines.LOCK_S)
 
     def _one_endpoint(self, call: str, endpoint_id: str) -> AbstractContextManager[None]:
         """The one call on this endpoint, beside calls on other endpoints (deadline as above)."""
-        return self._locks.endpoint(call, endpoint_id, LOCK_WAIT_S)
+        return self._locks.endpoint(call, endpoint_id, deadlines.LOCK_S)
 
     def _table(self, call: str) -> AbstractContextManager[None]:
         """Around what several endpoints share: adding or dropping one, the addresses and
         host ports taken, the rules asked for. (Replacing an endpoint's record needs only
         its own call's lock.)"""
-        return self._locks.table(call, LOCK_WAIT_S)
+        return self._locks.table(call, deadlines.LOCK_S)
 
     def _network(self, network_id: str) -> Network:
         network = self.networks.get(network_id)

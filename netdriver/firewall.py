@@ -20,14 +20,10 @@ from typing import Protocol
 
 from common.errors import PluginError
 from common.threads import Worker
-from netdriver import rules
+from netdriver import deadlines, rules
 from netdriver.model import Network
 from netdriver.ports import Forward
 
-# Under RuleSync's caller deadline (RULES_WAIT_S), so that a held xtables lock reaches the
-# caller as iptables' own message; the rules thread retries anyway.
-TIMEOUT_S = 6
-WAIT_S = "3"  # seconds to wait for the xtables lock held by dockerd or another tool
 RETRY_S = 1.0  # first pause after a failed rewrite; doubled up to RETRY_MAX_S
 RETRY_MAX_S = 30.0
 log = logging.getLogger("routed.net.firewall")
@@ -51,9 +47,19 @@ class FirewallError(PluginError):
 def _run(argv: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            list(argv), input=stdin, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+            list(argv),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=deadlines.IPTABLES_S,
+            check=False,
         )
-    except (OSError, subprocess.TimeoutExpired) as err:
+    except subprocess.TimeoutExpired:
+        raise FirewallError(
+            f"{argv[0]} did not finish within {deadlines.IPTABLES_S:g} s (is another program "
+            "holding the xtables lock?); routed-net keeps retrying the rewrite"
+        ) from None
+    except OSError as err:
         raise FirewallError(f"{argv[0]} failed: {err}") from None
 
 
@@ -64,7 +70,7 @@ class Family:
     restore: str  # iptables-restore / ip6tables-restore
 
     def run(self, table: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return _run([self.tool, "-w", WAIT_S, "-t", table, *args])
+        return _run([self.tool, "-w", str(deadlines.XTABLES_LOCK_S), "-t", table, *args])
 
 
 IPV4 = Family(4, "iptables", "iptables-restore")
@@ -121,7 +127,7 @@ class IptablesFirewall:
     def _restore(self, family: Family, table: str, text: str, batch: str) -> None:
         """Put `text` in force by restoring `batch` (the text itself, or what appends to it)."""
         self._restored.pop((family.version, table), None)
-        done = _run([family.restore, "-w", WAIT_S, "--noflush"], stdin=batch)
+        done = _run([family.restore, "-w", str(deadlines.XTABLES_LOCK_S), "--noflush"], stdin=batch)
         if done.returncode != 0:
             raise FirewallError(f"{family.restore} refused our rules: {done.stderr.strip()}")
         self._restored[(family.version, table)] = text

@@ -11,7 +11,7 @@ import pytest
 
 from common import threads
 from common.errors import PluginError
-from netdriver import driver as driver_module
+from netdriver import deadlines
 from netdriver.driver import STALE_AFTER_S, NetworkRequest, PoolRequest
 from netdriver.firewall import FirewallError, RuleSync
 from netdriver.model import Endpoint, Family, Network
@@ -115,7 +115,7 @@ def test_a_call_behind_a_stuck_one_fails_in_bounded_time_naming_it(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     network(rig)
-    monkeypatch.setattr(driver_module, "LOCK_WAIT_S", 0.2)
+    monkeypatch.setattr(deadlines, "LOCK_S", 0.2)
     release, entered = threading.Event(), threading.Event()
 
     def hangs(*_args: object, **_kwargs: object) -> None:

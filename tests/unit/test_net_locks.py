@@ -12,7 +12,7 @@ import pytest
 
 from common.errors import PluginError
 from common.sdnotify import wait_until
-from netdriver import driver as driver_module
+from netdriver import deadlines
 from netdriver.locks import CallLocks
 from tests.unit.test_net_failures import ADDRESS, network
 from tests.unit.test_net_fakes import EP_1, EP_2, NET_A, Rig, rig_fixture  # noqa: F401 (fixture "rig")
@@ -151,7 +151,7 @@ def test_a_slow_create_does_not_hold_up_another_endpoints_calls(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     network(rig)
-    monkeypatch.setattr(driver_module, "LOCK_WAIT_S", SHORT_S)
+    monkeypatch.setattr(deadlines, "LOCK_S", SHORT_S)
     with slow_create_of_ep_1(rig, monkeypatch):
         rig.driver.create_endpoint(NET_A, EP_2, [OTHER_ADDRESS])
         rig.driver.join(NET_A, EP_2)
@@ -207,7 +207,7 @@ def test_a_network_change_behind_a_stuck_endpoint_call_fails_naming_it(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     network(rig)
-    monkeypatch.setattr(driver_module, "LOCK_WAIT_S", SHORT_S)
+    monkeypatch.setattr(deadlines, "LOCK_S", SHORT_S)
     with (
         slow_create_of_ep_1(rig, monkeypatch),
         pytest.raises(PluginError, match="busy: CreateEndpoint has been running"),
