@@ -4,8 +4,8 @@ Order: IPAM allocator (in-process), cluster mode against SQLite mode (routed-ipa
 and a 3-member etcd on loopback, no dockerd: bench/cluster_alloc.py), BGP on the multi-host
 bed (its own dockerds in namespaces of their own: bench/bgp.py), then with both
 plugins serving the real /run/docker/plugins sockets (the ones already running, else a pair
-started here; see bench/services.py): container start, burst, data path, published ports,
-plugin API, scale.
+started here; see bench/services.py): container start, burst, plugin API, scale, data path,
+published ports.
 Timings are ratios and distributions; nothing here asserts a target.
 """
 
@@ -84,13 +84,15 @@ def _measure(results: dict[str, Any]) -> None:
         _step(results, "container_start", lambda: docker_start.container_start(networks))
         _step(results, "burst", lambda: burst.run(networks))
         _step(results, "burst_200", lambda: burst.run(networks, count=200, rounds=1))
-        _step(results, "datapath", lambda: datapath.run(routed))
-        _step(results, "ports", lambda: ports.run({"routed": routed, "bridge": "bridge"}))
-        docker("network", "rm", routed, check=False)
+        # Before the traffic steps: their connections stay in conntrack for minutes, and
+        # every link that goes down then makes the kernel walk that table (see plugin_api).
         _step(results, "plugin_api", plugin_api.run)
         net_pid = pids[NET_PLUGIN]
         assert net_pid is not None
         _step(results, "scale", lambda: scale.run(net_pid))
+        _step(results, "datapath", lambda: datapath.run(routed))
+        _step(results, "ports", lambda: ports.run({"routed": routed, "bridge": "bridge"}))
+        docker("network", "rm", routed, check=False)
     finally:
         Docker().cleanup()
         for plugin in reversed(started):

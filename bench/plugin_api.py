@@ -7,6 +7,12 @@ Baseline: Docker's default IPAM cannot be called over a socket, so the A/B is ag
 plugin (bench.client: the same CherryPy stack and logging, every handler returns {}), which
 isolates routed's logic + store cost from the HTTP stack. Blocks run A B B A ... interleaved.
 
+Each run records how many connections conntrack holds: every link that goes down (a veth
+deleted) makes the kernel walk that table for masqueraded connections, wherever MASQUERADE
+rules exist (dockerd's, routed's). With 60,000 entries, the 1-client workload lost a
+quarter of its calls/s; the no-op plugin deletes no link. `make bench` therefore runs this
+before the steps whose traffic fills the table.
+
 `make bench` measures the pair serving /run/docker/plugins. Alone, as root, `python -m
 bench.plugin_api [net_1 net_8 ...]` starts a pair of its own on temp dirs, never in
 /run/docker/plugins (a running dockerd would find it there), and in a network namespace of
@@ -29,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.client import KeepAlive
-from bench.stats import own_netns, percentile, run_alone, together
+from bench.stats import conntrack_entries, own_netns, percentile, run_alone, together
 from common.unixhttp import UnixClient
 from testkit.services import IPAM, NET, PLUGIN_DIR, Layout, Service, make_root
 
@@ -164,7 +170,7 @@ def run(
     plugins: Path = PLUGIN_DIR, names: Collection[str] = tuple(BLOCKS), pairs: int = PAIRS
 ) -> dict[str, Any]:
     """The comparisons `names` (keys of BLOCKS) against the pair serving in `plugins`."""
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"conntrack_entries_before": conntrack_entries()}
     pool = call(
         IPAM,
         "IpamDriver.RequestPool",
@@ -186,6 +192,7 @@ def run(
     finally:
         call(NET, "NetworkDriver.DeleteNetwork", {"NetworkID": network_id}, plugins)
         call(IPAM, "IpamDriver.ReleasePool", {"PoolID": pool}, plugins)
+    results["conntrack_entries_after"] = conntrack_entries()
     results["baseline"] = "no-op CherryPy plugin, same server stack (common.server), returns {}"
     results["latency"] = "per call (one HTTP request), keep-alive connection per client"
     return results

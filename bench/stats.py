@@ -124,6 +124,14 @@ def machine() -> dict[str, Any]:
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def conntrack_entries() -> int | None:
+    """Connections the kernel tracks in this network namespace; None without conntrack."""
+    try:
+        return int(Path("/proc/sys/net/netfilter/nf_conntrack_count").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def run_alone(name: str, run: Callable[[], dict[str, Any]]) -> None:
     """One benchmark by itself (`python -m bench.NAME`): print its results and keep them in
     bench/results/NAME.json."""
