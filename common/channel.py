@@ -21,7 +21,7 @@ from typing import Any
 
 import zmq
 
-from common.errors import PluginError
+from common.errors import Busy, PluginError
 from common.threads import Worker
 
 VERSION = 1
@@ -116,6 +116,9 @@ class ChannelServer:
             return {"id": message_id, "ok": True, **handler(message)}
         except (ValueError, RecursionError) as err:
             return _refusal(message_id, f"malformed message: {err}")
+        except Busy as err:  # not the request's fault: the sender keeps it and retries
+            log.warning("channel request not served for now: %s", err)
+            return {"id": message_id, "ok": False, "final": False, "error": str(err)}
         except PluginError as err:
             log.warning("channel request refused: %s", err)
             return _refusal(message_id, str(err))

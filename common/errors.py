@@ -11,3 +11,10 @@ class BadRequest(PluginError):
     """The request itself is invalid (malformed, wrong type, out of range). Nothing changed."""
 
     status = 400
+
+
+class Busy(PluginError):
+    """Not carried out for now: what the request needed was held past its deadline (by a
+    call stuck on the disk, say). Nothing changed, and the same request may succeed later."""
+
+    status = 503

@@ -1,7 +1,9 @@
 """The IPAM as the handlers see it: logic + store behind one lock, one transaction per call.
 
 CherryPy runs handlers on many threads and the channel server on another; the lock makes each
-call (logic, then its writes) atomic with respect to the others.
+call (logic, then its writes) atomic with respect to the others. dockerd puts no timeout on
+plugin calls, so the lock is waited for with a deadline: behind a call stuck on its store
+write, the others fail (Busy, "try again") instead of queueing for ever.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from common.errors import Busy
 from common.store import Store
 from ipam import persist
 from ipam.pools import DefaultPool, Ipam
 
 T = TypeVar("T")
+# Longer than a cluster call's etcd requests with their fail-over (common.etcd), which run
+# under this lock too: only a call that is truly stuck keeps the others out this long.
+LOCK_S = 15.0
 log = logging.getLogger("routed.ipam")
 
 
@@ -47,7 +53,12 @@ class IpamService:
         error. If the store cannot be read either, no state is kept at all and every call
         fails until a reload succeeds: memory never answers with what the store lacks.
         """
-        with self._lock:
+        if not self._lock.acquire(timeout=LOCK_S):
+            raise Busy(
+                f"routed-ipam is busy: the call ahead of this one has held the address state "
+                f"for over {LOCK_S:g} s (is its store write stuck on the disk?); try again"
+            )
+        try:
             ipam = self.ipam
             try:
                 result = call(ipam)
@@ -63,6 +74,8 @@ class IpamService:
                     self._reload()
                     raise
             return result
+        finally:
+            self._lock.release()
 
     def _reload(self) -> None:
         try:

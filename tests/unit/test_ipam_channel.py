@@ -6,13 +6,17 @@ import ipaddress
 import json
 import shutil
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from common.channel import ChannelClient, request
+from common.channel import ChannelClient, is_final, request
+from common.errors import Busy
 from common.store import Store
 from ipam import channel
+from ipam import service as service_module
 from ipam.pools import DefaultPool
 from ipam.service import IpamService
 
@@ -153,3 +157,37 @@ def test_blocks_lists_pools_of_a_single_host_as_plain(server, service):
         {"space": "LocalDefault", "subnet": "10.5.0.0/24", "cluster": False, "blocks": []},
         {"space": "LocalDefault", "subnet": "fd00:5::/64", "cluster": False, "blocks": []},
     ]
+
+
+@pytest.fixture
+def held(service, monkeypatch):
+    """The state held by a call that is stuck (on its store write, say) until released."""
+    monkeypatch.setattr(service_module, "LOCK_S", 0.2)
+    release, entered = threading.Event(), threading.Event()
+
+    def stuck(_ipam):
+        entered.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=service.run, args=(stuck,))
+    holder.start()
+    assert entered.wait(10)
+    yield
+    release.set()
+    holder.join(10)
+
+
+def test_a_call_behind_a_stuck_one_fails_busy_and_changes_nothing(server, service, held):
+    before = holders(service)
+    started = time.monotonic()
+    with pytest.raises(Busy, match="routed-ipam is busy"):
+        service.run(lambda ipam: ipam.bind(EP1, NET, ipaddress.ip_address("10.5.0.2")))
+    assert time.monotonic() - started < 5
+    assert holders(service) == before
+
+
+def test_a_busy_bind_is_not_final_so_routed_net_keeps_it(server, service, held):
+    reply = send(server, "bind", endpoint_id=EP1, network_id=NET, address="10.5.0.2")
+    assert reply["ok"] is False and "busy" in reply["error"]
+    assert is_final(reply) is False
+    assert holders(service)["10.5.0.2"] == ""

@@ -18,4 +18,3 @@ def test_each_deadline_outlasts_the_waits_nested_in_it() -> None:
 def test_every_deadline_outlasts_a_stall_of_the_host_locks() -> None:
     waits = (deadlines.REAP_S, deadlines.NETLINK_S, deadlines.LOCK_S, deadlines.XTABLES_LOCK_S)
     assert all(wait > STALL_SEEN_S for wait in waits)
-
