@@ -98,33 +98,42 @@ class ChannelServer:
             return json.dumps(_internal_error(answer.get("id"), err)).encode()
 
     def handle(self, raw: bytes) -> Message:
-        """Validate and dispatch one message; never raises."""
-        message_id: Any = None
+        """Validate and dispatch one raw message; never raises."""
         try:
             message = json.loads(raw)
-            if not isinstance(message, dict):
-                raise PluginError("message must be a JSON object")
-            message_id = message.get("id")
-            if not isinstance(message_id, str) or not 0 < len(message_id) <= 64:
-                raise PluginError("message needs an 'id' string of 1-64 characters")
-            if message.get("version") != VERSION:
-                raise PluginError(f"unsupported message version {_brief(message.get('version'))}")
-            kind = message.get("type")
-            handler = self._handlers.get(kind) if isinstance(kind, str) else None
-            if handler is None:
-                raise PluginError(f"unknown message type {_brief(kind)}")
-            return {"id": message_id, "ok": True, **handler(message)}
         except (ValueError, RecursionError) as err:
-            return _refusal(message_id, f"malformed message: {err}")
-        except Busy as err:  # not the request's fault: the sender keeps it and retries
-            log.warning("channel request not served for now: %s", err)
-            return {"id": message_id, "ok": False, "final": False, "error": str(err)}
-        except PluginError as err:
-            log.warning("channel request refused: %s", err)
-            return _refusal(message_id, str(err))
-        except Exception as err:
-            log.exception("channel handler crashed")
-            return _internal_error(message_id, err)
+            return _refusal(None, f"malformed message: {err}")
+        return answer(message, self._handlers)
+
+
+def answer(message: Any, handlers: dict[str, MessageHandler]) -> Message:
+    """The reply to one decoded message by `handlers`; never raises. A batch's handler
+    answers each of its messages with it."""
+    message_id: Any = None
+    try:
+        if not isinstance(message, dict):
+            raise PluginError("message must be a JSON object")
+        message_id = message.get("id")
+        if not isinstance(message_id, str) or not 0 < len(message_id) <= 64:
+            raise PluginError("message needs an 'id' string of 1-64 characters")
+        if message.get("version") != VERSION:
+            raise PluginError(f"unsupported message version {_brief(message.get('version'))}")
+        kind = message.get("type")
+        handler = handlers.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            raise PluginError(f"unknown message type {_brief(kind)}")
+        return {"id": message_id, "ok": True, **handler(message)}
+    except (ValueError, RecursionError) as err:
+        return _refusal(message_id, f"malformed message: {err}")
+    except Busy as err:  # not the request's fault: the sender keeps it and retries
+        log.warning("channel request not served for now: %s", err)
+        return {"id": message_id, "ok": False, "final": False, "error": str(err)}
+    except PluginError as err:
+        log.warning("channel request refused: %s", err)
+        return _refusal(message_id, str(err))
+    except Exception as err:
+        log.exception("channel handler crashed")
+        return _internal_error(message_id, err)
 
 
 def _refusal(message_id: Any, error: str) -> Message:

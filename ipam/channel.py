@@ -2,12 +2,19 @@
 
   bind    {"endpoint_id", "network_id", "address"} -> {"known": bool}
   unbind  {"endpoint_id", "address"}               -> {"known": bool}
+  bindings {"changes": [bind or unbind message, ...]} -> {"results": [reply, ...]}
   status  {}                                       -> {"pools": [...], "leases": [...],
                                                         "threads": [...], "cluster": {...}}
   blocks  {}                                       -> {"cluster": bool, "pools": [{"space",
                                                         "subnet", "cluster": bool,
                                                         "blocks": [CIDR, ...]}, ...]}
 ("cluster" only in cluster mode: ipam.cluster.ClusterAllocator.status.)
+
+`bindings` is how routed-net's outbox delivers: up to MAX_CHANGES stored messages in one
+request, each answered as if it had come alone, in order. The answers stop after the first
+that is worth a retry (a failed store write), so that the ones behind it wait and routed-ipam
+sees them in order; the sender keeps those. A refusal of the request as a whole (from a
+routed-ipam older than it) tells routed-net to send them one by one instead.
 
 `blocks` is what routed-net announces by (netdriver/announce.py): every pool held here, each
 cluster pool with the blocks this host owns in it (the spare claimed ahead included), the
@@ -24,9 +31,11 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from common import threads, wire
-from common.channel import ChannelServer, Message, MessageHandler
+from common.channel import ChannelServer, Message, MessageHandler, answer, is_final
 from common.errors import BadRequest
 from ipam.service import IpamService
+
+MAX_CHANGES = 256  # a request stays well under the channel's message size
 
 
 class ClusterHooks(Protocol):
@@ -82,7 +91,20 @@ def handlers(
         ]
         return {"cluster": cluster is not None, "pools": pools}
 
-    return {"bind": bind, "unbind": unbind, "status": status, "blocks": blocks}
+    changes: dict[str, MessageHandler] = {"bind": bind, "unbind": unbind}
+
+    def bindings(message: Message) -> Message:
+        batch = message.get("changes")
+        if not isinstance(batch, list) or not 0 < len(batch) <= MAX_CHANGES:
+            raise BadRequest(f"field 'changes' must be a list of 1-{MAX_CHANGES} messages")
+        results: list[Message] = []
+        for change in batch:
+            results.append(answer(change, changes))
+            if not results[-1]["ok"] and not is_final(results[-1]):
+                break
+        return {"results": results}
+
+    return {**changes, "bindings": bindings, "status": status, "blocks": blocks}
 
 
 def server(

@@ -2,9 +2,11 @@
 
 A message is written in the same store transaction as the endpoint change it describes,
 so a crash can lose neither. One background thread delivers them in order over the
-ZeroMQ channel and deletes each once ipam answered. Docker calls never wait for it:
-while ipam is down the messages simply wait (and survive restarts of either side).
-The whole message, id included, is stored, so a re-send carries the same id.
+ZeroMQ channel, up to BATCH in one `bindings` request (ipam.channel), and deletes those ipam
+answered, in one transaction. Docker calls never wait for it: while ipam is down the
+messages simply wait (and survive restarts of either side). The whole message, id
+included, is stored, so a re-send carries the same id: a crash after ipam's answer and
+before the deletion only sends them again, and ipam's handlers are idempotent.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import ipaddress
 import logging
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 from common import channel
 from common.store import Store, Transaction
@@ -22,6 +24,7 @@ from common.threads import Worker
 KIND = "outbox"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address  # one message per address
 KEY_DIGITS = 20
+BATCH = 256  # messages per request: ipam.channel.MAX_CHANGES
 STOP_TIMEOUT_S = 1.2  # one channel call (1 s) and a little: see supervisord.conf stopwaitsecs
 log = logging.getLogger("routed.net.outbox")
 
@@ -75,27 +78,63 @@ class Outbox:
         return list(self._store.load(KIND).values())
 
     def deliver_pending(self, client: Client) -> bool:
-        """Send what is stored, oldest first. False when ipam did not answer (try again later)."""
-        for key, message in self._store.load(KIND).items():
-            reply = client.call(message)
-            if reply is None:
+        """Send what is stored, oldest first. False when ipam did not answer, or did not take
+        one for now (try again later: that one and the ones behind it stay)."""
+        pending = list(self._store.load(KIND).items())
+        for start in range(0, len(pending), BATCH):
+            chunk = pending[start : start + BATCH]
+            settled = self._settled(chunk, self._send(client, [m for _key, m in chunk]))
+            self._forget([key for key, _message in chunk[:settled]])
+            if settled < len(chunk):
                 return False
-            if not reply.get("ok"):
-                kind, error = message.get("type"), reply.get("error")
-                if not channel.is_final(reply):
-                    # e.g. ipam's store write failed: the binding must not be lost, and the
-                    # ones behind it wait, so that ipam sees them in order.
-                    # once per message at warning level: the retries come every second
-                    level = logging.DEBUG if key == self._retrying else logging.WARNING
-                    log.log(
-                        level, "ipam could not take %s %s yet: %s (will retry)", kind, key, error
-                    )
-                    self._retrying = key
-                    return False
-                log.warning("ipam refused %s %s for good: %s", kind, key, error)
-            with self._store.transaction() as txn:
-                txn.delete(KIND, key)
         return True
+
+    def _send(self, client: Client, messages: list[channel.Message]) -> list[channel.Message]:
+        """ipam's answers to the first of `messages`, in order: all of them, or fewer when
+        one was not taken for now (the ones behind it wait) or ipam did not answer."""
+        reply = client.call(channel.request("bindings", changes=messages))
+        if reply is None:
+            return []
+        results = reply.get("results") if reply.get("ok") else None
+        if _answers(results, messages):
+            return results
+        # A routed-ipam from before batches refuses the request as a whole: one by one,
+        # so that each message's own answer decides its fate.
+        replies = []
+        for message in messages:
+            answer = client.call(message)
+            if answer is None:
+                break
+            replies.append(answer)
+            if not answer.get("ok") and not channel.is_final(answer):
+                break
+        return replies
+
+    def _settled(
+        self, chunk: list[tuple[str, channel.Message]], replies: list[channel.Message]
+    ) -> int:
+        """How many of `chunk`, from the first, ipam answered for good (taken or refused)."""
+        settled = 0
+        for (key, message), reply in zip(chunk, replies, strict=False):
+            kind, error = message.get("type"), reply.get("error")
+            if not reply.get("ok") and not channel.is_final(reply):
+                # e.g. ipam's store write failed: the binding must not be lost, and the
+                # ones behind it wait, so that ipam sees them in order.
+                # once per message at warning level: the retries come every second
+                level = logging.DEBUG if key == self._retrying else logging.WARNING
+                log.log(level, "ipam could not take %s %s yet: %s (will retry)", kind, key, error)
+                self._retrying = key
+                break
+            if not reply.get("ok"):
+                log.warning("ipam refused %s %s for good: %s", kind, key, error)
+            settled += 1
+        return settled
+
+    def _forget(self, keys: list[str]) -> None:
+        if keys:
+            with self._store.transaction() as txn:
+                for key in keys:
+                    txn.delete(KIND, key)
 
     def start(self) -> None:
         self._worker.start()
@@ -130,3 +169,13 @@ class Outbox:
                     stop.wait(self._settle_s)
         finally:
             client.close()
+
+
+def _answers(results: object, messages: list[channel.Message]) -> TypeGuard[list[channel.Message]]:
+    """Whether `results` are answers to the first of `messages`, in order."""
+    if not isinstance(results, list) or not 0 < len(results) <= len(messages):
+        return False
+    return all(
+        isinstance(result, dict) and result.get("id") == message["id"]
+        for result, message in zip(results, messages, strict=False)
+    )

@@ -204,25 +204,31 @@ ids = st.one_of(
 
 
 def _message(kind: Any) -> st.SearchStrategy[dict[str, Any]]:
+    optional: dict[str, st.SearchStrategy[Any]] = {
+        "endpoint_id": ids,
+        "network_id": ids,
+        "address": st.one_of(
+            st.sampled_from(["100.64.0.2", "100.64.0.3", "192.0.2.10", "192.0.2.11"]),
+            hostile.hostile_text,
+            hostile.scalars,
+        ),
+    }
+    if kind == "bindings":
+        one = st.one_of(_message("bind"), _message("unbind"), hostile.scalars)
+        optional = {"changes": st.one_of(st.lists(one, max_size=4), hostile.scalars)}
     return st.fixed_dictionaries(
         {
             "type": st.just(kind),
             "version": st.one_of(st.just(VERSION), hostile.scalars),
             "id": st.one_of(st.just(uuid.uuid4().hex), st.text(max_size=70), hostile.scalars),
         },
-        optional={
-            "endpoint_id": ids,
-            "network_id": ids,
-            "address": st.one_of(
-                st.sampled_from(["100.64.0.2", "100.64.0.3", "192.0.2.10", "192.0.2.11"]),
-                hostile.hostile_text,
-                hostile.scalars,
-            ),
-        },
+        optional=optional,
     )
 
 
 def _valid(kind: str) -> dict[str, Any]:
+    if kind == "bindings":
+        return {"type": kind, "version": VERSION, "id": "1" * 32, "changes": [_valid("bind")]}
     return {
         "type": kind,
         "version": VERSION,
@@ -233,7 +239,7 @@ def _valid(kind: str) -> dict[str, Any]:
     }
 
 
-def check_message_reply(message_id: Any, kind: Any, reply: Any) -> str:
+def check_message_reply(message_id: Any, kind: Any, reply: Any, changes: Any = None) -> str:
     assert isinstance(reply, dict), reply
     json.dumps(reply)  # it goes back on the wire as JSON
     assert isinstance(reply.get("ok"), bool), reply
@@ -250,12 +256,19 @@ def check_message_reply(message_id: Any, kind: Any, reply: Any) -> str:
     elif kind == "blocks":
         assert set(reply) == {"id", "ok", "cluster", "pools"}, reply
         assert all(isinstance(pool["blocks"], list) for pool in reply["pools"]), reply
+    elif kind == "bindings":
+        # each change answered as if it had come alone, all of them (none is retryable here)
+        assert set(reply) == {"id", "ok", "results"} and len(reply["results"]) == len(changes)
+        for change, result in zip(changes, reply["results"], strict=True):
+            change_id = change.get("id") if isinstance(change, dict) else None
+            change_kind = change.get("type") if isinstance(change, dict) else None
+            check_message_reply(change_id, change_kind, result)
     else:
         raise AssertionError(f"message type {kind!r} was accepted: {reply}")
     return "ok"
 
 
-@pytest.mark.parametrize("kind", ["bind", "unbind", "status", "blocks", "unknown"])
+@pytest.mark.parametrize("kind", ["bind", "unbind", "bindings", "status", "blocks", "unknown"])
 def test_channel_message(rig: IpamRig, kind: str) -> None:
     rig.seed()
     type_values = st.just(kind) if kind != "unknown" else st.one_of(hostile.scalars, json_types())
@@ -264,7 +277,7 @@ def test_channel_message(rig: IpamRig, kind: str) -> None:
     @given(st.data())
     def run(data: st.DataObject) -> None:
         message_type = data.draw(type_values)
-        if kind == "unknown" and message_type in ("bind", "unbind", "status", "blocks"):
+        if kind == "unknown" and message_type in ("bind", "unbind", "bindings", "status", "blocks"):
             message_type = f"{message_type}\x00"
         shape = data.draw(
             st.sampled_from(["scratch", "mutated", "raw"]) if kind != "unknown" else st.just("x")
@@ -283,7 +296,8 @@ def test_channel_message(rig: IpamRig, kind: str) -> None:
             parsed = None
         message_id = parsed.get("id") if isinstance(parsed, dict) else None
         real_kind = parsed.get("type") if isinstance(parsed, dict) else None
-        outcome = check_message_reply(message_id, real_kind, reply)
+        changes = parsed.get("changes") if isinstance(parsed, dict) else None
+        outcome = check_message_reply(message_id, real_kind, reply, changes)
         hostile.count(f"zmq:{kind}", outcome)
         if outcome != "ok":
             assert rig.snapshot() == before, f"refused {kind} changed state: {reply}"

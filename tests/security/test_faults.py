@@ -217,7 +217,9 @@ def handlers(service, *rest):
     log = open(os.environ["ROUTED_TEST_CHANNEL_LOG"], "a", buffering=1)
     def wrap(kind, handle):
         def run(message):
-            log.write(json.dumps({"type": kind, "id": message.get("id")}) + "\\n")
+            # a batch: the bindings in it, each as if it had come alone
+            for one in message.get("changes", []) if kind == "bindings" else [message]:
+                log.write(json.dumps({"type": one.get("type"), "id": one.get("id")}) + "\\n")
             return handle(message)
         return run
     return {kind: wrap(kind, handle) for kind, handle in original(service, *rest).items()}

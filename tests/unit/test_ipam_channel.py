@@ -191,3 +191,49 @@ def test_a_busy_bind_is_not_final_so_routed_net_keeps_it(server, service, held):
     assert reply["ok"] is False and "busy" in reply["error"]
     assert is_final(reply) is False
     assert holders(service)["10.5.0.2"] == ""
+
+
+def change(kind, **fields):
+    return request(kind, **fields)
+
+
+def test_bindings_answer_each_change_in_order(server, service):
+    changes = [
+        change("bind", endpoint_id=EP1, network_id=NET, address="10.5.0.2"),
+        change("bind", endpoint_id=EP2, network_id=NET, address="10.5.0.77"),  # not leased
+        change("unbind", endpoint_id=EP1, address="10.5.0.2"),
+        change("bind", endpoint_id=EP2, network_id=NET, address="10.5.0.2"),
+    ]
+    reply = send(server, "bindings", changes=changes)
+    assert reply["ok"]
+    assert [r["id"] for r in reply["results"]] == [c["id"] for c in changes]
+    assert [r["known"] for r in reply["results"]] == [True, False, True, True]
+    assert holders(service)["10.5.0.2"] == EP2
+
+
+def test_a_bad_change_is_refused_alone_and_the_rest_go_on(server, service):
+    changes = [
+        change("bind", endpoint_id="not-an-id", network_id=NET, address="10.5.0.2"),
+        {"id": "x", "version": 1, "type": "bindings", "changes": []},  # no nesting
+        change("bind", endpoint_id=EP1, network_id=NET, address="10.5.0.2"),
+    ]
+    results = send(server, "bindings", changes=changes)["results"]
+    assert [(r["ok"], r.get("final")) for r in results] == [
+        (False, True),
+        (False, True),
+        (True, None),
+    ]
+    assert holders(service)["10.5.0.2"] == EP1
+
+
+def test_bindings_stop_after_a_change_not_taken_for_now(server, service, held):
+    changes = [change("bind", endpoint_id=EP1, network_id=NET, address="10.5.0.2")] * 2
+    [result] = send(server, "bindings", changes=changes)["results"]  # the second waits
+    assert result["ok"] is False and not is_final(result)
+
+
+@pytest.mark.parametrize("changes", [None, "bind", [], [{}] * (channel.MAX_CHANGES + 1)], ids=str)
+def test_malformed_bindings_are_refused_whole(server, changes):
+    reply = send(server, "bindings", changes=changes)
+    assert reply["ok"] is False and reply["final"] is True
+    assert "changes" in reply["error"]

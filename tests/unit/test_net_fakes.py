@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from common.channel import is_final
 from common.errors import PluginError
 from common.store import Store
 from netdriver.driver import Driver
@@ -148,14 +149,31 @@ class FakeHostPorts:
 
 
 class FakeClient:
+    """routed-ipam as the outbox sees it: `answer` True takes every message, False refuses
+    each for good, None never answers. `sent`: the messages that reached it, a batch's
+    one by one; `requests`: how many calls it had."""
+
     def __init__(self, answer: bool | None = True) -> None:
         self.answer = answer
         self.sent: list[dict[str, object]] = []
+        self.requests = 0
 
     def call(self, message: dict[str, object]) -> dict[str, object] | None:
-        self.sent.append(message)
+        self.requests += 1
         if self.answer is None:
             return None
+        if message.get("type") != "bindings":
+            self.sent.append(message)
+            return self.reply(message)
+        results: list[dict[str, object]] = []
+        for change in message["changes"]:  # type: ignore[attr-defined]
+            self.sent.append(change)
+            results.append(self.reply(change))
+            if not results[-1]["ok"] and not is_final(results[-1]):
+                break  # as routed-ipam: the ones behind a "not for now" wait
+        return {"id": message["id"], "ok": True, "results": results}
+
+    def reply(self, message: dict[str, object]) -> dict[str, object]:
         return {"id": message["id"], "ok": self.answer}
 
     def close(self) -> None:

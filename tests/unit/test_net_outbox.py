@@ -1,6 +1,7 @@
 """The outbox against a real ChannelServer on an ipc socket in tmp_path (no root needed)."""
 
 import ipaddress
+import json
 import threading
 import time
 
@@ -8,7 +9,9 @@ import pytest
 
 from common.channel import ChannelClient, ChannelServer
 from common.store import Store
-from netdriver.outbox import Outbox, bind_message, unbind_message
+from ipam.channel import MAX_CHANGES
+from netdriver import outbox as outbox_module
+from netdriver.outbox import BATCH, Outbox, bind_message, unbind_message
 from tests.unit.test_net_fakes import EP_1, EP_2, NET_A, FakeClient
 
 IP = ipaddress.IPv4Address("198.51.100.5")
@@ -114,8 +117,7 @@ def test_thread_delivers_once_ipam_comes_up(store, tmp_path):
 class InternalErrorClient(FakeClient):
     """routed-ipam whose store write fails: "internal error", worth a retry."""
 
-    def call(self, message):
-        self.sent.append(message)
+    def reply(self, message):
         return {"id": message["id"], "ok": False, "final": False, "error": "internal error: full"}
 
 
@@ -130,4 +132,84 @@ def test_an_internal_error_keeps_the_binding_and_the_ones_behind_it(store):
     client = FakeClient()
     assert outbox.deliver_pending(client)
     assert client.sent == [first, second]
+    assert outbox.pending() == []
+
+
+def test_what_is_stored_goes_in_one_request(store):
+    outbox = Outbox(store, FakeClient)
+    messages = [bind_message(EP_1, NET_A, IP), unbind_message(EP_1, IP)] * 3
+    queue(outbox, store, *messages)
+    client = FakeClient()
+    assert outbox.deliver_pending(client)
+    assert client.requests == 1 and client.sent == messages
+    assert outbox.pending() == []
+
+
+def test_more_than_a_batch_goes_in_order_over_several_requests(store, monkeypatch):
+    monkeypatch.setattr(outbox_module, "BATCH", 2)
+    outbox = Outbox(store, FakeClient)
+    messages = [
+        bind_message(EP_1, NET_A, ipaddress.IPv4Address(f"198.51.100.{n}")) for n in range(5)
+    ]
+    queue(outbox, store, *messages)
+    client = FakeClient()
+    assert outbox.deliver_pending(client)
+    assert client.requests == 3 and client.sent == messages
+    assert outbox.pending() == []
+
+
+def test_a_batch_fits_what_routed_ipam_takes():
+    assert BATCH <= MAX_CHANGES
+
+
+class FailsAtClient(FakeClient):
+    """routed-ipam that cannot take the message with this id for now."""
+
+    def __init__(self, failing_id):
+        super().__init__()
+        self.failing_id = failing_id
+
+    def reply(self, message):
+        if message["id"] == self.failing_id:
+            return {"id": message["id"], "ok": False, "final": False, "error": "internal error"}
+        return super().reply(message)
+
+
+def test_a_batch_keeps_the_one_not_taken_and_those_behind_it(store):
+    outbox = Outbox(store, FakeClient)
+    messages = [
+        bind_message(EP_1, NET_A, ipaddress.IPv4Address(f"198.51.100.{n}")) for n in range(4)
+    ]
+    queue(outbox, store, *messages)
+    assert not outbox.deliver_pending(FailsAtClient(messages[2]["id"]))
+    assert outbox.pending() == messages[2:]  # the first two are done and forgotten
+    client = FakeClient()
+    assert outbox.deliver_pending(client)
+    assert client.sent == messages[2:]
+
+
+class OldIpamClient(FakeClient):
+    """A routed-ipam from before batches: its channel server, with bind and unbind only."""
+
+    def __init__(self):
+        super().__init__()
+        self.server = ChannelServer("inproc://unused", {"bind": self.take, "unbind": self.take})
+
+    def take(self, message):
+        self.sent.append(message)
+        return {"known": True}
+
+    def call(self, message):
+        self.requests += 1
+        return self.server.handle(json.dumps(message).encode())
+
+
+def test_a_routed_ipam_from_before_batches_gets_them_one_by_one(store):
+    outbox = Outbox(store, FakeClient)
+    messages = [bind_message(EP_1, NET_A, IP), unbind_message(EP_1, IP)]
+    queue(outbox, store, *messages)
+    old = OldIpamClient()
+    assert outbox.deliver_pending(old)
+    assert old.sent == messages  # none dropped for the batch's refusal
+    assert old.requests == 3
     assert outbox.pending() == []
