@@ -26,7 +26,7 @@ measured interleaved in one run:
 And to tell routed's own cost apart: conntrack (routed's nat table and jumps alone:
 conntrack on, no filter rule); routed_lean (ROUTED-FORWARD in the cheaper form lean_forward
 writes); routed_8nets and routed_lean_8nets (both forms rendered for eight isolated
-networks, 56 isolation DROPs in today's form).
+networks; routed's own form judges isolation in ROUTED-ISOLATION, one rule per network).
 """
 
 from __future__ import annotations

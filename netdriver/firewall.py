@@ -145,9 +145,13 @@ class IptablesFirewall:
             while family.run(table, "-C", builtin, *jump).returncode == 0:
                 if family.run(table, "-D", builtin, *jump).returncode != 0:
                     break
-        for table, _builtin, chain, _match in _JUMPS:  # a chain goes once no jump is left
-            family.run(table, "-F", chain)
-            family.run(table, "-X", chain)
+        # A chain goes once no rule jumps to it: all of ours emptied first, then removed.
+        for table, chains in rules.CHAINS.items():
+            for chain in chains:
+                family.run(table, "-F", chain)
+        for table, chains in rules.CHAINS.items():
+            for chain in chains:
+                family.run(table, "-X", chain)
         self._absent.add(family.version)
 
     def _ensure_jump_once(

@@ -26,8 +26,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.store import Store
+from netdriver.deadlines import XTABLES_LOCK_S
 from netdriver.driver import Driver
-from netdriver.firewall import WAIT_S, IptablesFirewall, RuleSync
+from netdriver.firewall import IptablesFirewall, RuleSync
 from netdriver.handlers import build_plugin
 from netdriver.outbox import Outbox
 from tests.fuzz import hostile
@@ -93,7 +94,11 @@ _JUMPS = [
     ("nat", "PREROUTING", "ROUTED-DNAT", _LOCAL),
     ("nat", "OUTPUT", "ROUTED-DNAT", _LOCAL),
 ]
-_OURS = {(table, chain) for table, _builtin, chain, _match in _JUMPS}
+# ROUTED-ISOLATION is jumped to from ROUTED-FORWARD, not from a built-in chain.
+_OURS = {(table, chain) for table, _builtin, chain, _match in _JUMPS} | {
+    ("filter", "ROUTED-ISOLATION")
+}
+WAIT_S = str(XTABLES_LOCK_S)
 ALLOWED_ARGV: set[tuple[str, ...]] = set()
 for _tool in ("iptables", "ip6tables"):
     ALLOWED_ARGV.add((f"{_tool}-restore", "-w", WAIT_S, "--noflush"))
@@ -105,9 +110,10 @@ for _tool in ("iptables", "ip6tables"):
             (*_base, "-A", _builtin, *_match, "-j", _chain),
             (*_base, "-S"),
             (*_base, "-S", _chain),
-            (*_base, "-F", _chain),
-            (*_base, "-X", _chain),
         }
+    for _table, _chain in _OURS:
+        _base = (_tool, "-w", WAIT_S, "-t", _table)
+        ALLOWED_ARGV |= {(*_base, "-F", _chain), (*_base, "-X", _chain)}
 _CIDRS = {
     "iptables-restore": r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}/\d{1,2}",
     "ip6tables-restore": r"[0-9a-f:]+/\d{1,3}",
@@ -127,7 +133,7 @@ def restore_grammar(cidr: str, ip: str, target: str) -> re.Pattern[str]:
     forward = "|".join(
         [
             r"-[io] rt-\+ -m conntrack --ctstate DNAT -j ACCEPT",
-            rf"-i rt-\+ -s {cidr} -d {cidr} -j DROP",
+            rf"-i rt-\+ -s {cidr} -j ROUTED-ISOLATION",
             rf"-i rt-\+ -s {cidr} ! -o rt-\+ -j DROP",
             rf"! -i rt-\+ -o rt-\+ -d {cidr} -j DROP",
             rf"-i rt-\+ -s {cidr} -j ACCEPT",
@@ -144,8 +150,10 @@ def restore_grammar(cidr: str, ip: str, target: str) -> re.Pattern[str]:
     )
     # One table per restore (filter or nat), as the firewall writes only what changed.
     return re.compile(
-        r"\*filter\n:ROUTED-FORWARD - \[0:0\]\n:ROUTED-INPUT - \[0:0\]\n"
+        r"\*filter\n:ROUTED-FORWARD - \[0:0\]\n:ROUTED-ISOLATION - \[0:0\]\n"
+        r":ROUTED-INPUT - \[0:0\]\n"
         rf"(?:-A ROUTED-FORWARD (?:{forward})\n)*"
+        rf"(?:-A ROUTED-ISOLATION ! -s {cidr} -d {cidr} -j DROP\n)*"
         r"(?:-A ROUTED-INPUT -i rt-\+ -d 127\.0\.0\.0/8 -m conntrack "
         r"! --ctstate RELATED,ESTABLISHED -j DROP\n)?"
         r"COMMIT\n|\*nat\n(?::ROUTED-POSTROUTING - \[0:0\]\n:ROUTED-DNAT - \[0:0\]\n)?"

@@ -65,7 +65,13 @@ def test_every_kind_of_rule_is_accepted_by_iptables(host):
     forward = chain_rules("filter", "ROUTED-FORWARD")
     networks = list(host.driver.networks.values())
     assert len(forward) == len(forward_rules(networks))
-    assert sum(line.endswith("-j DROP") for line in forward) == 6 + 2  # 3 isolated pairs, internal
+    assert sum(line.endswith("-j DROP") for line in forward) == 2  # internal, in and out
+    assert sum(line.endswith("-j ROUTED-ISOLATION") for line in forward) == 3  # a, b, d
+    isolation = chain_rules("filter", "ROUTED-ISOLATION")
+    assert isolation == [
+        f"-A ROUTED-ISOLATION ! -s 198.51.100.{n}/26 -d 198.51.100.{n}/26 -j DROP"
+        for n in (0, 64, 192)
+    ]
     assert chain_rules("nat", "ROUTED-POSTROUTING") == [
         "-A ROUTED-POSTROUTING -s 198.51.100.128/26 ! -o rt-+ -j MASQUERADE",
         "-A ROUTED-POSTROUTING -s 198.51.100.192/26 ! -o rt-+ -j MASQUERADE",

@@ -17,6 +17,7 @@ require_throwaway_netns()
 
 A1, A2 = "a1" * 32, "a2" * 32
 B1 = "b1" * 32
+C1 = "c1" * 32
 
 
 def test_host_and_container_talk(host):
@@ -69,6 +70,23 @@ def test_isolate_false_on_one_side_lets_two_networks_talk(host):
     b = host.run_container(net_b, B1, "198.51.100.133/32")
     assert ping("198.51.100.133", a.name) is not None
     assert ping("198.51.100.5", b.name) is not None
+
+
+def test_isolation_holds_pair_by_pair_among_three_networks(host):
+    # Two isolated networks and an open one: each isolated one reaches the open one and
+    # itself, never the other, whichever network's rules a packet meets first.
+    net_a = host.network("a", "198.51.100.0/26")
+    net_b = host.network("b", "198.51.100.64/26")
+    net_c = host.network("c", "198.51.100.128/26", isolate=False)
+    a1 = host.run_container(net_a, A1, "198.51.100.5/32")
+    host.run_container(net_a, A2, "198.51.100.6/32")
+    b = host.run_container(net_b, B1, "198.51.100.69/32")
+    c = host.run_container(net_c, C1, "198.51.100.133/32")
+    assert ping("198.51.100.6", a1.name) is not None  # within a
+    assert ping("198.51.100.69", a1.name) is None and ping("198.51.100.5", b.name) is None
+    for isolated, address in ((a1, "198.51.100.5"), (b, "198.51.100.69")):
+        assert ping("198.51.100.133", isolated.name) is not None
+        assert ping(address, c.name) is not None
 
 
 def test_container_on_two_networks_reaches_both(host):

@@ -1,8 +1,12 @@
 import ipaddress
+import itertools
+
+import pytest
 
 from netdriver.model import Family, Network
 from netdriver.options import NetworkOptions
-from netdriver.rules import forward_rules, nat_rules, render
+from netdriver.rules import chain_rules, forward_rules, nat_rules, render
+from tests.unit.verdicts import Packet, intended, verdict
 
 
 def net(letter, subnet, *, isolate=True, masquerade=True, internal=False):
@@ -22,7 +26,7 @@ B = "203.0.113.0/24"
 def test_no_networks_renders_empty_chains():
     text = render([])
     assert text == (
-        "*filter\n:ROUTED-FORWARD - [0:0]\n:ROUTED-INPUT - [0:0]\n"
+        "*filter\n:ROUTED-FORWARD - [0:0]\n:ROUTED-ISOLATION - [0:0]\n:ROUTED-INPUT - [0:0]\n"
         f"-A ROUTED-INPUT {LOOPBACK_GUARD}\nCOMMIT\n"
         "*nat\n:ROUTED-POSTROUTING - [0:0]\n:ROUTED-DNAT - [0:0]\nCOMMIT\n"
     )
@@ -43,15 +47,17 @@ def test_one_network_accepts_both_directions_and_masquerades():
 
 
 def test_isolated_networks_drop_both_ways_before_any_accept():
-    rules = forward_rules([net("a", A), net("b", B)])
-    assert f"-i rt-+ -s {A} -d {B} -j DROP" in rules
-    assert f"-i rt-+ -s {B} -d {A} -j DROP" in rules
-    last_drop = max(i for i, rule in enumerate(rules) if rule.endswith("DROP"))
-    # (the accepts of DNATed traffic, published ports, come first on purpose)
-    first_accept = min(
-        i for i, rule in enumerate(rules) if rule.endswith("ACCEPT") and "ctstate" not in rule
-    )
-    assert last_drop < first_accept
+    text = render([net("a", A), net("b", B)])
+    assert verdict(text, Packet("198.51.100.5", "203.0.113.5")) == "DROP"
+    assert verdict(text, Packet("203.0.113.5", "198.51.100.5")) == "DROP"
+    assert verdict(text, Packet("198.51.100.5", "198.51.100.6")) == "ACCEPT"
+    assert verdict(text, Packet("198.51.100.5", "203.0.113.5", dnat=True)) == "ACCEPT"
+    forward = chain_rules(text)["ROUTED-FORWARD"]
+    jumps = [i for i, rule in enumerate(forward) if rule.endswith("-j ROUTED-ISOLATION")]
+    accepts = [
+        i for i, rule in enumerate(forward) if rule.endswith("ACCEPT") and "ctstate" not in rule
+    ]
+    assert jumps and max(jumps) < min(accepts)
 
 
 def test_either_side_opting_out_of_isolation_lets_the_pair_talk():
@@ -59,16 +65,39 @@ def test_either_side_opting_out_of_isolation_lets_the_pair_talk():
         [net("a", A, isolate=False), net("b", B)],
         [net("a", A), net("b", B, isolate=False)],
     ):
+        text = render(pair)
+        assert verdict(text, Packet("198.51.100.5", "203.0.113.5")) == "ACCEPT"
+        assert verdict(text, Packet("203.0.113.5", "198.51.100.5")) == "ACCEPT"
         assert not any(rule.endswith("DROP") for rule in forward_rules(pair))
 
 
-def test_isolation_is_per_pair():
-    c = "192.0.2.128/25"
-    rules = forward_rules([net("a", A), net("b", B), net("c", c, isolate=False)])
-    drops = [rule for rule in rules if rule.endswith("DROP")]
-    assert sorted(drops) == sorted(
-        [f"-i rt-+ -s {A} -d {B} -j DROP", f"-i rt-+ -s {B} -d {A} -j DROP"]
-    )
+# Every network kind, and packets between all of them and the world beyond the uplink.
+KINDS = [
+    net("a", A),
+    net("b", B),
+    net("c", "192.0.2.128/25", isolate=False),
+    net("d", "192.0.2.0/26", internal=True),
+    net("e", "192.0.2.64/26", internal=True, isolate=False),
+]
+HOSTS = ["198.51.100.5", "203.0.113.5", "192.0.2.130", "192.0.2.5", "192.0.2.70", "8.8.8.8"]
+
+
+@pytest.mark.parametrize("present", range(1, 2 ** len(KINDS)), ids=str)
+def test_every_verdict_is_the_described_one(present):
+    networks = [kind for bit, kind in enumerate(KINDS) if present >> bit & 1]
+    text = render(networks)
+    for src, dst, in_routed, out_routed, dnat in itertools.product(
+        HOSTS, HOSTS, (True, False), (True, False), (False, True)
+    ):
+        packet = Packet(src, dst, in_routed, out_routed, dnat)
+        assert verdict(text, packet) == intended(networks, packet), (packet, text)
+
+
+def test_the_rules_grow_with_the_networks_not_with_their_pairs():
+    many = [net(f"{n:x}", f"10.{n}.0.0/16") for n in range(30)]
+    chains = chain_rules(render(many))
+    walked = len(chains["ROUTED-FORWARD"]) + len(chains["ROUTED-ISOLATION"])
+    assert walked <= 5 * len(many) + 2  # one DROP per pair would be 870
 
 
 def test_internal_network_stays_on_the_host_and_is_not_masqueraded():

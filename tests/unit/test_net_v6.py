@@ -13,6 +13,7 @@ from netdriver.model import Family, Network
 from netdriver.options import NetworkOptions
 from netdriver.rules import forward_rules, nat_rules, render
 from tests.unit.test_net_fakes import EP_1, EP_2, NET_A, NET_B, rig_fixture  # noqa: F401
+from tests.unit.verdicts import Packet, verdict
 
 IP = ipaddress.ip_address
 NET = ipaddress.ip_network
@@ -54,11 +55,12 @@ def test_one_renderer_serves_both_families():
     c = net("c", "203.0.113.0/24", None, internal=True)  # IPv4 only
     v4, v6 = render([a, b, c], 4), render([a, b, c], 6)
     assert "2001:db8" not in v4 and "198.51.100" not in v6 and "203.0.113" not in v6
-    assert "-A ROUTED-FORWARD -i rt-+ -s 2001:db8:a::/64 -d 2001:db8:b::/64 -j DROP" in v6
+    assert verdict(v6, Packet("2001:db8:a::5", "2001:db8:b::5")) == "DROP"  # isolated
+    assert verdict(v6, Packet("2001:db8:a::5", "2001:db8:a::6")) == "ACCEPT"
     assert "-A ROUTED-FORWARD -o rt-+ -d 2001:db8:b::/64 -j ACCEPT" in v6
     assert nat_rules([a, b, c], 6) == ["-s 2001:db8:a::/64 ! -o rt-+ -j MASQUERADE"]
     assert nat_rules([a, b, c], 4) == ["-s 198.51.100.0/24 ! -o rt-+ -j MASQUERADE"]
-    assert len(forward_rules([a, b, c], 4)) == 2 + 2 + 2 + 2 * 2  # DNATed, a<->c, internal, accepts
+    assert len(forward_rules([a, b, c], 4)) == 2 + 2 + 2 + 2 * 2  # DNATed, jumps, internal, accepts
     assert render([c, b, a], 6) == v6  # stable
     assert render([c], 6).count("-A ") == 0  # empty chains when no network has the family
 
