@@ -4,8 +4,8 @@ Order: IPAM allocator (in-process), cluster mode against SQLite mode (routed-ipa
 and a 3-member etcd on loopback, no dockerd: bench/cluster_alloc.py), BGP on the multi-host
 bed (its own dockerds in namespaces of their own: bench/bgp.py), then with both
 plugins serving the real /run/docker/plugins sockets (the ones already running, else a pair
-started here; see bench/services.py): container start, burst, plugin API, scale, data path,
-published ports.
+started here; see bench/services.py): container start, burst, plugin API, scale, reconcile
+(a pair of its own in a namespace of its own: bench/reconcile.py), data path, published ports.
 Timings are ratios and distributions; nothing here asserts a target.
 """
 
@@ -30,6 +30,7 @@ from bench import (
     ipam_alloc,
     plugin_api,
     ports,
+    reconcile,
     scale,
     services,
 )
@@ -90,6 +91,7 @@ def _measure(results: dict[str, Any]) -> None:
         net_pid = pids[NET_PLUGIN]
         assert net_pid is not None
         _step(results, "scale", lambda: scale.run(net_pid))
+        _step(results, "reconcile", reconcile.in_own_netns)
         _step(results, "datapath", lambda: datapath.run(routed))
         _step(results, "ports", lambda: ports.run({"routed": routed, "bridge": "bridge"}))
         docker("network", "rm", routed, check=False)

@@ -199,17 +199,17 @@ def run(
 
 
 @contextmanager
-def own_pair() -> Iterator[Layout]:
-    """routed-ipam and routed-net on temp dirs of their own, stopped (and their dirs removed)
-    on the way out; routed-net's log stays in the layout's root until then."""
-    layout = Layout(make_root("rtbench-api-"))
-    services = [Service(IPAM, layout), Service(NET, layout)]
+def own_pair(prefix: str = "rtbench-api-") -> Iterator[dict[str, Service]]:
+    """routed-ipam and routed-net (by name) on temp dirs of their own, stopped (and their dirs
+    removed) on the way out; their logs stay in the layout's root until then."""
+    layout = Layout(make_root(prefix))
+    services = {name: Service(name, layout) for name in (IPAM, NET)}
     try:
-        for service in services:
+        for service in services.values():
             service.start()
-        yield layout
+        yield services
     finally:
-        for service in reversed(services):
+        for service in reversed(services.values()):
             service.stop()
         shutil.rmtree(layout.root, ignore_errors=True)
 
@@ -223,10 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown {', '.join(unknown)}: choose from {', '.join(BLOCKS)}")
     own_netns()  # before any thread; the services inherit it
-    with own_pair() as layout:
-        run_alone(
-            "plugin_api", lambda: run(layout.plugin_dir, args.names or tuple(BLOCKS), args.pairs)
-        )
+    with own_pair() as services:
+        plugins = services[NET].layout.plugin_dir
+        run_alone("plugin_api", lambda: run(plugins, args.names or tuple(BLOCKS), args.pairs))
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ MISSES: tuple[tuple[Callable[[dict[str, float]], bool], str], ...] = (
     (
         lambda v: v["scale_ratio"] > 1.5,
         """\
-- **Scale: latency at 500 endpoints x{scale_ratio:.2f} of 1.** Per call at 500 kept endpoints
+- **Scale: latency at 1,000 endpoints x{scale_ratio:.2f} of 1.** Per call at 1,000 kept endpoints
   against one, measured on the same pair of services.
 """,
     ),
@@ -193,7 +193,7 @@ def bench_notes(r: dict[str, Any]) -> str:
         tcp_routed=", ".join(f"{g:g}" for g in data["routed"]["tcp_gbps"]),
         tcp_bridge=", ".join(f"{g:g}" for g in data["bridge"]["tcp_gbps"]),
         rtt_ratio=data["rtt_p50_ratio"],
-        scale_ratio=r["scale"]["latency_ratio_500_vs_1"],
+        scale_ratio=r["scale"]["latency_ratio_top_vs_1"],
     )
     missed = [text for missed_in, text in MISSES if missed_in(values)]
     notes = BENCH_NOTES + ("\nWhere routed misses a target:\n" + "".join(missed) if missed else "")

@@ -11,6 +11,7 @@ ROUTED_USERLAND_PROXY and ROUTED_USERLAND_PROXY_PATH choose docker-proxy (netdri
 from __future__ import annotations
 
 import os
+import time
 
 from common import bgp, logs
 from common import settings as cluster_settings
@@ -61,9 +62,11 @@ def main() -> None:
         log.info("userland proxy %s; stopped %d left by an earlier run", proxy.binary, stopped)
     host_ports = SocketPortHolder(proxy, ipv6=ipv6_available())
     driver = Driver(datapath, rules, store, outbox, host_ports=host_ports, networks_changed=changed)
+    started = time.monotonic()
     driver.reconcile()
     log.info(
-        "reconciled: %d networks, %d endpoints, %d bindings to deliver",
+        "reconciled in %.2f s: %d networks, %d endpoints, %d bindings to deliver",
+        time.monotonic() - started,
         len(driver.networks),
         len(driver.endpoints),
         len(outbox.pending()),
