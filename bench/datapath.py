@@ -1,6 +1,7 @@
-"""Data path container to container, routed against bridge, with `routed-perf:latest`
-(busybox + iperf3, deploy/build-perf-image.sh): first-packet RTT from a fresh container,
-RTT p50 over 50 pings, and TCP throughput with iperf3 -t 5 (server and client containers).
+"""Data path, routed against bridge, with `routed-perf:latest` (busybox + iperf3,
+deploy/build-perf-image.sh): first-packet RTT from a fresh container (16 of them a side: the
+median of a few is mostly its tail), RTT p50 over 50 pings container to container and host to
+container, and TCP throughput with iperf3 -t 5 (server and client containers).
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ def _rtts(client: str, address: str, count: int = 50) -> list[float]:
     return [float(t) for t in TIME.findall(out)]
 
 
+def _host_rtts(address: str, count: int = 50) -> list[float]:
+    out = subprocess.run(
+        ["busybox", "ping", "-c", str(count), "-i", "0.02", address],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    return [float(t) for t in TIME.findall(out)]
+
+
 def _iperf(network: str, address: str) -> float:
     out = docker(
         "run", "--rm", "--label", LABEL, "--net", network, PERF_IMAGE,
@@ -56,7 +65,7 @@ def _iperf(network: str, address: str) -> float:
     return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
-def run(routed_network: str, samples: int = 6, iperf_pairs: int = 2) -> dict[str, Any]:
+def run(routed_network: str, samples: int = 16, iperf_pairs: int = 2) -> dict[str, Any]:
     build_image()
     nets = {"routed": routed_network, "bridge": "bridge"}
     servers: dict[str, tuple[str, str]] = {}
@@ -71,6 +80,7 @@ def run(routed_network: str, samples: int = 6, iperf_pairs: int = 2) -> dict[str
             )  # fmt: skip
         first: dict[str, list[float]] = {"routed": [], "bridge": []}
         rtt: dict[str, list[float]] = {"routed": [], "bridge": []}
+        host_rtt: dict[str, list[float]] = {"routed": [], "bridge": []}
         gbps: dict[str, list[float]] = {"routed": [], "bridge": []}
         for i in range(samples):
             for side in ("routed", "bridge") if i % 2 == 0 else ("bridge", "routed"):
@@ -78,6 +88,7 @@ def run(routed_network: str, samples: int = 6, iperf_pairs: int = 2) -> dict[str
         for i in range(2):
             for side in ("routed", "bridge") if i % 2 == 0 else ("bridge", "routed"):
                 rtt[side] += _rtts(clients[side], servers[side][1])
+                host_rtt[side] += _host_rtts(servers[side][1])
         for i in range(iperf_pairs):
             for side in ("routed", "bridge") if i % 2 == 0 else ("bridge", "routed"):
                 gbps[side].append(_iperf(nets[side], servers[side][1]))
@@ -94,9 +105,17 @@ def run(routed_network: str, samples: int = 6, iperf_pairs: int = 2) -> dict[str
             "rtt_n": len(rtt[side]),
             "rtt_p50_ms": round(percentile(rtt[side], 0.5), 3),
             "rtt_p99_ms": round(percentile(rtt[side], 0.99), 3),
+            "host_rtt_n": len(host_rtt[side]),
+            "host_rtt_p50_ms": round(percentile(host_rtt[side], 0.5), 3),
             "tcp_gbps": [round(v, 2) for v in gbps[side]],
             "tcp_gbps_median": round(statistics.median(gbps[side]), 2),
         }
     out["rtt_p50_ratio"] = round(out["routed"]["rtt_p50_ms"] / out["bridge"]["rtt_p50_ms"], 3)
+    out["host_rtt_p50_ratio"] = round(
+        out["routed"]["host_rtt_p50_ms"] / out["bridge"]["host_rtt_p50_ms"], 3
+    )
+    out["first_packet_ratio"] = round(
+        out["routed"]["first_packet_median_ms"] / out["bridge"]["first_packet_median_ms"], 3
+    )
     out["tcp_ratio"] = round(out["routed"]["tcp_gbps_median"] / out["bridge"]["tcp_gbps_median"], 3)
     return out
