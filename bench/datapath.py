@@ -1,7 +1,7 @@
 """Data path, routed against bridge, with `routed-perf:latest` (busybox + iperf3,
 deploy/build-perf-image.sh): first-packet RTT from a fresh container (16 of them a side: the
-median of a few is mostly its tail), RTT p50 over 50 pings container to container and host to
-container, and TCP throughput with iperf3 -t 5 (server and client containers).
+median of a few is mostly its tail), RTT p50 over rounds of 50 pings container to container
+and host to container, and TCP throughput with iperf3 -t 5 (server and client containers).
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from testkit.services import REPO
 
 PERF_IMAGE = "routed-perf:latest"
 TIME = re.compile(r"time=([0-9.]+) ms")
+# Rounds of 50 pings a side, interleaved: a round's p50 moves with what else the machine did
+# in that second, so a few rounds each way.
+RTT_ROUNDS = 6
 
 
 def build_image() -> None:
@@ -85,7 +88,7 @@ def run(routed_network: str, samples: int = 16, iperf_pairs: int = 2) -> dict[st
         for i in range(samples):
             for side in ("routed", "bridge") if i % 2 == 0 else ("bridge", "routed"):
                 first[side].append(_first_packet(nets[side], servers[side][1]))
-        for i in range(2):
+        for i in range(RTT_ROUNDS):
             for side in ("routed", "bridge") if i % 2 == 0 else ("bridge", "routed"):
                 rtt[side] += _rtts(clients[side], servers[side][1])
                 host_rtt[side] += _host_rtts(servers[side][1])

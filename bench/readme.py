@@ -111,6 +111,15 @@ MISSES: tuple[tuple[Callable[[dict[str, float]], bool], str], ...] = (
   routing hop where bridge switches at layer 2.
 """,
     ),
+    (
+        lambda v: v["rtt_ratio"] > 1.0 or v["first_ratio"] > 1.0,
+        """- **Data path RTT container to container (x{rtt_ratio:.2f}) or first packet
+  (x{first_ratio:.2f}).** These are `ping` times through `docker exec` and `docker run`,
+  and they move between runs by more than the gap. Timed by the kernel in network namespaces
+  (`python -m bench.datapath_floor`), the same veth path with routed's and dockerd's rules
+  is level with a bridge under Docker or faster.
+""",
+    ),
 )
 
 RELIABILITY = """\
@@ -193,6 +202,7 @@ def bench_notes(r: dict[str, Any]) -> str:
         tcp_routed=", ".join(f"{g:g}" for g in data["routed"]["tcp_gbps"]),
         tcp_bridge=", ".join(f"{g:g}" for g in data["bridge"]["tcp_gbps"]),
         rtt_ratio=data["rtt_p50_ratio"],
+        first_ratio=data["first_packet_ratio"],
         scale_ratio=r["scale"]["latency_ratio_top_vs_1"],
     )
     missed = [text for missed_in, text in MISSES if missed_in(values)]
