@@ -9,8 +9,8 @@ isolates routed's logic + store cost from the HTTP stack. Blocks run A B B A ...
 
 Each run records how many connections conntrack holds: every link that goes down (a veth
 deleted) makes the kernel walk that table for masqueraded connections, wherever MASQUERADE
-rules exist (dockerd's, routed's). With 60,000 entries, the 1-client workload lost a
-quarter of its calls/s; the no-op plugin deletes no link. `make bench` therefore runs this
+rules exist (dockerd's, routed's), which slows the workloads here markedly once the table is
+large; the no-op plugin deletes no link. `make bench` therefore runs this
 before the steps whose traffic fills the table.
 
 `make bench` measures the pair serving /run/docker/plugins. Alone, as root, `python -m

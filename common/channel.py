@@ -26,6 +26,7 @@ from common.threads import Worker
 
 VERSION = 1
 MAX_MESSAGE = 1 << 20
+MAX_BATCH = 256  # messages in one `bindings` request: well under MAX_MESSAGE
 POLL_MS = 200  # how soon the server thread sees stop()
 START_TIMEOUT_S = 5.0
 STOP_TIMEOUT_S = 1.0

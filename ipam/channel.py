@@ -10,7 +10,7 @@
                                                         "blocks": [CIDR, ...]}, ...]}
 ("cluster" only in cluster mode: ipam.cluster.ClusterAllocator.status.)
 
-`bindings` is how routed-net's outbox delivers: up to MAX_CHANGES stored messages in one
+`bindings` is how routed-net's outbox delivers: up to MAX_BATCH stored messages in one
 request, each answered as if it had come alone, in order. The answers stop after the first
 that is worth a retry (a failed store write), so that the ones behind it wait and routed-ipam
 sees them in order; the sender keeps those. A refusal of the request as a whole (from a
@@ -31,11 +31,9 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from common import threads, wire
-from common.channel import ChannelServer, Message, MessageHandler, answer, is_final
+from common.channel import MAX_BATCH, ChannelServer, Message, MessageHandler, answer, is_final
 from common.errors import BadRequest
 from ipam.service import IpamService
-
-MAX_CHANGES = 256  # a request stays well under the channel's message size
 
 
 class ClusterHooks(Protocol):
@@ -95,8 +93,8 @@ def handlers(
 
     def bindings(message: Message) -> Message:
         batch = message.get("changes")
-        if not isinstance(batch, list) or not 0 < len(batch) <= MAX_CHANGES:
-            raise BadRequest(f"field 'changes' must be a list of 1-{MAX_CHANGES} messages")
+        if not isinstance(batch, list) or not 0 < len(batch) <= MAX_BATCH:
+            raise BadRequest(f"field 'changes' must be a list of 1-{MAX_BATCH} messages")
         results: list[Message] = []
         for change in batch:
             results.append(answer(change, changes))

@@ -115,10 +115,13 @@ class ClusterCalls(BlockClaims):
                 return new if found is None else ClusterPool.from_record(found.value)
         raise PluginError(f"could not agree on a pool in {space} with etcd: too much contention")
 
-    def _refuse_overlap(self, space: str, subnet: Network) -> None:
+    def _cluster_subnets(self, space: str) -> list[Network]:
+        """The subnets of the cluster pools of `space`, as etcd has them."""
         entries = self._etcd("list pools", self.kv.range, blocks.pools_prefix(space))
-        taken = [blocks.network_of(str(e.value["subnet"])) for e in entries]
-        other = blocks.overlapping(subnet, taken)
+        return [blocks.network_of(str(e.value["subnet"])) for e in entries]
+
+    def _refuse_overlap(self, space: str, subnet: Network) -> None:
+        other = blocks.overlapping(subnet, self._cluster_subnets(space))
         if other is not None:
             raise BadRequest(
                 f"subnet {subnet} overlaps cluster pool {other} in {space}: give --subnet "
@@ -128,8 +131,7 @@ class ClusterCalls(BlockClaims):
     def _carve(self, space: str, version: int) -> Network:
         default = self.service.ipam.default_pools[version]
         default_pool, prefix = default.pool, default.prefix
-        entries = self._etcd("list pools", self.kv.range, blocks.pools_prefix(space))
-        taken = [blocks.network_of(str(e.value["subnet"])) for e in entries]
+        taken = self._cluster_subnets(space)
         taken += self.service.run(
             lambda ipam: [p.network for p in ipam.pools.values() if p.address_space == space]
         )

@@ -2,11 +2,11 @@
 
 A message is written in the same store transaction as the endpoint change it describes,
 so a crash can lose neither. One background thread delivers them in order over the
-ZeroMQ channel, up to BATCH in one `bindings` request (ipam.channel), and deletes those ipam
-answered, in one transaction. Docker calls never wait for it: while ipam is down the
-messages simply wait (and survive restarts of either side). The whole message, id
-included, is stored, so a re-send carries the same id: a crash after ipam's answer and
-before the deletion only sends them again, and ipam's handlers are idempotent.
+ZeroMQ channel, up to channel.MAX_BATCH in one `bindings` request (ipam.channel), and
+deletes those ipam answered, in one transaction. Docker calls never wait for it: while
+ipam is down the messages simply wait (and survive restarts of either side). The whole
+message, id included, is stored, so a re-send carries the same id: a crash after ipam's
+answer and before the deletion only sends them again, and ipam's handlers are idempotent.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from common.threads import Worker
 KIND = "outbox"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address  # one message per address
 KEY_DIGITS = 20
-BATCH = 256  # messages per request: ipam.channel.MAX_CHANGES
 STOP_TIMEOUT_S = 1.2  # one channel call (1 s) and a little: see supervisord.conf stopwaitsecs
 log = logging.getLogger("routed.net.outbox")
 
@@ -81,8 +80,8 @@ class Outbox:
         """Send what is stored, oldest first. False when ipam did not answer, or did not take
         one for now (try again later: that one and the ones behind it stay)."""
         pending = list(self._store.load(KIND).items())
-        for start in range(0, len(pending), BATCH):
-            chunk = pending[start : start + BATCH]
+        for start in range(0, len(pending), channel.MAX_BATCH):
+            chunk = pending[start : start + channel.MAX_BATCH]
             settled = self._settled(chunk, self._send(client, [m for _key, m in chunk]))
             self._forget([key for key, _message in chunk[:settled]])
             if settled < len(chunk):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from common.channel import ChannelClient, is_final, request
+from common.channel import MAX_BATCH, ChannelClient, is_final, request
 from common.errors import Busy
 from common.store import Store
 from ipam import channel
@@ -232,7 +232,7 @@ def test_bindings_stop_after_a_change_not_taken_for_now(server, service, held):
     assert result["ok"] is False and not is_final(result)
 
 
-@pytest.mark.parametrize("changes", [None, "bind", [], [{}] * (channel.MAX_CHANGES + 1)], ids=str)
+@pytest.mark.parametrize("changes", [None, "bind", [], [{}] * (MAX_BATCH + 1)], ids=str)
 def test_malformed_bindings_are_refused_whole(server, changes):
     reply = send(server, "bindings", changes=changes)
     assert reply["ok"] is False and reply["final"] is True

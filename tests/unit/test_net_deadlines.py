@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from netdriver import deadlines
 
-# dockerd 28.5's own iptables waited 3.08 s for the xtables lock, and routed-net's netlink
-# thread about as long for the rtnl lock, in one burst of 200 `docker run -d` on 2 cores.
+# The longest stall of the host's shared locks seen in a burst of container starts, which
+# dockerd's own iptables waited out and routed-net's former 3 s netlink deadline did not.
 STALL_SEEN_S = 3.1
 
 

@@ -7,11 +7,10 @@ import time
 
 import pytest
 
+from common import channel as channel_module
 from common.channel import ChannelClient, ChannelServer
 from common.store import Store
-from ipam.channel import MAX_CHANGES
-from netdriver import outbox as outbox_module
-from netdriver.outbox import BATCH, Outbox, bind_message, unbind_message
+from netdriver.outbox import Outbox, bind_message, unbind_message
 from tests.unit.test_net_fakes import EP_1, EP_2, NET_A, FakeClient
 
 IP = ipaddress.IPv4Address("198.51.100.5")
@@ -146,7 +145,7 @@ def test_what_is_stored_goes_in_one_request(store):
 
 
 def test_more_than_a_batch_goes_in_order_over_several_requests(store, monkeypatch):
-    monkeypatch.setattr(outbox_module, "BATCH", 2)
+    monkeypatch.setattr(channel_module, "MAX_BATCH", 2)
     outbox = Outbox(store, FakeClient)
     messages = [
         bind_message(EP_1, NET_A, ipaddress.IPv4Address(f"198.51.100.{n}")) for n in range(5)
@@ -156,10 +155,6 @@ def test_more_than_a_batch_goes_in_order_over_several_requests(store, monkeypatc
     assert outbox.deliver_pending(client)
     assert client.requests == 3 and client.sent == messages
     assert outbox.pending() == []
-
-
-def test_a_batch_fits_what_routed_ipam_takes():
-    assert BATCH <= MAX_CHANGES
 
 
 class FailsAtClient(FakeClient):
