@@ -172,12 +172,20 @@ def _link(index: int = 0, up: bool = False) -> ifinfmsg:
     return link
 
 
+# Each end with one queue from the start. Left to the kernel, a veth end gets one queue
+# per possible CPU and is then cut to one in use, and that cut waits for an (expedited) RCU
+# grace period with the rtnl lock held, once per end: every other link or route change on
+# the host waits behind it. One queue is what the kernel leaves in use anyway.
+ONE_QUEUE: list[Attribute] = [["IFLA_NUM_TX_QUEUES", 1], ["IFLA_NUM_RX_QUEUES", 1]]
+
+
 def add_veth(host: str, peer: str, mtu: int, peer_mac: str) -> Request:
-    """A veth pair, the host end up with `mtu`; the peer down, with `mtu` and `peer_mac`."""
-    peer_end = [["IFLA_IFNAME", peer], ["IFLA_MTU", mtu], ["IFLA_ADDRESS", peer_mac]]
+    """A veth pair, the host end up with `mtu`; the peer down, with `mtu` and `peer_mac`;
+    both with a single queue (ONE_QUEUE)."""
+    peer_end = [["IFLA_IFNAME", peer], ["IFLA_MTU", mtu], ["IFLA_ADDRESS", peer_mac], *ONE_QUEUE]
     veth_data = {"attrs": [["VETH_INFO_PEER", {"attrs": peer_end}]]}
     link_info = {"attrs": [["IFLA_INFO_KIND", "veth"], ["IFLA_INFO_DATA", veth_data]]}
-    attrs: list[Attribute] = [["IFLA_IFNAME", host], ["IFLA_MTU", mtu]]
+    attrs: list[Attribute] = [["IFLA_IFNAME", host], ["IFLA_MTU", mtu], *ONE_QUEUE]
     attrs.append(["IFLA_LINKINFO", link_info])
     return Request(_message(_link(up=True), RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, attrs))
 

@@ -35,6 +35,8 @@ def test_create_endpoint_builds_the_host_side(host):
         assert veth.get("mtu") == 1400 and peer.get("mtu") == 1400
         assert veth.get("operstate") != "DOWN" and veth["flags"] & 1  # IFF_UP
         assert not peer["flags"] & 1  # the peer stays down, bare, for libnetwork
+        for end in (veth, peer):  # one queue each, made so (netlink.ONE_QUEUE)
+            assert end.get("num_tx_queues") == end.get("num_rx_queues") == 1
         assert list(ipr.get_addr(index=peer["index"])) == []
         addrs = [(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(index=veth["index"])]
         assert addrs == [("169.254.1.1", 32)]
