@@ -86,14 +86,18 @@ MISSES: tuple[tuple[Callable[[dict[str, float]], bool], str], ...] = (
         lambda v: v["net8_ratio"] < 0.5 or v["net8_p99"] > 10,
         """\
 - **Plugin API at 8 clients (x{net8_ratio:.2f} the no-op's calls/s, p99 {net8_p99:.1f} ms).**
-  routed-net is one Python process, and with 8 clients its interpreter lock is the limit:
-  each call costs the HTTP work that is all the no-op plugin does, and routed's own on top,
-  mostly encoding the netlink requests in pyroute2's message classes (the kernel's own work
-  runs without the lock), then the store transaction, the logic and the call's log line.
-  With 8 clients waiting, p99 follows from the throughput. The no-op deletes no veth either,
-  and each deleted veth makes the kernel walk the conntrack table wherever MASQUERADE rules
-  exist, so this step runs before those whose traffic fills the table (it held {conntrack} at
-  the start of this one).
+  routed-net serves 8 clients no faster than one: its calls pass through a chain of threads
+  (cheroot's selector and worker, the netlink thread, back), and each hand-off is a wake-up
+  of a sleeping thread that must take the interpreter lock again. Sampled with py-spy at 8
+  clients, that lock is held less than half the time, yet the netlink thread spends more of
+  each CreateEndpoint waiting to run again than running (its own CPU time is that of one
+  client). The kernel's rtnl lock shows in none of the samples. Two floors from
+  `python -m bench.netlink_floor` and the no-op: the kernel work alone, 8 threads, does
+  about as many calls/s as the no-op's HTTP alone, and an endpoint needs both. With 8
+  clients waiting, p99 follows from the throughput. The no-op deletes no veth either, and
+  each deleted veth makes the kernel walk the conntrack table wherever MASQUERADE rules
+  exist, so this step runs before those whose traffic fills the table (it held {conntrack}
+  at the start of this one).
 """,
     ),
     (

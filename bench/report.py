@@ -32,6 +32,11 @@ BASELINE_NAMES = {
 }
 
 
+def _spread(ratios: list[float]) -> str:
+    """ " (min-max)" of per-pair ratios, or nothing for results from before they were kept."""
+    return f" ({min(ratios):.2f}-{max(ratios):.2f})" if ratios else ""
+
+
 def _yes(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
@@ -206,7 +211,8 @@ def markdown(r: dict[str, Any]) -> str:
                 f"5. TCP throughput iperf3 -t 5, median of {len(ro['tcp_gbps'])}",
                 f"{ro['tcp_gbps_median']:.1f} Gbit/s {ro['tcp_gbps']}",
                 f"{br['tcp_gbps_median']:.1f} Gbit/s {br['tcp_gbps']}",
-                f"x{d['tcp_ratio']:.2f}", ">= 1.0x bridge", _yes(d["tcp_ratio"] >= 1.0),
+                f"x{d['tcp_ratio']:.2f}{_spread(d.get('tcp_pair_ratios', []))}", ">= 1.0x bridge",
+                _yes(d["tcp_ratio"] >= 1.0),
             ]),
         ]  # fmt: skip
     p = r.get("ports", {})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -113,13 +114,33 @@ class Docker:
         if network in self.networks:
             self.networks.remove(network)
 
-    def cleanup(self) -> None:
-        for container in docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split():
+    def cleanup(self, timeout: float = 30) -> None:
+        """Remove every labelled container, then every labelled network. A `--rm` container
+        that has just exited is still being removed, and its endpoint keeps the network in
+        use until it is gone (seen on dockerd 20.10, which then kept the network, its bridge
+        and its rules for good): networks are tried again until `timeout`."""
+        for container in labelled("ps", "-aq"):
             docker("rm", "-f", container, check=False)
-        for network in docker("network", "ls", "-q", "--filter", f"label={LABEL}").stdout.split():
-            docker("network", "rm", network, check=False)
+        refusals: dict[str, str] = {}
+
+        def removed_all() -> bool:
+            refusals.clear()
+            for network in labelled("network", "ls", "-q"):
+                result = docker("network", "rm", network, check=False)
+                if result.returncode != 0:
+                    refusals[network] = result.stderr.strip()
+            return not refusals
+
+        if not wait_until(removed_all, timeout):
+            for network, refusal in refusals.items():
+                print(f"cleanup: network {network} stays: {refusal}", file=sys.stderr)
         self.containers.clear()
         self.networks.clear()
+
+
+def labelled(*listing: str) -> list[str]:
+    """The ids a `docker ... -q` listing gives for objects with our label."""
+    return docker(*listing, "--filter", f"label={LABEL}").stdout.split()
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 30) -> bool:
