@@ -35,13 +35,16 @@ from bench import (
     services,
 )
 from bench.report import markdown
-from bench.stats import machine
+from bench.stats import machine, settle_conntrack
 from common.config import NET_PLUGIN, Paths
 from common.server import server_pid
 from testkit.docker import LABEL, Docker, docker, host_links
 from testkit.services import PluginProcess
 
 RESULTS = Path(__file__).parent / "results"
+# Before the docker steps: what a previous run's traffic left must be gone (settle_conntrack).
+CONNTRACK_QUIET = 1000
+CONNTRACK_WAIT_S = 180
 
 
 def _step(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
@@ -82,6 +85,7 @@ def _measure(results: dict[str, Any]) -> None:
         dock = Docker()
         routed = dock.network("-d", "routed-net", "--ipam-driver", "routed-ipam")
         networks = {"routed": routed, "bridge": "bridge", "user_bridge": dock.network()}
+        results["conntrack"] = settle_conntrack(CONNTRACK_QUIET, CONNTRACK_WAIT_S)
         _step(results, "container_start", lambda: docker_start.container_start(networks))
         _step(results, "burst", lambda: burst.run(networks))
         _step(results, "burst_200", lambda: burst.run(networks, count=200, rounds=1))

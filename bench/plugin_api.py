@@ -6,6 +6,8 @@ Workloads (each client a thread with its own keep-alive connection, like dockerd
 Baseline: Docker's default IPAM cannot be called over a socket, so the A/B is against a no-op
 plugin (bench.client: the same CherryPy stack and logging, every handler returns {}), which
 isolates routed's logic + store cost from the HTTP stack. Blocks run A B B A ... interleaved.
+With net_8, `noop_on_one_cpu` then shows the floor under them both: the no-op's own calls/s
+once its threads are held to one CPU, where waking a thread costs far less (bench.handoff).
 
 Each run records how many connections conntrack holds: every link that goes down (a veth
 deleted) makes the kernel walk that table for masqueraded connections, wherever MASQUERADE
@@ -23,6 +25,7 @@ own, and its rules and links must not meet the host's.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -34,8 +37,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench import handoff
 from bench.client import KeepAlive
 from bench.stats import conntrack_entries, own_netns, percentile, run_alone, together
+from common.server import server_pid
 from common.unixhttp import UnixClient
 from testkit.services import IPAM, NET, PLUGIN_DIR, Layout, Service, make_root
 
@@ -166,6 +171,29 @@ def compare(
     return out
 
 
+def noop_on_one_cpu(sock: str, workload: Workload, pairs: int) -> dict[str, Any]:
+    """The no-op at net_8's load, free to use every CPU and held to one, interleaved: how much
+    of its own calls/s goes to waking threads on other CPUs (bench.handoff)."""
+    pid = server_pid(Path(sock))
+    if pid is None:
+        raise RuntimeError(f"nobody serves {sock}")
+    _kind, clients, rounds = BLOCKS["net_8"]
+    every_cpu = os.sched_getaffinity(pid)
+    rates: dict[str, list[float]] = {"any_cpu": [], "one_cpu": []}
+    try:
+        for i in range(pairs):
+            for side in ("any_cpu", "one_cpu") if i % 2 == 0 else ("one_cpu", "any_cpu"):
+                handoff.hold(pid, every_cpu if side == "any_cpu" else {handoff.one_cpu()})
+                rates[side].append(block(sock, workload, clients, rounds)[1])
+    finally:
+        handoff.hold(pid, every_cpu)
+    out: dict[str, Any] = {side: round(statistics.median(r), 1) for side, r in rates.items()}
+    out["blocks"] = {side: [round(r, 1) for r in rs] for side, rs in rates.items()}
+    out["one_cpu_vs_any"] = round(out["one_cpu"] / out["any_cpu"], 2)
+    out["round_trip"] = handoff.run()
+    return out
+
+
 def run(
     plugins: Path = PLUGIN_DIR, names: Collection[str] = tuple(BLOCKS), pairs: int = PAIRS
 ) -> dict[str, Any]:
@@ -189,6 +217,8 @@ def run(
                 results[name] = compare(
                     routed, (noop_sock, workloads[kind]), clients, rounds, pairs
                 )
+            if "net_8" in names:
+                results["noop_on_one_cpu"] = noop_on_one_cpu(noop_sock, workloads["net"], pairs)
     finally:
         call(NET, "NetworkDriver.DeleteNetwork", {"NetworkID": network_id}, plugins)
         call(IPAM, "IpamDriver.ReleasePool", {"PoolID": pool}, plugins)

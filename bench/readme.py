@@ -20,6 +20,7 @@ import re
 import sys
 import textwrap
 from collections.abc import Callable
+from math import nan as NAN
 from pathlib import Path
 from typing import Any
 
@@ -86,18 +87,20 @@ MISSES: tuple[tuple[Callable[[dict[str, float]], bool], str], ...] = (
         lambda v: v["net8_ratio"] < 0.5 or v["net8_p99"] > 10,
         """\
 - **Plugin API at 8 clients (x{net8_ratio:.2f} the no-op's calls/s, p99 {net8_p99:.1f} ms).**
-  routed-net serves 8 clients no faster than one: its calls pass through a chain of threads
-  (cheroot's selector and worker, the netlink thread, back), and each hand-off is a wake-up
-  of a sleeping thread that must take the interpreter lock again. Sampled with py-spy at 8
-  clients, that lock is held less than half the time, yet the netlink thread spends more of
-  each CreateEndpoint waiting to run again than running (its own CPU time is that of one
-  client). The kernel's rtnl lock shows in none of the samples. Two floors from
-  `python -m bench.netlink_floor` and the no-op: the kernel work alone, 8 threads, does
-  about as many calls/s as the no-op's HTTP alone, and an endpoint needs both. With 8
-  clients waiting, p99 follows from the throughput. The no-op deletes no veth either, and
-  each deleted veth makes the kernel walk the conntrack table wherever MASQUERADE rules
-  exist, so this step runs before those whose traffic fills the table (it held {conntrack}
-  at the start of this one).
+  Neither routed-net nor the no-op serves 8 clients faster than one. Each call crosses
+  threads (cheroot's selector to a worker; in routed-net, the worker to the netlink thread
+  and back), and each hand-off wakes a sleeping thread: here one round trip costs
+  {trip_any:.0f} µs when the two threads may sit on different CPUs and {trip_one:.0f} µs on
+  one. Held to one CPU, the no-op does {noop_one:.0f} calls/s instead of {noop_any:.0f}
+  (x{noop_gain:.2f}, the floor row above), so its own figure is mostly those wake-ups. Sampled
+  with py-spy at 8 clients, routed-net holds its interpreter lock less than half the time, and
+  the netlink thread spends more of each CreateEndpoint waiting to be woken than running; the
+  kernel's rtnl lock shows in none of the samples. The hand-offs to the netlink thread stay:
+  they are what lets a call give up on a kernel request stuck in the rtnl lock, which no
+  socket timeout can interrupt. With 8 clients waiting, p99 follows from the throughput.
+  The no-op deletes no veth either, and each deleted veth makes the kernel walk the conntrack
+  table wherever MASQUERADE rules exist, so this step runs before those whose traffic fills
+  the table (it held {conntrack} at the start of this one).
 """,
     ),
     (
@@ -178,6 +181,20 @@ def _compared(ratio: float) -> str:
     return "faster" if ratio < 1 else "slower"
 
 
+def _floor_values(held: dict[str, Any] | None) -> dict[str, float]:
+    """The plugin API's floor (bench.handoff), NaN for a record from before it was kept."""
+    if held is None:
+        return dict.fromkeys(("trip_any", "trip_one", "noop_one", "noop_any", "noop_gain"), NAN)
+    trip = held["round_trip"]
+    return {
+        "trip_any": trip["round_trip_us_any_cpu"],
+        "trip_one": trip["round_trip_us_one_cpu"],
+        "noop_one": held["one_cpu"],
+        "noop_any": held["any_cpu"],
+        "noop_gain": held["one_cpu_vs_any"],
+    }
+
+
 def bench_notes(r: dict[str, Any]) -> str:
     start, burst, api, data = r["container_start"], r["burst"], r["plugin_api"], r["datapath"]
     one = r["scale"]["levels"][0]["median_ms"]
@@ -200,6 +217,7 @@ def bench_notes(r: dict[str, Any]) -> str:
         net8_ratio=api["net_8"]["throughput_ratio"],
         net8_p99=api["net_8"]["routed"]["p99_ms"],
         conntrack=api.get("conntrack_entries_before", "?"),
+        **_floor_values(api.get("noop_on_one_cpu")),
         cpus=r["machine"]["cpus"],
         tcp_ratio=data["tcp_ratio"],
         tcp_runs=len(data["routed"]["tcp_gbps"]),

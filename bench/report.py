@@ -37,6 +37,14 @@ def _spread(ratios: list[float]) -> str:
     return f" ({min(ratios):.2f}-{max(ratios):.2f})" if ratios else ""
 
 
+def _conntrack_text(settled: dict[str, Any] | None) -> str:
+    """What conntrack held when the docker steps began (bench.stats.settle_conntrack)."""
+    if not settled:
+        return ""
+    waited = f" after waiting {settled['waited_s']:.0f} s" if settled["waited_s"] >= 1 else ""
+    return f"; conntrack held {settled['entries_after']} connections at the docker steps{waited}"
+
+
 def _yes(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
@@ -147,6 +155,18 @@ def markdown(r: dict[str, Any]) -> str:
             f"p50 x{c['p50_ratio']:.2f}, p99 x{c['p99_ratio']:.2f}, "
             f"throughput x{c['throughput_ratio']:.2f}",
             target, _yes(ok),
+        ]))  # fmt: skip
+    if "noop_on_one_cpu" in a:
+        held, trip = a["noop_on_one_cpu"], a["noop_on_one_cpu"]["round_trip"]
+        rows.append(_row([
+            "3. plugin API floor: the no-op plugin at 8 clients with all its threads held to one "
+            "CPU, against the same free to use all; and one thread hand-off (executor round trip, "
+            f"median of {trip['round_trips']})",
+            f"one CPU: {held['one_cpu']:.0f} req/s; "
+            f"hand-off {trip['round_trip_us_one_cpu']:.1f} µs",
+            f"all CPUs: {held['any_cpu']:.0f} req/s; "
+            f"hand-off {trip['round_trip_us_any_cpu']:.1f} µs",
+            f"x{held['one_cpu_vs_any']:.2f}", "— (a floor, no target)", "—",
         ]))  # fmt: skip
     i = r.get("ipam_alloc", {})
     if "cells" in i:
@@ -281,6 +301,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"Run {r['when']} on {m['cpus']} CPUs ({m['cpu_model']}), {m['memory']}, "
         f"kernel {m['kernel']}, Python {m['python']}, dockerd {engine_text(m['dockerd'])}"
         + (f", plugins: {plugins[used]}" if used in plugins else "")
+        + _conntrack_text(r.get("conntrack"))
         + f"; whole run {r['duration_s']:.0f} s. Ratios are routed / baseline of interleaved "
         "pairs.",
         "",

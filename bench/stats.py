@@ -132,6 +132,26 @@ def conntrack_entries() -> int | None:
         return None
 
 
+def settle_conntrack(quiet: int, timeout_s: float) -> dict[str, Any]:
+    """Wait (up to `timeout_s`) until conntrack holds at most `quiet` connections: those an
+    earlier traffic step or run left (TIME_WAIT lasts 120 s) make every deleted veth walk the
+    table wherever MASQUERADE rules exist, which slows whichever side deletes its veths on a
+    container's path (bridge does; routed's reaper does not). The table is never flushed: it
+    may hold the host's own connections."""
+    started = time.monotonic()
+    first = conntrack_entries()
+    current = first
+    while current is not None and current > quiet and time.monotonic() - started < timeout_s:
+        time.sleep(2)
+        current = conntrack_entries()
+    return {
+        "entries_before": first,
+        "entries_after": current,
+        "waited_s": round(time.monotonic() - started, 1),
+        "quiet": quiet,
+    }
+
+
 def run_alone(name: str, run: Callable[[], dict[str, Any]]) -> None:
     """One benchmark by itself (`python -m bench.NAME`): print its results and keep them in
     bench/results/NAME.json."""

@@ -115,10 +115,11 @@ class Docker:
             self.networks.remove(network)
 
     def cleanup(self, timeout: float = 30) -> None:
-        """Remove every labelled container, then every labelled network. A `--rm` container
-        that has just exited is still being removed, and its endpoint keeps the network in
-        use until it is gone (seen on dockerd 20.10, which then kept the network, its bridge
-        and its rules for good): networks are tried again until `timeout`."""
+        """Remove every labelled container, then every labelled network. A network whose
+        removal is refused (a `--rm` container that has just exited holds its endpoint until
+        it is removed) is tried again until `timeout`, and one that stays is named on stderr:
+        a dockerd 20.10 was once found keeping two, and with them a bridge and its rules in
+        the host's FORWARD chain, which every later run's traffic then crossed."""
         for container in labelled("ps", "-aq"):
             docker("rm", "-f", container, check=False)
         refusals: dict[str, str] = {}
