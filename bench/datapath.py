@@ -13,11 +13,12 @@ import subprocess
 import uuid
 from typing import Any
 
-from bench.stats import percentile
+from bench.stats import percentile, rotated
 from testkit.docker import LABEL, docker
 from testkit.services import REPO
 
 PERF_IMAGE = "routed-perf:latest"
+SIDES = ["routed", "bridge"]
 TIME = re.compile(r"time=([0-9.]+) ms")
 # Rounds of 50 pings a side, interleaved: a round's p50 moves with what else the machine did
 # in that second, so a few rounds each way.
@@ -86,21 +87,21 @@ def run(routed_network: str, samples: int = 16, iperf_pairs: int = 5) -> dict[st
         host_rtt: dict[str, list[float]] = {"routed": [], "bridge": []}
         gbps: dict[str, list[float]] = {"routed": [], "bridge": []}
         for i in range(samples):
-            for side in ("routed", "bridge") if i % 2 == 0 else ("bridge", "routed"):
+            for side in rotated(SIDES, i):
                 first[side].append(_first_packet(nets[side], servers[side][1]))
         for i in range(RTT_ROUNDS):
-            for side in ("routed", "bridge") if i % 2 == 0 else ("bridge", "routed"):
+            for side in rotated(SIDES, i):
                 rtt[side] += _rtts(clients[side], servers[side][1])
                 host_rtt[side] += _host_rtts(servers[side][1])
         for i in range(iperf_pairs):
-            for side in ("routed", "bridge") if i % 2 == 0 else ("bridge", "routed"):
+            for side in rotated(SIDES, i):
                 gbps[side].append(_iperf(nets[side], servers[side][1]))
     finally:
         names = [s[0] for s in servers.values()] + list(clients.values())
         if names:
             docker("rm", "-f", *names, check=False)
     out: dict[str, Any] = {}
-    for side in ("routed", "bridge"):
+    for side in SIDES:
         out[side] = {
             "first_packet_ms": [round(v, 3) for v in first[side]],
             "first_packet_median_ms": round(statistics.median(first[side]), 3),

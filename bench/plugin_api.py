@@ -39,7 +39,14 @@ from typing import Any
 
 from bench import handoff
 from bench.client import KeepAlive
-from bench.stats import conntrack_entries, own_netns, percentile, run_alone, together
+from bench.stats import (
+    conntrack_entries,
+    own_netns,
+    percentile,
+    rotated,
+    run_alone,
+    together,
+)
 from common.server import server_pid
 from common.unixhttp import UnixClient
 from testkit.services import IPAM, NET, PLUGIN_DIR, Layout, Service, make_root
@@ -151,7 +158,7 @@ def compare(
     block(*routed, clients, max(2, rounds // 10))  # warm-up
     block(*noop, clients, max(2, rounds // 10))
     for i in range(pairs):
-        for side in ("routed", "noop") if i % 2 == 0 else ("noop", "routed"):
+        for side in rotated(["routed", "noop"], i):
             samples, rate = block(*sides[side], clients, rounds)
             lat[side] += samples
             tput[side].append(rate)
@@ -179,11 +186,12 @@ def noop_on_one_cpu(sock: str, workload: Workload, pairs: int) -> dict[str, Any]
         raise RuntimeError(f"nobody serves {sock}")
     _kind, clients, rounds = BLOCKS["net_8"]
     every_cpu = os.sched_getaffinity(pid)
-    rates: dict[str, list[float]] = {"any_cpu": [], "one_cpu": []}
+    cpus = {"any_cpu": every_cpu, "one_cpu": {handoff.one_cpu()}}
+    rates: dict[str, list[float]] = {side: [] for side in cpus}
     try:
         for i in range(pairs):
-            for side in ("any_cpu", "one_cpu") if i % 2 == 0 else ("one_cpu", "any_cpu"):
-                handoff.hold(pid, every_cpu if side == "any_cpu" else {handoff.one_cpu()})
+            for side in rotated(list(cpus), i):
+                handoff.hold(pid, cpus[side])
                 rates[side].append(block(sock, workload, clients, rounds)[1])
     finally:
         handoff.hold(pid, every_cpu)
