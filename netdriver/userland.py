@@ -17,6 +17,7 @@ finds in its network namespace carrying its mark, and reconcile starts them agai
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -145,7 +146,8 @@ def _stop(pid: int) -> None:
             return
         time.sleep(0.001)
     log.warning("docker-proxy %d ignored SIGTERM for %.0f s: killing it", pid, STOP_S)
-    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # it went meanwhile
+        os.kill(pid, signal.SIGKILL)
     _gone(pid, block=True)
 
 
@@ -155,10 +157,12 @@ def _gone(pid: int, block: bool = False) -> bool:
     except ChildProcessError:  # a proxy an earlier routed-net left: its reaper is not us
         pass
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return True
-    return False
+    # A zombie has exited: it only waits for its parent (whoever adopted it after a kill -9
+    # of the routed-net that started it), which may take its time.
+    return stat.rpartition(")")[2].split()[0] == "Z"
 
 
 def _left_by_us(proc: Path, netns: int, mark: str) -> bool:

@@ -93,6 +93,25 @@ def test_sweep_stops_marked_proxies_of_this_netns_only(tmp_path):
             process.wait(timeout=5)
 
 
+def test_stopping_a_proxy_whose_parent_does_not_reap_it(caplog):
+    """After a kill -9 of routed-net its proxies are adopted by another process, which reaps
+    them when it will: one that exited on SIGTERM is stopped, not waited for and killed."""
+    parent = subprocess.Popen(
+        ["sh", "-c", "sleep 30 & echo $!; exec sleep 30"], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    try:
+        orphan = int(parent.stdout.readline())  # its parent, now `sleep`, never reaps it
+        with caplog.at_level("WARNING", logger=userland.log.name):
+            userland._stop(orphan)
+        assert not alive(orphan)
+        assert "ignored SIGTERM" not in caplog.text
+    finally:
+        parent.kill()
+        parent.wait(timeout=5)
+        parent.stdout.close()
+
+
 def test_settings(tmp_path, monkeypatch):
     env = {"ROUTED_ENV_FILE": str(tmp_path / "none")}
     assert userland.from_env({**env, "ROUTED_USERLAND_PROXY": "false"}, "t") is None
