@@ -13,7 +13,8 @@ measured interleaved in one run:
 - veth: routed's shape, no rules (the link alone); veth_twin, the same again: how far two
   sides built alike differ, the floor under every other ratio.
 - routed: plus routed-net's own chains for the side's subnet (netdriver.rules.render_tables,
-  masquerade and isolation on) and the jumps netdriver.firewall appends to the built-ins.
+  masquerade and isolation on), the jumps netdriver.firewall appends to the built-ins, and
+  FORWARD's jump to ROUTED-FIRST where it puts it (right after DOCKER-USER).
 - docker: plus dockerd 28's filter and nat tables ahead of them (bench/fixtures, a model of
   a host with only docker0): FORWARD policy DROP, DOCKER-USER, DOCKER-FORWARD.
 - docker_dns: plus the nat table dockerd writes into every container of a user-defined
@@ -268,6 +269,11 @@ def load(side: Side, floor: FloorShape) -> dict[str, list[str]]:
         for batch in rule_set.batches(side):
             restore(side.host, batch)
             loaded["host"].append(batch)
+    listing = run(in_netns(side.host, "iptables", "-w", "-S")).stdout.splitlines()
+    first = rules.first_jump(listing) if f"-N {rules.FIRST_CHAIN}" in listing else None
+    if first is not None:  # placed after the rest, as firewall.py does: after DOCKER-USER
+        restore(side.host, first)
+        loaded["host"].append(first)
     for rule_set in floor.containers:
         for batch in rule_set.batches(side):
             for container in side.all_containers:

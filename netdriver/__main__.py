@@ -26,6 +26,7 @@ from netdriver.firewall import IptablesFirewall, RuleSync
 from netdriver.handlers import build_plugin
 from netdriver.hostports import SocketPortHolder
 from netdriver.outbox import Outbox
+from netdriver.rulewatch import RulesWatch
 from netdriver.userland import from_env as userland_proxy
 from netdriver.userland import ipv6_available
 
@@ -48,6 +49,8 @@ def main() -> None:
     datapath = LinuxDatapath()
     rules = RuleSync(IptablesFirewall())
     rules.start()
+    watch = RulesWatch(rules.recheck)
+    watch.start()
     announcer = None
     if bgp_settings is not None:
         log.info("BGP on (AS %d): keeping aggregates for BIRD to announce", bgp_settings.asn)
@@ -84,6 +87,7 @@ def main() -> None:
         if announcer is not None:
             announcer.stop(STOP_ANNOUNCER_S)
         outbox.stop()
+        watch.stop(STOP_RULES_S)
         rules.stop(STOP_RULES_S)
         host_ports.close()
         datapath.close()

@@ -2,9 +2,10 @@
 
 Only fixed argv is ever run: chain and table names are constants, rule text goes to
 iptables-restore / ip6tables-restore on stdin. The jumps into our chains are appended (-A),
-so anything dockerd or the admin put earlier in FORWARD (DOCKER-USER first of all) keeps
-precedence. Each family's chains exist exactly while some network has a subnet of that
-family: a host with only IPv4 networks never runs ip6tables (it may not even have it).
+so anything dockerd or the admin put earlier keeps precedence; the one exception is FORWARD's
+jump to rules.FIRST_CHAIN, kept right after DOCKER-USER's (see rules.first_rules). Each
+family's chains exist exactly while some network has a subnet of that family: a host with
+only IPv4 networks never runs ip6tables (it may not even have it).
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ from netdriver.ports import Forward
 
 RETRY_S = 1.0  # first pause after a failed rewrite; doubled up to RETRY_MAX_S
 RETRY_MAX_S = 30.0
+# With nothing asked, how often the rules in force are compared with the wish: dockerd puts
+# its jumps back at the top when it (re)starts, and anyone may flush a chain.
+RECHECK_S = 5.0
 log = logging.getLogger("routed.net.firewall")
 
 LOCAL = ("-m", "addrtype", "--dst-type", "LOCAL")  # to any of the host's own addresses
-# (table, built-in chain, our chain, the jump's match)
+# (table, built-in chain, our chain, the jump's match): the appended jumps
 _JUMPS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("filter", "FORWARD", rules.FORWARD_CHAIN, ()),
     ("filter", "INPUT", rules.INPUT_CHAIN, ()),
@@ -38,6 +42,7 @@ _JUMPS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("nat", "PREROUTING", rules.DNAT_CHAIN, LOCAL),
     ("nat", "OUTPUT", rules.DNAT_CHAIN, LOCAL),
 )
+_FIRST = ("filter", "FORWARD", rules.FIRST_CHAIN, ())  # placed by rules.first_jump
 
 
 class FirewallError(PluginError):
@@ -71,6 +76,10 @@ class Family:
 
     def run(self, table: str, *args: str) -> subprocess.CompletedProcess[str]:
         return _run([self.tool, "-w", str(deadlines.XTABLES_LOCK_S), "-t", table, *args])
+
+    def restore_batch(self, batch: str) -> subprocess.CompletedProcess[str]:
+        """One atomic batch; --noflush leaves every chain it does not declare alone."""
+        return _run([self.restore, "-w", str(deadlines.XTABLES_LOCK_S), "--noflush"], stdin=batch)
 
 
 IPV4 = Family(4, "iptables", "iptables-restore")
@@ -112,11 +121,27 @@ class IptablesFirewall:
         for table, text in tables.items():
             in_force = self._restored.get((family.version, table))
             if in_force is None or not _intact(in_force, listings[table]):
+                if in_force is not None:
+                    log.warning("%s %s lost rules of ours: writing them again", family.tool, table)
                 self._restore(family, table, text, text)
             elif in_force != text:
                 self._restore(family, table, text, rules.appended(in_force, text) or text)
+        self._place_first_jump(family, listings["filter"])
         for table, builtin, chain, match in _JUMPS:
             self._ensure_jump_once(family, listings[table], table, builtin, chain, match)
+
+    def _place_first_jump(self, family: Family, listing: list[str]) -> None:
+        batch = rules.first_jump(listing)
+        if batch is None:
+            return
+        done = family.restore_batch(batch)
+        if done.returncode != 0:
+            raise FirewallError(
+                f"cannot place the {family.tool} FORWARD jump to {rules.FIRST_CHAIN}: "
+                f"{done.stderr.strip()}"
+            )
+        where = "after DOCKER-USER" if rules.DOCKER_USER_JUMP in listing else "first"
+        log.info("put jump %s filter FORWARD -> %s %s", family.tool, rules.FIRST_CHAIN, where)
 
     def _listing(self, family: Family, table: str) -> list[str]:
         listing = family.run(table, "-S")
@@ -127,7 +152,7 @@ class IptablesFirewall:
     def _restore(self, family: Family, table: str, text: str, batch: str) -> None:
         """Put `text` in force by restoring `batch` (the text itself, or what appends to it)."""
         self._restored.pop((family.version, table), None)
-        done = _run([family.restore, "-w", str(deadlines.XTABLES_LOCK_S), "--noflush"], stdin=batch)
+        done = family.restore_batch(batch)
         if done.returncode != 0:
             raise FirewallError(f"{family.restore} refused our rules: {done.stderr.strip()}")
         self._restored[(family.version, table)] = text
@@ -138,7 +163,7 @@ class IptablesFirewall:
         if family.version == 6 and shutil.which(family.tool) is None:
             self._absent.add(family.version)
             return  # no ip6tables on this host: nothing of ours can be there
-        for table, builtin, chain, match in _JUMPS:
+        for table, builtin, chain, match in (*_JUMPS, _FIRST):
             if family.run(table, "-S", chain).returncode != 0:
                 continue  # no such chain, hence no jump to it either (cheap common case)
             jump = (*match, "-j", chain)
@@ -196,16 +221,22 @@ class RuleSync:
     rewrites the rules for the newest wish only, so calls that come while a rewrite runs
     share the next one. A rewrite that fails (the xtables lock held by another program,
     iptables hanging) is retried with a growing pause until the rules match the networks
-    again: whatever a caller was told, the packet filter ends up as the store says.
+    again: whatever a caller was told, the packet filter ends up as the store says. With
+    no wish for `recheck_s`, the newest one is put in force again (cheap when nothing moved:
+    one listing per table), so what dockerd or an admin moved or flushed comes back unasked.
     """
 
-    def __init__(self, firewall: Applier, retry_s: float = RETRY_S) -> None:
+    def __init__(
+        self, firewall: Applier, retry_s: float = RETRY_S, recheck_s: float = RECHECK_S
+    ) -> None:
         self._firewall = firewall
         self._retry_s = retry_s
+        self._recheck_s = recheck_s
         self._changed = threading.Condition()
         self._networks: list[Network] = []
         self._forwards: list[Forward] = []
         self._wanted = 0  # generation of the newest wish
+        self._recheck = False  # asked to put the newest wish in force again
         self._done = 0  # newest generation in force
         self._failed = 0  # newest generation whose rewrite failed, with why
         self._error = ""
@@ -228,6 +259,12 @@ class RuleSync:
             self._changed.notify_all()
             return self._wanted
 
+    def recheck(self) -> None:
+        """Put the newest wish in force again soon (someone changed the packet filter)."""
+        with self._changed:
+            self._recheck = True
+            self._changed.notify_all()
+
     def wait(self, generation: int, timeout_s: float) -> None:
         """Return once the rules for `generation` (or newer) are in force; FirewallError if
         its rewrite failed, or if none finished within `timeout_s`."""
@@ -249,11 +286,12 @@ class RuleSync:
         pause = self._retry_s
         while not stop.is_set():
             with self._changed:
-                if self._done >= self._wanted:
-                    # stop() notifies under this lock, so checking here cannot miss it
-                    if not stop.is_set():
-                        self._changed.wait()
+                idle = self._done >= self._wanted and not self._recheck
+                # stop() notifies under this lock, so checking here cannot miss it. When no
+                # wish came within recheck_s, the newest one again, to repair what moved.
+                if idle and (stop.is_set() or self._changed.wait(self._recheck_s)):
                     continue
+                self._recheck = False
                 generation, networks = self._wanted, self._networks
                 forwards = self._forwards
             try:

@@ -29,7 +29,9 @@ from netdriver.model import HOST_PREFIX, IPNetwork, Network
 from netdriver.ports import Forward
 
 FORWARD_CHAIN = "ROUTED-FORWARD"
-ISOLATION_CHAIN = "ROUTED-ISOLATION"  # jumped from FORWARD_CHAIN: between isolated networks
+FIRST_CHAIN = "ROUTED-FIRST"  # jumped from FORWARD ahead of dockerd's chains: see first_rules
+ISOLATION_CHAIN = "ROUTED-ISOLATION"  # jumped from both: between isolated networks
+ESTABLISHED = "-m conntrack --ctstate RELATED,ESTABLISHED"
 NAT_CHAIN = "ROUTED-POSTROUTING"
 DNAT_CHAIN = "ROUTED-DNAT"
 INPUT_CHAIN = "ROUTED-INPUT"
@@ -40,7 +42,12 @@ ROUTED_IFACES = HOST_PREFIX + "+"  # every host veth we create
 # order means the same: new rules can be appended to them instead of rewriting the chain.
 ORDER_FREE = {NAT_CHAIN, DNAT_CHAIN}
 # Our chains per table: a chain before any it jumps to.
-CHAINS = {"filter": (FORWARD_CHAIN, ISOLATION_CHAIN, INPUT_CHAIN), "nat": (NAT_CHAIN, DNAT_CHAIN)}
+CHAINS = {
+    "filter": (FIRST_CHAIN, FORWARD_CHAIN, ISOLATION_CHAIN, INPUT_CHAIN),
+    "nat": (NAT_CHAIN, DNAT_CHAIN),
+}
+DOCKER_USER_JUMP = "-A FORWARD -j DOCKER-USER"
+FIRST_JUMP = f"-A FORWARD -j {FIRST_CHAIN}"
 
 
 def _with_subnets(networks: Iterable[Network], version: int) -> list[tuple[Network, IPNetwork]]:
@@ -61,11 +68,44 @@ def forward_rules(networks: Sequence[Network], version: int = 4) -> list[str]:
     # whatever the isolation, as a bridge container's published port does. Present whether
     # or not a port is published, so that publishing rewrites the nat table alone.
     rules = [f"{way} {ROUTED_IFACES} -m conntrack --ctstate DNAT -j ACCEPT" for way in ("-o", "-i")]
-    # Isolation next, since the ACCEPTs below would let everything routed through. In two
-    # stages, as dockerd's DOCKER-ISOLATION chains, so that a packet walks rules in number
-    # linear in the networks, not one DROP per pair: what comes from an isolated network is
-    # judged by its destination in ISOLATION_CHAIN.
+    # Isolation next, since the ACCEPTs below would let everything routed through.
+    rules += _drops(members)
+    for _net, subnet in members:
+        # dockerd sets the FORWARD policy to DROP: our traffic must be accepted explicitly.
+        rules.append(f"-i {ROUTED_IFACES} -s {subnet} -j ACCEPT")
+        rules.append(f"-o {ROUTED_IFACES} -d {subnet} -j ACCEPT")
+    return rules
+
+
+def first_rules(networks: Sequence[Network], version: int = 4) -> list[str]:
+    """FIRST_CHAIN, jumped from FORWARD right after DOCKER-USER, so before dockerd's chains.
+
+    It decides early only what cannot override dockerd: flows already allowed, routed to
+    routed, and our drops. That spares a routed packet the walk through dockerd's chains,
+    and keeps a Docker bridge, whose chains accept all its containers send, from reaching an
+    --internal routed network. Everything else (a new flow with a non-routed side, published
+    ports) returns, to be judged by dockerd's chains first and FORWARD_CHAIN after them, as
+    before. FORWARD_CHAIN holds every rule of its own, so the verdicts stay right if
+    something moves this jump below dockerd's chains until we move it back.
+    """
+    members = _with_subnets(networks, version)
+    if not members:
+        return []
+    rules = [f"{way} {ROUTED_IFACES} {ESTABLISHED} -j ACCEPT" for way in ("-o", "-i")]
+    rules.append("-m conntrack --ctstate DNAT -j RETURN")  # public whatever the isolation
+    rules += _drops(members)
     rules += [
+        f"-i {ROUTED_IFACES} -s {subnet} -o {ROUTED_IFACES} -j ACCEPT" for _net, subnet in members
+    ]
+    return rules
+
+
+def _drops(members: Sequence[tuple[Network, IPNetwork]]) -> list[str]:
+    """Isolation and --internal. Isolation in two stages, as dockerd's DOCKER-ISOLATION
+    chains, so that a packet walks rules in number linear in the networks, not one DROP per
+    pair: what comes from an isolated network is judged by its destination in
+    ISOLATION_CHAIN."""
+    rules = [
         f"-i {ROUTED_IFACES} -s {subnet} -j {ISOLATION_CHAIN}" for subnet in _isolated(members)
     ]
     for net, subnet in members:
@@ -73,11 +113,22 @@ def forward_rules(networks: Sequence[Network], version: int = 4) -> list[str]:
             # --internal: nothing in or out through a non-routed interface (uplink, bridges).
             rules.append(f"-i {ROUTED_IFACES} -s {subnet} ! -o {ROUTED_IFACES} -j DROP")
             rules.append(f"! -i {ROUTED_IFACES} -o {ROUTED_IFACES} -d {subnet} -j DROP")
-    for _net, subnet in members:
-        # dockerd sets the FORWARD policy to DROP: our traffic must be accepted explicitly.
-        rules.append(f"-i {ROUTED_IFACES} -s {subnet} -j ACCEPT")
-        rules.append(f"-o {ROUTED_IFACES} -d {subnet} -j ACCEPT")
     return rules
+
+
+def first_jump(listing: Sequence[str]) -> str | None:
+    """A filter restore batch that puts the one FORWARD jump to FIRST_CHAIN right after
+    DOCKER-USER's (at the top without it), or None when it is there already. dockerd puts
+    its own jumps back at the top when it starts (and 20.10 when it creates a network), so
+    ours is moved back after them; one batch, so FORWARD is never seen without it."""
+    forward = [line for line in listing if line.startswith("-A FORWARD ")]
+    others = [line for line in forward if line != FIRST_JUMP]
+    at = others.index(DOCKER_USER_JUMP) + 1 if DOCKER_USER_JUMP in others else 0
+    if forward.count(FIRST_JUMP) == 1 and forward.index(FIRST_JUMP) == at:
+        return None
+    moves = [f"-D FORWARD -j {FIRST_CHAIN}"] * forward.count(FIRST_JUMP)
+    moves.append(f"-I FORWARD {at + 1} -j {FIRST_CHAIN}")
+    return "\n".join(["*filter", *moves, "COMMIT"]) + "\n"
 
 
 def isolation_rules(networks: Sequence[Network], version: int = 4) -> list[str]:
@@ -164,6 +215,7 @@ def render_tables(
         )
     ]
     filter_chains = {
+        FIRST_CHAIN: first_rules(ordered, version),
         FORWARD_CHAIN: forward_rules(ordered, version),
         ISOLATION_CHAIN: isolation_rules(ordered, version),
         INPUT_CHAIN: input_rules(version),

@@ -33,7 +33,7 @@ from netdriver.announcer import POLL_S
 from netdriver.firewall import FAMILIES, Family, FirewallError
 from netdriver.model import ENDPOINT_KIND, HOST_VETH, NETWORK_KIND, Endpoint, IPNetwork, Network
 from netdriver.outbox import KIND as OUTBOX_KIND
-from netdriver.rules import FORWARD_CHAIN, NAT_CHAIN
+from netdriver.rules import FIRST_CHAIN, FORWARD_CHAIN, NAT_CHAIN
 from routedctl import state
 from routedctl.logic import EXPECTED_SYSCTLS, IN_FLIGHT_S, aggregate_plan
 from routedctl.state import NeedsRoot
@@ -43,7 +43,11 @@ SYSCTL = Path("/proc/sys/net")
 DOCKER_API = "/v1.41"
 MAIN_TABLE = 254
 # (table, built-in chain that must jump to ours, our chain): fixed words, never user input.
-CHAINS = (("filter", "FORWARD", FORWARD_CHAIN), ("nat", "POSTROUTING", NAT_CHAIN))
+CHAINS = (
+    ("filter", "FORWARD", FIRST_CHAIN),
+    ("filter", "FORWARD", FORWARD_CHAIN),
+    ("nat", "POSTROUTING", NAT_CHAIN),
+)
 OUTBOX_POLL_S = 0.25
 
 

@@ -31,6 +31,7 @@ from tests.e2e.harness import (
     wait_until,
 )
 from tests.e2e.test_ipv6_e2e import host_pings6, ip6, pings6
+from tests.e2e.test_net_e2e import FIRST_AFTER_DOCKER_USER, forward_jumps
 from tests.e2e.test_ops_e2e import routedctl
 from tests.e2e.upstream import HOST_SIDE, HOST_SIDE6, OUTSIDE, OUTSIDE6, Upstream
 
@@ -427,9 +428,11 @@ def test_routed_rules_hold_after_dockerd_reinserts_its_jumps(
     b1 = run_on(dock, "--network", blue, restart="always")
     engine.start(same_engine_after)
     assert wait_until(lambda: all(dock.ip(c, n) for c, n in ((r1, red), (r2, red), (b1, blue))), 60)
-    forward = iptables_rules().splitlines()
-    jumps = [line for line in forward if line.startswith("-A FORWARD -j ")]
+    # dockerd put its jumps back on top, below DOCKER-USER: routed-net moves its first after
+    assert wait_until(lambda: forward_jumps()[:2] == FIRST_AFTER_DOCKER_USER, 10), forward_jumps()
+    jumps = forward_jumps()
     assert jumps.count("-A FORWARD -j ROUTED-FORWARD") == 1, jumps
+    assert jumps.count("-A FORWARD -j ROUTED-FIRST") == 1, jumps
     assert dock.pings(r1, dock.ip(r2, red))
     assert not dock.pings(r1, dock.ip(b1, blue))
     assert not dock.pings(b1, dock.ip(r1, red))

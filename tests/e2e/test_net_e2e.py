@@ -99,6 +99,29 @@ def test_networks_are_isolated_unless_an_option_allows_it(dock: Docker) -> None:
     assert dock.pings(r, dock.ip(o, open_))
 
 
+@pytest.mark.smoke
+def test_bridge_containers_reach_routed_ones_but_not_an_internal_network(dock: Docker) -> None:
+    # dockerd's chains accept everything a bridge's container sends; routed's first chain,
+    # ahead of them, keeps --internal closed to it.
+    open_, internal = dock.network(*ROUTED), dock.network(*ROUTED, "--internal")
+    o, i = dock.run(open_), dock.run(internal)
+    # 20.10 puts a new bridge network's rules on top of FORWARD; routed-net hears of it
+    user_bridge = dock.network("-d", "bridge")
+    assert wait_until(lambda: forward_jumps()[:2] == FIRST_AFTER_DOCKER_USER, 10), forward_jumps()
+    for bridge in ("bridge", user_bridge):
+        b = dock.run(bridge)
+        assert dock.pings(b, dock.ip(o, open_))
+        assert not dock.pings(b, dock.ip(i, internal))
+    assert subprocess_ping(dock.ip(i, internal))  # the host itself still reaches it
+
+
+FIRST_AFTER_DOCKER_USER = ["-A FORWARD -j DOCKER-USER", "-A FORWARD -j ROUTED-FIRST"]
+
+
+def forward_jumps() -> list[str]:
+    return [line for line in iptables_rules().splitlines() if line.startswith("-A FORWARD ")]
+
+
 def test_container_on_two_routed_networks_works_on_both(dock: Docker) -> None:
     red, blue = dock.network(*ROUTED), dock.network(*ROUTED)
     both, red_peer, blue_peer = dock.run(red), dock.run(red), dock.run(blue)

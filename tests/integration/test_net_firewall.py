@@ -1,7 +1,15 @@
 """Our chains and jumps in the real packet filter of the throwaway namespace."""
 
-from netdriver.firewall import IptablesFirewall
+import ipaddress
+
+import pytest
+
+from netdriver.firewall import IptablesFirewall, RuleSync
+from netdriver.model import Family, Network
+from netdriver.options import NetworkOptions
 from netdriver.rules import forward_rules, nat_rules
+from netdriver.rulewatch import RulesWatch
+from testkit.docker import wait_until
 from tests.integration.nettools import require_throwaway_netns, run
 
 require_throwaway_netns()
@@ -42,10 +50,61 @@ def test_our_jump_comes_after_docker_user(host):
     try:
         host.network("a", "198.51.100.0/25")
         forward = [line for line in rules() if line.startswith("-A FORWARD ")]
-        assert forward == ["-A FORWARD -j DOCKER-USER", "-A FORWARD -j ROUTED-FORWARD"]
+        assert forward == [
+            "-A FORWARD -j DOCKER-USER",
+            "-A FORWARD -j ROUTED-FIRST",
+            "-A FORWARD -j ROUTED-FORWARD",
+        ]
     finally:
         run("iptables", "-w", "5", "-D", "FORWARD", "-j", "DOCKER-USER", check=False)
         run("iptables", "-w", "5", "-X", "DOCKER-USER", check=False)
+
+
+def forward_jumps():
+    return [line for line in rules() if line.startswith("-A FORWARD ")]
+
+
+def dockerd_puts_its_jumps_on_top(*chains):
+    """What dockerd does for each of its jumps when it starts: delete, then insert first."""
+    for chain in chains:
+        run("iptables", "-w", "5", "-D", "FORWARD", "-j", chain, check=False)
+        run("iptables", "-w", "5", "-I", "FORWARD", "-j", chain)
+
+
+@pytest.mark.parametrize("heard", [False, True], ids=["on the poll", "on nf_tables' news"])
+def test_what_dockerd_or_an_admin_moves_or_flushes_comes_back_without_a_call(heard):
+    docker_chains = ("DOCKER-FORWARD", "DOCKER-USER")
+    for chain in docker_chains:
+        run("iptables", "-w", "5", "-N", chain)
+    dockerd_puts_its_jumps_on_top(*docker_chains)
+    # Heard: a poll far longer than the waits below, so the news alone can bring them back.
+    sync = RuleSync(IptablesFirewall(), recheck_s=600 if heard else 0.2)
+    sync.start()
+    watch = RulesWatch(sync.recheck, settle_s=0.1)
+    assert not heard or watch.start()
+    network = Network(
+        "a" * 64,
+        {4: Family(ipaddress.IPv4Network("198.51.100.0/24"), ipaddress.IPv4Address("169.254.1.1"))},
+        NetworkOptions(),
+        internal=True,
+    )
+    laid_out = [f"-A FORWARD -j {c}" for c in ("DOCKER-USER", "ROUTED-FIRST", "DOCKER-FORWARD")]
+    try:
+        sync.wait(sync.want([network]), 20)
+        assert forward_jumps() == [*laid_out, "-A FORWARD -j ROUTED-FORWARD"]
+        dockerd_puts_its_jumps_on_top(*docker_chains)  # dockerd restarted: ours below its
+        assert wait_until(lambda: forward_jumps()[:3] == laid_out, 10), forward_jumps()
+        wanted = chain_rules("filter", "ROUTED-FIRST")
+        run("iptables", "-w", "5", "-F", "ROUTED-FIRST")  # an admin, or a firewall reload
+        assert wait_until(lambda: chain_rules("filter", "ROUTED-FIRST") == wanted, 10)
+        assert forward_jumps().count("-A FORWARD -j ROUTED-FIRST") == 1
+    finally:
+        watch.stop(5)
+        sync.stop(5)
+        IptablesFirewall().remove()
+        for chain in docker_chains:
+            run("iptables", "-w", "5", "-D", "FORWARD", "-j", chain, check=False)
+            run("iptables", "-w", "5", "-X", chain, check=False)
 
 
 def test_duplicate_jumps_are_reduced_to_one_and_flushed_rules_come_back(host):

@@ -17,6 +17,7 @@ from netdriver.firewall import FirewallError, RuleSync
 from netdriver.model import Endpoint, Family, Network
 from netdriver.options import NetworkOptions
 from netdriver.ports import Forward
+from testkit.docker import wait_until
 from tests.unit.test_net_fakes import EP_1, EP_2, NET_A, Rig, rig_fixture  # noqa: F401 (fixture "rig")
 
 ADDRESS = ipaddress.IPv4Interface("198.51.100.5/32")
@@ -219,6 +220,23 @@ def test_a_failed_rewrite_is_reported_and_retried(slow: SlowFirewall, sync: Rule
     later = sync.want([a_network("a")])
     sync.wait(later, BOUND_S)
     assert slow.applied[-1] == ["a" * 64]
+
+
+def test_with_no_new_wish_the_newest_is_put_in_force_again() -> None:
+    counting = SlowFirewall()
+    counting.gate.set()
+    rules = RuleSync(counting, retry_s=0.01, recheck_s=0.02)
+    rules.start()
+    try:
+        rules.wait(rules.want([a_network("a")]), BOUND_S)
+        assert wait_until(lambda: len(counting.applied) >= 3, BOUND_S)
+        assert all(applied == ["a" * 64] for applied in counting.applied)
+        # a recheck never makes an older wish seem newer than one being waited for
+        later = rules.want([a_network("b")])
+        rules.wait(later, BOUND_S)
+        assert counting.applied[-1] == ["b" * 64]
+    finally:
+        rules.stop(BOUND_S)
 
 
 class BuggyFirewall:

@@ -53,6 +53,13 @@ class FakeTables:
                 self.chains[(tool, table, line[1:].split()[0])] = []
             elif line.startswith("-A "):
                 self.chains[(tool, table, line.split()[1])].append(line)
+            elif line.startswith(("-D ", "-I ")):
+                op, chain, *rest = line.split()
+                rules = self.chains.setdefault((tool, table, chain), [])
+                if op == "-D":
+                    rules.remove(" ".join(["-A", chain, *rest]))
+                else:
+                    rules.insert(int(rest[0]) - 1, " ".join(["-A", chain, *rest[1:]]))
 
     def restores(self):
         return [call for call in self.calls if call[0].endswith("-restore")]
@@ -78,7 +85,7 @@ NET = Network(
 def test_only_changed_tables_are_restored_and_absent_families_cost_nothing(tables):
     wall = firewall.IptablesFirewall()
     wall.apply([NET])
-    assert len(tables.restores()) == 2  # filter and nat, the first time
+    assert tables.restored == ["*filter", "*nat", "*filter"]  # the first time: FORWARD's jump
     tables.calls.clear()
     tables.restored.clear()
     wall.apply([NET])
@@ -91,6 +98,29 @@ def test_only_changed_tables_are_restored_and_absent_families_cost_nothing(table
     [*_, batch] = [call for call in tables.batches]
     assert ":ROUTED-DNAT" not in batch and batch.count("-A ") == 2  # appended: DNAT, hairpin
     assert len(tables.chains[("iptables", "nat", "ROUTED-DNAT")]) == 2
+
+
+def test_the_first_jump_is_put_back_after_docker_user_once_and_only_when_moved(tables):
+    forward = tables.chains[("iptables", "filter", "FORWARD")] = ["-A FORWARD -j DOCKER-USER"]
+    wall = firewall.IptablesFirewall()
+    wall.apply([NET])
+    assert forward == [
+        "-A FORWARD -j DOCKER-USER",
+        "-A FORWARD -j ROUTED-FIRST",
+        "-A FORWARD -j ROUTED-FORWARD",
+    ]
+    forward.insert(0, "-A FORWARD -j DOCKER-FORWARD")  # dockerd starts again
+    forward.insert(0, forward.pop(1))
+    tables.restored.clear()
+    wall.apply([NET])
+    assert tables.restored == ["*filter"] and forward[:3] == [
+        "-A FORWARD -j DOCKER-USER",
+        "-A FORWARD -j ROUTED-FIRST",
+        "-A FORWARD -j DOCKER-FORWARD",
+    ]
+    tables.restored.clear()
+    wall.apply([NET])
+    assert tables.restored == []
 
 
 def test_a_flushed_chain_is_written_again(tables):

@@ -5,8 +5,22 @@ import pytest
 
 from netdriver.model import Family, Network
 from netdriver.options import NetworkOptions
-from netdriver.rules import chain_rules, forward_rules, nat_rules, render
-from tests.unit.verdicts import Packet, intended, verdict
+from netdriver.rules import (
+    FIRST_CHAIN,
+    chain_rules,
+    first_jump,
+    first_rules,
+    forward_rules,
+    nat_rules,
+    render,
+)
+from tests.unit.verdicts import (
+    Packet,
+    bridge_accepts_its_own,
+    forward_verdict,
+    intended,
+    verdict,
+)
 
 
 def net(letter, subnet, *, isolate=True, masquerade=True, internal=False):
@@ -26,7 +40,8 @@ B = "203.0.113.0/24"
 def test_no_networks_renders_empty_chains():
     text = render([])
     assert text == (
-        "*filter\n:ROUTED-FORWARD - [0:0]\n:ROUTED-ISOLATION - [0:0]\n:ROUTED-INPUT - [0:0]\n"
+        "*filter\n:ROUTED-FIRST - [0:0]\n:ROUTED-FORWARD - [0:0]\n"
+        ":ROUTED-ISOLATION - [0:0]\n:ROUTED-INPUT - [0:0]\n"
         f"-A ROUTED-INPUT {LOOPBACK_GUARD}\nCOMMIT\n"
         "*nat\n:ROUTED-POSTROUTING - [0:0]\n:ROUTED-DNAT - [0:0]\nCOMMIT\n"
     )
@@ -41,7 +56,7 @@ def test_one_network_accepts_both_directions_and_masquerades():
     assert not any("DROP" in line for line in lines if "ROUTED-INPUT" not in line)
     # every rule lives in our chains only, and each table is committed
     rules = [line for line in lines if line.startswith("-")]
-    ours = ("-A ROUTED-FORWARD ", "-A ROUTED-POSTROUTING ", "-A ROUTED-INPUT ")
+    ours = ("-A ROUTED-FIRST ", "-A ROUTED-FORWARD ", "-A ROUTED-POSTROUTING ", "-A ROUTED-INPUT ")
     assert all(line.startswith(ours) for line in rules)
     assert lines.count("COMMIT") == 2
 
@@ -82,22 +97,100 @@ KINDS = [
 HOSTS = ["198.51.100.5", "203.0.113.5", "192.0.2.130", "192.0.2.5", "192.0.2.70", "8.8.8.8"]
 
 
+def packets():
+    for src, dst, in_routed, out_routed, dnat, established in itertools.product(
+        HOSTS, HOSTS, (True, False), (True, False), (False, True), (False, True)
+    ):
+        yield Packet(src, dst, in_routed, out_routed, dnat, established)
+
+
 @pytest.mark.parametrize("present", range(1, 2 ** len(KINDS)), ids=str)
 def test_every_verdict_is_the_described_one(present):
     networks = [kind for bit, kind in enumerate(KINDS) if present >> bit & 1]
     text = render(networks)
-    for src, dst, in_routed, out_routed, dnat in itertools.product(
-        HOSTS, HOSTS, (True, False), (True, False), (False, True)
-    ):
-        packet = Packet(src, dst, in_routed, out_routed, dnat)
-        assert verdict(text, packet) == intended(networks, packet), (packet, text)
+    for packet in packets():
+        assert forward_verdict(text, packet) == intended(networks, packet), (packet, text)
+        if not packet.established:
+            # the forward chain alone, as while dockerd has moved the first chain's jump
+            # below its own: the same for every first packet
+            assert verdict(text, packet) == intended(networks, packet), (packet, text)
+
+
+@pytest.mark.parametrize("present", range(1, 2 ** len(KINDS)), ids=str)
+def test_the_first_chain_leaves_dockerd_every_new_flow_with_a_side_not_ours(present):
+    networks = [kind for bit, kind in enumerate(KINDS) if present >> bit & 1]
+    text = render(networks)
+    for packet in packets():
+        first = verdict(text, packet, FIRST_CHAIN)
+        if first == "DROP":
+            assert intended(networks, packet) == "DROP", packet
+        if first == "ACCEPT" and not packet.established:
+            assert packet.in_routed and packet.out_routed and not packet.dnat, packet
+
+
+@pytest.mark.parametrize("present", range(1, 2 ** len(KINDS)), ids=str)
+def test_a_docker_bridge_accepting_all_it_sends_still_cannot_reach_internal_networks(present):
+    networks = [kind for bit, kind in enumerate(KINDS) if present >> bit & 1]
+    text = render(networks)
+    for packet in packets():
+        expected = intended(networks, packet)
+        # from a bridge's container to ours (what is not ours, dockerd decides)
+        if not packet.in_routed and packet.out_routed and expected != "RETURN":
+            decided = forward_verdict(text, packet, bridge_accepts_its_own)
+            assert decided == expected, (packet, text)
+    internal = next((n for n in networks if n.internal), None)
+    if internal is not None:
+        to_internal = Packet("10.0.0.2", str(internal.families[4].subnet[5]), in_routed=False)
+        assert forward_verdict(text, to_internal, bridge_accepts_its_own) == "DROP"
+        assert verdict(text, to_internal) == "DROP"  # ours alone: the bridge accepts first
+
+
+def test_the_first_chain_is_empty_without_networks_and_accepts_established_flows_first():
+    assert first_rules([]) == []
+    rules = first_rules([net("a", A)])
+    assert rules[:2] == [
+        "-o rt-+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-i rt-+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    ]
+    assert rules[-1] == f"-i rt-+ -s {A} -o rt-+ -j ACCEPT"
+
+
+USER, FIRST, DOCKER = (
+    f"-A FORWARD -j {c}" for c in ("DOCKER-USER", "ROUTED-FIRST", "DOCKER-FORWARD")
+)
+LATE = "-A FORWARD -j ROUTED-FORWARD"
+
+
+@pytest.mark.parametrize(
+    ("listing", "batch"),
+    [
+        ([], ["-I FORWARD 1 -j ROUTED-FIRST"]),
+        ([USER, FIRST, DOCKER, LATE], None),
+        ([FIRST, LATE], None),
+        ([USER, DOCKER, LATE], ["-I FORWARD 2 -j ROUTED-FIRST"]),
+        # dockerd started again: its jumps back on top, ours below them
+        (
+            [USER, DOCKER, FIRST, LATE],
+            ["-D FORWARD -j ROUTED-FIRST", "-I FORWARD 2 -j ROUTED-FIRST"],
+        ),
+        ([FIRST, USER, LATE], ["-D FORWARD -j ROUTED-FIRST", "-I FORWARD 2 -j ROUTED-FIRST"]),
+        (
+            [USER, FIRST, FIRST],
+            ["-D FORWARD -j ROUTED-FIRST"] * 2 + ["-I FORWARD 2 -j ROUTED-FIRST"],
+        ),
+    ],
+)
+def test_the_first_jump_goes_right_after_docker_user(listing, batch):
+    listing = ["-P FORWARD DROP", "-N ROUTED-FIRST", *listing, "-A DOCKER-USER -j RETURN"]
+    expected = None if batch is None else "\n".join(["*filter", *batch, "COMMIT"]) + "\n"
+    assert first_jump(listing) == expected
 
 
 def test_the_rules_grow_with_the_networks_not_with_their_pairs():
     many = [net(f"{n:x}", f"10.{n}.0.0/16") for n in range(30)]
     chains = chain_rules(render(many))
-    walked = len(chains["ROUTED-FORWARD"]) + len(chains["ROUTED-ISOLATION"])
-    assert walked <= 5 * len(many) + 2  # one DROP per pair would be 870
+    walked = sum(len(chains[c]) for c in ("ROUTED-FIRST", "ROUTED-FORWARD", "ROUTED-ISOLATION"))
+    assert walked <= 7 * len(many) + 5  # one DROP per pair would be 870
 
 
 def test_internal_network_stays_on_the_host_and_is_not_masqueraded():
