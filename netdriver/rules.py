@@ -91,7 +91,9 @@ def first_rules(networks: Sequence[Network], version: int = 4) -> list[str]:
     members = _with_subnets(networks, version)
     if not members:
         return []
-    rules = [f"{way} {ROUTED_IFACES} {ESTABLISHED} -j ACCEPT" for way in ("-o", "-i")]
+    # What has no side of ours (a bridge's own traffic) leaves at once, with no lookup.
+    rules = [f"! -i {ROUTED_IFACES} ! -o {ROUTED_IFACES} -j RETURN"]
+    rules += [f"{way} {ROUTED_IFACES} {ESTABLISHED} -j ACCEPT" for way in ("-o", "-i")]
     rules.append("-m conntrack --ctstate DNAT -j RETURN")  # public whatever the isolation
     rules += _drops(members)
     rules += [

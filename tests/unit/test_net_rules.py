@@ -145,10 +145,11 @@ def test_a_docker_bridge_accepting_all_it_sends_still_cannot_reach_internal_netw
         assert verdict(text, to_internal) == "DROP"  # ours alone: the bridge accepts first
 
 
-def test_the_first_chain_is_empty_without_networks_and_accepts_established_flows_first():
+def test_the_first_chain_lets_other_traffic_go_at_once_then_accepts_established_flows():
     assert first_rules([]) == []
     rules = first_rules([net("a", A)])
-    assert rules[:2] == [
+    assert rules[:3] == [
+        "! -i rt-+ ! -o rt-+ -j RETURN",
         "-o rt-+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         "-i rt-+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
     ]
