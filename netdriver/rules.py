@@ -16,7 +16,8 @@ route_localnet: ::1 is left to docker-proxy (netdriver.ports), which listens on 
 
 Only our own chains appear. Declaring `:CHAIN - [0:0]` under `--noflush` empties and refills
 just that chain in one atomic batch, so the host never sees a half-written rule set and
-nobody else's rules are touched. Every value written here is an ipaddress object (or a
+nobody else's rules are touched (first_jump's batch, the one that writes in FORWARD, only
+moves our own jump there). Every value written here is an ipaddress object (or a
 constant), never request text.
 """
 

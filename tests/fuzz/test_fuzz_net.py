@@ -94,23 +94,26 @@ _JUMPS = [
     ("nat", "PREROUTING", "ROUTED-DNAT", _LOCAL),
     ("nat", "OUTPUT", "ROUTED-DNAT", _LOCAL),
 ]
-# ROUTED-ISOLATION is jumped to from ROUTED-FORWARD, not from a built-in chain.
-_OURS = {(table, chain) for table, _builtin, chain, _match in _JUMPS} | {
+# The one jump put in place by a restore batch (after DOCKER-USER), never by -A.
+_FIRST = ("filter", "FORWARD", "ROUTED-FIRST", ())
+# ROUTED-ISOLATION is jumped to from ROUTED-FIRST and ROUTED-FORWARD, not from a built-in.
+_OURS = {(table, chain) for table, _builtin, chain, _match in [*_JUMPS, _FIRST]} | {
     ("filter", "ROUTED-ISOLATION")
 }
 WAIT_S = str(XTABLES_LOCK_S)
 ALLOWED_ARGV: set[tuple[str, ...]] = set()
 for _tool in ("iptables", "ip6tables"):
     ALLOWED_ARGV.add((f"{_tool}-restore", "-w", WAIT_S, "--noflush"))
-    for _table, _builtin, _chain, _match in _JUMPS:
+    for _table, _builtin, _chain, _match in [*_JUMPS, _FIRST]:
         _base = (_tool, "-w", WAIT_S, "-t", _table)
         ALLOWED_ARGV |= {
             (*_base, "-C", _builtin, *_match, "-j", _chain),
             (*_base, "-D", _builtin, *_match, "-j", _chain),
-            (*_base, "-A", _builtin, *_match, "-j", _chain),
             (*_base, "-S"),
             (*_base, "-S", _chain),
         }
+    for _table, _builtin, _chain, _match in _JUMPS:
+        ALLOWED_ARGV.add((_tool, "-w", WAIT_S, "-t", _table, "-A", _builtin, *_match, "-j", _chain))
     for _table, _chain in _OURS:
         _base = (_tool, "-w", WAIT_S, "-t", _table)
         ALLOWED_ARGV |= {(*_base, "-F", _chain), (*_base, "-X", _chain)}
@@ -130,12 +133,24 @@ _IPS = {
 def restore_grammar(cidr: str, ip: str, target: str) -> re.Pattern[str]:
     """Everything iptables-restore may be fed: our chains, rules built from subnets, validated
     addresses, protocol names and port numbers only."""
+    drops = [
+        rf"-i rt-\+ -s {cidr} -j ROUTED-ISOLATION",
+        rf"-i rt-\+ -s {cidr} ! -o rt-\+ -j DROP",
+        rf"! -i rt-\+ -o rt-\+ -d {cidr} -j DROP",
+    ]
+    first = "|".join(
+        [
+            r"! -i rt-\+ ! -o rt-\+ -j RETURN",
+            r"-[io] rt-\+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            r"-m conntrack --ctstate DNAT -j RETURN",
+            *drops,
+            rf"-i rt-\+ -s {cidr} -o rt-\+ -j ACCEPT",
+        ]
+    )
     forward = "|".join(
         [
             r"-[io] rt-\+ -m conntrack --ctstate DNAT -j ACCEPT",
-            rf"-i rt-\+ -s {cidr} -j ROUTED-ISOLATION",
-            rf"-i rt-\+ -s {cidr} ! -o rt-\+ -j DROP",
-            rf"! -i rt-\+ -o rt-\+ -d {cidr} -j DROP",
+            *drops,
             rf"-i rt-\+ -s {cidr} -j ACCEPT",
             rf"-o rt-\+ -d {cidr} -j ACCEPT",
         ]
@@ -150,8 +165,10 @@ def restore_grammar(cidr: str, ip: str, target: str) -> re.Pattern[str]:
     )
     # One table per restore (filter or nat), as the firewall writes only what changed.
     return re.compile(
-        r"\*filter\n:ROUTED-FORWARD - \[0:0\]\n:ROUTED-ISOLATION - \[0:0\]\n"
-        r":ROUTED-INPUT - \[0:0\]\n"
+        r"\*filter\n(?:-D FORWARD -j ROUTED-FIRST\n)*-I FORWARD \d{1,4} -j ROUTED-FIRST\nCOMMIT\n|"
+        r"\*filter\n:ROUTED-FIRST - \[0:0\]\n:ROUTED-FORWARD - \[0:0\]\n"
+        r":ROUTED-ISOLATION - \[0:0\]\n:ROUTED-INPUT - \[0:0\]\n"
+        rf"(?:-A ROUTED-FIRST (?:{first})\n)*"
         rf"(?:-A ROUTED-FORWARD (?:{forward})\n)*"
         rf"(?:-A ROUTED-ISOLATION ! -s {cidr} -d {cidr} -j DROP\n)*"
         r"(?:-A ROUTED-INPUT -i rt-\+ -d 127\.0\.0\.0/8 -m conntrack "
@@ -202,6 +219,12 @@ class ProcessGuard:
             assert stdin is not None and RESTORE_INPUT[argv_t[0]].fullmatch(stdin), stdin
             restored = stdin.split("\n", 1)[0].removeprefix("*")
             self.chains |= {(tool, table, chain) for table, chain in _OURS if table == restored}
+            first = (tool, "filter", "FORWARD", "-j ROUTED-FIRST")
+            for line in stdin.splitlines():  # the first jump's batch: moves, as iptables would
+                if line.startswith("-D FORWARD "):
+                    self.jumps[first] -= 1
+                elif line.startswith("-I FORWARD "):
+                    self.jumps[first] += 1
             return self._done(argv_t, 0)
         if argv_t[5:] == ("-S",):  # the whole table: the jumps in its built-in chains
             lines = [
