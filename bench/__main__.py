@@ -100,13 +100,16 @@ def _measure(results: dict[str, Any]) -> None:
         _step(results, "ports", lambda: ports.run({"routed": routed, "bridge": "bridge"}))
         docker("network", "rm", routed, check=False)
     finally:
-        Docker().cleanup()
+        stayed = Docker().cleanup()
         for plugin in reversed(started):
             plugin.stop()
         if started:  # only this benchmark's routed-net made `rt-` links; normally none is left
             for link in host_links("rt-"):
                 subprocess.run(["ip", "link", "del", link], check=False, capture_output=True)
-        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+        if stayed and started:  # what the plugins were told is the first clue to why
+            print(f"bench: the plugins' logs are kept in {workdir}", file=sys.stderr)
+        else:
+            subprocess.run(["rm", "-rf", str(workdir)], check=False)
 
 
 def main() -> None:

@@ -114,12 +114,13 @@ class Docker:
         if network in self.networks:
             self.networks.remove(network)
 
-    def cleanup(self, timeout: float = 30) -> None:
+    def cleanup(self, timeout: float = 30) -> list[str]:
         """Remove every labelled container, then every labelled network. A network whose
         removal is refused (a `--rm` container that has just exited holds its endpoint until
         it is removed) is tried again until `timeout`, and one that stays is named on stderr:
         a dockerd 20.10 was once found keeping two, and with them a bridge and its rules in
-        the host's FORWARD chain, which every later run's traffic then crossed."""
+        the host's FORWARD chain, which every later run's traffic then crossed. Returns the
+        networks that stay."""
         for container in labelled("ps", "-aq"):
             docker("rm", "-f", container, check=False)
         refusals: dict[str, str] = {}
@@ -137,6 +138,7 @@ class Docker:
                 print(f"cleanup: network {network} stays: {refusal}", file=sys.stderr)
         self.containers.clear()
         self.networks.clear()
+        return list(refusals)
 
 
 def labelled(*listing: str) -> list[str]:
