@@ -97,6 +97,13 @@ KINDS = [
 HOSTS = ["198.51.100.5", "203.0.113.5", "192.0.2.130", "192.0.2.5", "192.0.2.70", "8.8.8.8"]
 
 
+@pytest.fixture(params=range(1, 2 ** len(KINDS)), ids=str)
+def mix(request):
+    """One combination of the network kinds, and its rendered rules."""
+    networks = [kind for bit, kind in enumerate(KINDS) if request.param >> bit & 1]
+    return networks, render(networks)
+
+
 def packets():
     for src, dst, in_routed, out_routed, dnat, established in itertools.product(
         HOSTS, HOSTS, (True, False), (True, False), (False, True), (False, True)
@@ -104,10 +111,8 @@ def packets():
         yield Packet(src, dst, in_routed, out_routed, dnat, established)
 
 
-@pytest.mark.parametrize("present", range(1, 2 ** len(KINDS)), ids=str)
-def test_every_verdict_is_the_described_one(present):
-    networks = [kind for bit, kind in enumerate(KINDS) if present >> bit & 1]
-    text = render(networks)
+def test_every_verdict_is_the_described_one(mix):
+    networks, text = mix
     for packet in packets():
         assert forward_verdict(text, packet) == intended(networks, packet), (packet, text)
         if not packet.established:
@@ -116,10 +121,8 @@ def test_every_verdict_is_the_described_one(present):
             assert verdict(text, packet) == intended(networks, packet), (packet, text)
 
 
-@pytest.mark.parametrize("present", range(1, 2 ** len(KINDS)), ids=str)
-def test_the_first_chain_leaves_dockerd_every_new_flow_with_a_side_not_ours(present):
-    networks = [kind for bit, kind in enumerate(KINDS) if present >> bit & 1]
-    text = render(networks)
+def test_the_first_chain_leaves_dockerd_every_new_flow_with_a_side_not_ours(mix):
+    networks, text = mix
     for packet in packets():
         first = verdict(text, packet, FIRST_CHAIN)
         if first == "DROP":
@@ -128,10 +131,8 @@ def test_the_first_chain_leaves_dockerd_every_new_flow_with_a_side_not_ours(pres
             assert packet.in_routed and packet.out_routed and not packet.dnat, packet
 
 
-@pytest.mark.parametrize("present", range(1, 2 ** len(KINDS)), ids=str)
-def test_a_docker_bridge_accepting_all_it_sends_still_cannot_reach_internal_networks(present):
-    networks = [kind for bit, kind in enumerate(KINDS) if present >> bit & 1]
-    text = render(networks)
+def test_a_docker_bridge_accepting_all_it_sends_still_cannot_reach_internal_networks(mix):
+    networks, text = mix
     for packet in packets():
         expected = intended(networks, packet)
         # from a bridge's container to ours (what is not ours, dockerd decides)
