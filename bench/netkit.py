@@ -39,7 +39,7 @@ from pyroute2.netlink.rtnl import RTM_NEWLINK
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg, ifinfveth
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-from bench import nstopo
+from bench import echo, nstopo
 from bench.nstopo import MTU, TIMEOUT_S, Namespaces, Samples, Shape, ip, veth_pair
 from bench.stats import RESULTS, rotated
 from netdriver import netlink
@@ -57,7 +57,7 @@ RTT_ROUNDS = 6
 FIRST_ROUNDS = 20
 TCP_ROUNDS = 5
 TCP_SECONDS = 4
-LOCKSTEP = nstopo.Lockstep(blocks=20, per_block=500)
+LOCKSTEP = echo.Lockstep(blocks=20, per_block=500)
 PAIR_ROUNDS = 6
 PAIRS = 40
 
@@ -110,7 +110,7 @@ def add_netkit(host: str, peer: str, mtu: int) -> Request:
     link["header"]["flags"] = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL
     link_info = {"attrs": [["IFLA_INFO_KIND", "netkit"], ["IFLA_INFO_DATA", data]]}
     link["attrs"] = [["IFLA_IFNAME", host], ["IFLA_MTU", mtu], ["IFLA_LINKINFO", link_info]]
-    return Request(link)
+    return netlink.from_message(link)
 
 
 def add_pair(kind: str, host: str, peer: str) -> Request:
@@ -195,7 +195,7 @@ def measure(sides: list[nstopo.Side], pair_kinds: list[str], scratch: str) -> Sa
     probes = nstopo.data_path_probes(RTT_ROUNDS, FIRST_ROUNDS, (TCP_ROUNDS, TCP_SECONDS))
     samples = nstopo.interleaved(sides, probes, "bench.netkit", Samples())
     for path in ("c2c", "h2c"):
-        LOCKSTEP.run(sides, path, "bench.netkit", samples)
+        nstopo.kernel_rtt(LOCKSTEP, sides, path, "bench.netkit", samples)
     print("bench.netkit: pairs ...", file=sys.stderr, flush=True)
     for round_index in range(PAIR_ROUNDS):
         for kind in rotated(pair_kinds, round_index):

@@ -1,14 +1,15 @@
-"""The rtnetlink requests on the hot path of the Docker calls: pyroute2's own message classes,
-sent in batches on a plain socket (effects).
+"""The rtnetlink requests on the hot path of the Docker calls, packed with `struct` and sent in
+batches on a plain socket (effects).
 
-Not IPRoute's API, nor IPBatch: their Python work per request (argument processing and, for
-IPRoute, an asyncio round per call) cost several times what the kernel does for it, and each
-of IPRoute's waits gave up the GIL, to win it back only after the busy threads' switch
-interval. Here a request is one pyroute2 message whose fields and attributes are those
-IPRoute sets for the same call (tests/unit/test_net_netlink.py compares the bytes with
-IPBatch's), and several go in one send (`Session.run`): only the last asks for an ACK, since
-the kernel answers a failing request whether asked or not, so a batch costs one send and,
-when all goes well, one receive.
+Not IPRoute's API, nor IPBatch, nor even pyroute2's message classes: their Python work per
+request (argument processing, an asyncio round per IPRoute call, and the generic encoder
+behind them all) cost several times what the kernel does for it, on the one thread that runs
+every endpoint's requests, with the interpreter lock held. Each request here carries the
+fields and attributes IPRoute sets for the same call (tests/unit/test_net_netlink.py compares
+the bytes with IPBatch's), and several go in one send (`Session.run`): only the last asks for
+an ACK, since the kernel answers a failing request whether asked or not, so a batch costs one
+send and, when all goes well, one receive. The kernel's own reason for a refusal (extended
+ACK), when it gives one, is the error's message.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import struct
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from pyroute2 import NetlinkError
 from pyroute2.iproute.linux import DEFAULT_TABLE
@@ -46,21 +47,42 @@ from pyroute2.netlink.rtnl import (
     rt_scope,
     rt_type,
 )
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
+from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT, ndmsg
+from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Attribute = list[Any]  # [name, value], as pyroute2 takes them
 FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
-RECEIVE_BYTES = 65536  # ample: an answer is an ACK, or an error with a copy of its request
+RECEIVE_BYTES = 65536  # ample: an answer is an ACK, or an error with its request's header
+
+# include/uapi/linux/netlink.h and rtnetlink.h, if_link.h, if_addr.h, neighbour.h, veth.h
+NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence number, port id
+NLMSGERR = struct.Struct("=i")  # the error code that follows an NLMSG_ERROR's header
+NLA = struct.Struct("=HH")  # an attribute's length and type
+U32 = struct.Struct("=I")
+IFINFOMSG = struct.Struct("=BxHiII")  # family, device type, index, flags, change
+IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, index
+RTMSG = struct.Struct(
+    "=BBBBBBBBI"
+)  # family, dst/src length, tos, table, protocol, scope, type, flags
+NDMSG = struct.Struct("=BxxxiHBB")  # family, index, state, flags, type
+NETLINK_EXT_ACK, NETLINK_CAP_ACK = 11, 10  # socket options: the kernel's reasons, no echo
+NLM_F_ACK_TLVS = 0x200  # an error's flag: attributes follow its request's header
+NLMSGERR_ATTR_MSG = 1
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_GROUP = 1, 3, 4, 18, 27
+IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES = 31, 32
+IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+RTA_DST, RTA_OIF = 1, 4
+NDA_DST, NDA_LLADDR = 1, 2
 
 
 @dataclass(frozen=True)
 class Request:
-    message: nlmsg  # header type and flags set; the session adds sequence number and ACK
+    kind: int  # the message type (RTM_NEWLINK, ...)
+    flags: int  # beside NLM_F_REQUEST and NLM_F_ACK, which encode() sets
+    body: bytes  # what follows the netlink header: the fixed part, then the attributes
     tolerated: frozenset[int] = frozenset()  # errnos that mean "already as wanted"
 
 
@@ -74,6 +96,9 @@ class Session:
         self._socket.settimeout(timeout_s)
         # Dumps filtered by the kernel (dump_routes): not every route parsed in Python.
         self._socket.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        # A refusal says why, and carries its request's header only (not the whole request).
+        self._socket.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+        self._socket.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         self._socket.bind((0, 0))
         self._marshal = MarshalRtnl()
         self._sequence = 0
@@ -129,18 +154,44 @@ class Session:
         earlier batches (one that timed out) are skipped."""
         refusals: dict[int, NetlinkError] = {}
         while True:
-            for header in self._answers():
-                sequence = header["sequence_number"]
-                if header["type"] != NLMSG_ERROR or not first <= sequence <= last:
+            for sequence, refusal in acks(self._socket.recv(RECEIVE_BYTES)):
+                if not first <= sequence <= last:
                     continue
-                if header["error"] is not None:
-                    refusals[sequence] = header["error"]
+                if refusal is not None:
+                    refusals[sequence] = refusal
                 if sequence == last:
                     return refusals
 
-    def _answers(self) -> Iterator[dict[str, Any]]:
-        for answer in self._marshal.parse(self._socket.recv(RECEIVE_BYTES)):
-            yield answer["header"]
+
+def acks(received: bytes) -> Iterator[tuple[int, NetlinkError | None]]:
+    """Each answer to a request in `received`: its sequence number and the refusal, or None
+    for an ACK. Anything but an NLMSG_ERROR (which both are) is skipped."""
+    offset = 0
+    while offset + NLMSGHDR.size <= len(received):
+        length, kind, flags, sequence, _port = NLMSGHDR.unpack_from(received, offset)
+        if length < NLMSGHDR.size:
+            return  # malformed: nothing after it can be trusted
+        if kind == NLMSG_ERROR:
+            (code,) = NLMSGERR.unpack_from(received, offset + NLMSGHDR.size)
+            end = offset + length
+            reason = _reason(received[offset + 2 * NLMSGHDR.size + 4 : end], flags)
+            yield sequence, NetlinkError(-code, reason) if code else None
+        offset += _aligned(length)
+
+
+def _reason(tail: bytes, flags: int) -> str | None:
+    """NLMSGERR_ATTR_MSG among an error's attributes (extended ACK), if the kernel gave one."""
+    if not flags & NLM_F_ACK_TLVS:
+        return None
+    offset = 0
+    while offset + NLA.size <= len(tail):
+        length, kind = NLA.unpack_from(tail, offset)
+        if length < NLA.size:
+            return None
+        if kind == NLMSGERR_ATTR_MSG:
+            return tail[offset + NLA.size : offset + length].rstrip(b"\0").decode(errors="replace")
+        offset += _aligned(length)
+    return None
 
 
 def encode(requests: Collection[Request], first_sequence: int) -> bytes:
@@ -148,119 +199,122 @@ def encode(requests: Collection[Request], first_sequence: int) -> bytes:
     batch = bytearray()
     last = first_sequence + len(requests) - 1
     for sequence, request in enumerate(requests, start=first_sequence):
-        header = request.message["header"]
-        header["sequence_number"] = sequence
-        header["flags"] = header["flags"] & ~NLM_F_ACK | (NLM_F_ACK if sequence == last else 0)
-        request.message.reset()  # a request sent again (a retry) is encoded anew
-        request.message.encode()
-        batch += request.message.data
+        flags = NLM_F_REQUEST | request.flags | (NLM_F_ACK if sequence == last else 0)
+        length = NLMSGHDR.size + len(request.body)
+        batch += NLMSGHDR.pack(length, request.kind, flags, sequence, 0) + request.body
     return bytes(batch)
 
 
-def _message(message: nlmsg, kind: int, flags: int, attrs: list[Attribute]) -> nlmsg:
-    message["header"]["type"] = kind
-    message["header"]["flags"] = NLM_F_REQUEST | flags
-    message["attrs"] = attrs
-    return message
+def from_message(message: nlmsg, tolerated: Collection[int] = ()) -> Request:
+    """A request from a pyroute2 message (type and flags in its header), for what this module
+    does not build itself (bench.netkit's netkit pair)."""
+    header = message["header"]
+    message.encode()
+    body = bytes(message.data[NLMSGHDR.size :])
+    flags = header["flags"] & ~(NLM_F_REQUEST | NLM_F_ACK)
+    return Request(header["type"], flags, body, frozenset(tolerated))
 
 
-def _link(index: int = 0, up: bool = False) -> ifinfmsg:
-    """The ifinfmsg of a link request: "up" if `up`, else its state unchanged."""
-    link = ifinfmsg()
-    link["index"] = index
-    link["flags"] = link["change"] = IFF_UP if up else 0
-    return link
+# -- the requests ------------------------------------------------------------------------------
+
+
+def _aligned(length: int) -> int:
+    return (length + 3) & ~3
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    length = NLA.size + len(payload)
+    return NLA.pack(length, kind) + payload + bytes(_aligned(length) - length)
+
+
+def _name(kind: int, name: str) -> bytes:
+    return _attr(kind, name.encode() + b"\0")
+
+
+def _u32(kind: int, value: int) -> bytes:
+    return _attr(kind, U32.pack(value))
+
+
+def _mac(kind: int, mac: str) -> bytes:
+    return _attr(kind, bytes.fromhex(mac.replace(":", "")))
+
+
+def _link(index: int = 0, up: bool = False) -> bytes:
+    """The ifinfomsg of a link request: "up" if `up`, else its state unchanged."""
+    state = IFF_UP if up else 0
+    return IFINFOMSG.pack(0, 0, index, state, state)
 
 
 # Each end with one queue from the start. Left to the kernel, a veth end gets one queue
 # per possible CPU and is then cut to one in use, and that cut waits for an (expedited) RCU
 # grace period with the rtnl lock held, once per end: every other link or route change on
 # the host waits behind it. One queue is what the kernel leaves in use anyway.
-ONE_QUEUE: list[Attribute] = [["IFLA_NUM_TX_QUEUES", 1], ["IFLA_NUM_RX_QUEUES", 1]]
+ONE_QUEUE = _u32(IFLA_NUM_TX_QUEUES, 1) + _u32(IFLA_NUM_RX_QUEUES, 1)
 
 
 def add_veth(host: str, peer: str, mtu: int, peer_mac: str) -> Request:
     """A veth pair, the host end up with `mtu`; the peer down, with `mtu` and `peer_mac`;
     both with a single queue (ONE_QUEUE)."""
-    peer_end = [["IFLA_IFNAME", peer], ["IFLA_MTU", mtu], ["IFLA_ADDRESS", peer_mac], *ONE_QUEUE]
-    veth_data = {"attrs": [["VETH_INFO_PEER", {"attrs": peer_end}]]}
-    link_info = {"attrs": [["IFLA_INFO_KIND", "veth"], ["IFLA_INFO_DATA", veth_data]]}
-    attrs: list[Attribute] = [["IFLA_IFNAME", host], ["IFLA_MTU", mtu], *ONE_QUEUE]
-    attrs.append(["IFLA_LINKINFO", link_info])
-    return Request(_message(_link(up=True), RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, attrs))
+    peer_end = _link() + _name(IFLA_IFNAME, peer) + _u32(IFLA_MTU, mtu)
+    peer_end += _mac(IFLA_ADDRESS, peer_mac) + ONE_QUEUE
+    veth = _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_end))
+    link_info = _attr(IFLA_LINKINFO, _name(IFLA_INFO_KIND, "veth") + veth)
+    body = _link(up=True) + _name(IFLA_IFNAME, host) + _u32(IFLA_MTU, mtu) + ONE_QUEUE
+    return Request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body + link_info)
 
 
 def set_link(index: int, mtu: int, up: bool, group: int | None = None) -> Request:
     """The link's MTU; "up" if `up` (else its state stays); its link group if given."""
-    attrs: list[Attribute] = [["IFLA_MTU", mtu]]
+    body = _link(index, up) + _u32(IFLA_MTU, mtu)
     if group is not None:
-        attrs.append(["IFLA_GROUP", group])
-    return Request(_message(_link(index, up), RTM_NEWLINK, 0, attrs))
+        body += _u32(IFLA_GROUP, group)
+    return Request(RTM_NEWLINK, 0, body)
 
 
 def set_group(index: int, group: int) -> Request:
-    return Request(_message(_link(index), RTM_NEWLINK, 0, [["IFLA_GROUP", group]]))
+    return Request(RTM_NEWLINK, 0, _link(index) + _u32(IFLA_GROUP, group))
 
 
 def delete_link(index: int) -> Request:
-    return Request(_message(_link(index), RTM_DELLINK, 0, []), frozenset({errno.ENODEV}))
+    return Request(RTM_DELLINK, 0, _link(index), frozenset({errno.ENODEV}))
 
 
 def delete_group(group: int) -> Request:
     """Every link of the group, in one unregistration (an empty group is fine)."""
-    message = _message(_link(), RTM_DELLINK, 0, [["IFLA_GROUP", group]])
-    return Request(message, frozenset({errno.ENODEV}))
+    return Request(RTM_DELLINK, 0, _link() + _u32(IFLA_GROUP, group), frozenset({errno.ENODEV}))
 
 
 def add_address(index: int, ip: IPAddress, flags: int = 0) -> Request:
     """`ip` as a host address (/32, /128) on the link; present already is fine."""
-    address = ifaddrmsg()
-    address["family"] = FAMILY[ip.version]
-    address["prefixlen"] = ip.max_prefixlen
-    address["index"] = index
-    attrs: list[Attribute] = [["IFA_ADDRESS", str(ip)]]
+    body = IFADDRMSG.pack(FAMILY[ip.version], ip.max_prefixlen, 0, 0, index)
+    body += _attr(IFA_ADDRESS, ip.packed)
     if ip.version == 4:
-        attrs.append(["IFA_LOCAL", str(ip)])
+        body += _attr(IFA_LOCAL, ip.packed)
     if flags:
-        attrs.append(["IFA_FLAGS", flags])
-    message = _message(address, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, attrs)
-    return Request(message, frozenset({errno.EEXIST}))
+        body += _u32(IFA_FLAGS, flags)
+    return Request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, frozenset({errno.EEXIST}))
 
 
-def _host_route(ip: IPAddress) -> rtmsg:
+def _host_route(index: int, ip: IPAddress, protocol: int, kind: int) -> bytes:
     """The host route to a container address: IPv4 scope link; IPv6 routes have no scope
     of their own (the kernel reports universe)."""
-    route = rtmsg()
-    route["family"] = FAMILY[ip.version]
-    route["dst_len"] = ip.max_prefixlen
-    route["table"] = DEFAULT_TABLE
-    route["scope"] = rt_scope["link" if ip.version == 4 else "universe"]
-    return route
-
-
-def _route_to(index: int, ip: IPAddress) -> list[Attribute]:
-    return [["RTA_DST", str(ip)], ["RTA_OIF", index]]
+    scope = rt_scope["link" if ip.version == 4 else "universe"]
+    header = (FAMILY[ip.version], ip.max_prefixlen, 0, 0, DEFAULT_TABLE, protocol, scope, kind, 0)
+    return RTMSG.pack(*header) + _attr(RTA_DST, ip.packed) + _u32(RTA_OIF, index)
 
 
 def replace_route(index: int, ip: IPAddress, protocol: int) -> Request:
-    route = _host_route(ip)
-    route["proto"] = protocol
-    route["type"] = rt_type["unicast"]
-    flags = NLM_F_CREATE | NLM_F_REPLACE
-    return Request(_message(route, RTM_NEWROUTE, flags, _route_to(index, ip)))
+    body = _host_route(index, ip, protocol, rt_type["unicast"])
+    return Request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body)
 
 
 def delete_route(index: int, ip: IPAddress, tolerated: Collection[int] = ()) -> Request:
     """Our route only (oif): the same IP may already be routed to a newer endpoint. No
     protocol: a route of any protocol matches (earlier versions added them untagged)."""
-    message = _message(_host_route(ip), RTM_DELROUTE, 0, _route_to(index, ip))
-    return Request(message, frozenset(tolerated))
+    return Request(RTM_DELROUTE, 0, _host_route(index, ip, 0, 0), frozenset(tolerated))
 
 
 def pin_neighbour(index: int, ip: IPAddress, mac: str) -> Request:
-    neighbour = ndmsg()
-    neighbour["family"] = FAMILY[ip.version]
-    neighbour["ifindex"] = index
-    neighbour["state"] = NUD_PERMANENT
-    attrs: list[Attribute] = [["NDA_DST", str(ip)], ["NDA_LLADDR", mac]]
-    return Request(_message(neighbour, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, attrs))
+    body = NDMSG.pack(FAMILY[ip.version], index, NUD_PERMANENT, 0, 0)
+    body += _attr(NDA_DST, ip.packed) + _mac(NDA_LLADDR, mac)
+    return Request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body)

@@ -3,13 +3,16 @@ bytes are compared with what IPBatch (IPRoute's API, compiled instead of sent) m
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import socket
 from collections.abc import Callable, Iterator
 
 import pytest
 from pyroute2.iproute.linux import IPBatch
-from pyroute2.netlink import NLM_F_ACK, nlmsg
+from pyroute2.netlink import NLM_F_ACK, NLMSG_DONE, NLMSG_ERROR, nlmsg
+from pyroute2.netlink.rtnl import RTM_NEWLINK
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE
 from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
 
@@ -36,11 +39,12 @@ def compiled(batch: IPBatch, call: Callable[[IPBatch], object]) -> bytes:
 
 
 def ours_like(request: netlink.Request, theirs: bytes) -> bytes:
-    """Our request encoded alone, with IPBatch's sequence number and port id."""
+    """Our request encoded alone, with IPBatch's sequence number and port id (ours is 0: the
+    kernel fills it in)."""
     header = nlmsg(theirs)
     header.decode()
-    request.message["header"]["pid"] = header["header"]["pid"]
-    return netlink.encode([request], header["header"]["sequence_number"])
+    ours = netlink.encode([request], header["header"]["sequence_number"])
+    return ours[:12] + theirs[12:16] + ours[16:]
 
 
 CASES: dict[str, tuple[netlink.Request, Callable[[IPBatch], object]]] = {
@@ -143,3 +147,35 @@ def test_a_request_sent_again_is_encoded_anew() -> None:
     [first, _last] = headers(netlink.encode([request, netlink.delete_link(6)], 1))
     assert not first["flags"] & NLM_F_ACK
     assert netlink.encode([request], 1) == alone
+
+
+def answer(sequence: int, code: int, reason: str | None = None) -> bytes:
+    """An NLMSG_ERROR as the kernel sends it to our socket (capped: the request's header
+    only), with the extended ACK's message if `reason`."""
+    request_header = netlink.NLMSGHDR.pack(netlink.NLMSGHDR.size, RTM_NEWLINK, 0, sequence, 0)
+    tail = b""
+    flags = 0x100  # NLM_F_CAPPED
+    if reason is not None:
+        tail = netlink._name(netlink.NLMSGERR_ATTR_MSG, reason)
+        flags |= netlink.NLM_F_ACK_TLVS
+    body = netlink.NLMSGERR.pack(-code) + request_header + tail
+    length = netlink.NLMSGHDR.size + len(body)
+    return netlink.NLMSGHDR.pack(length, NLMSG_ERROR, flags, sequence, 0) + body
+
+
+def test_answers_are_acks_or_refusals_with_the_kernels_reason_when_it_gives_one() -> None:
+    done = netlink.NLMSGHDR.pack(netlink.NLMSGHDR.size + 4, NLMSG_DONE, 0, 9, 0) + bytes(4)
+    received = answer(7, 0) + done + answer(8, errno.EEXIST) + answer(9, 22, "Invalid prefix")
+    found = list(netlink.acks(received))
+    assert [sequence for sequence, _refusal in found] == [7, 8, 9]  # NLMSG_DONE is no answer
+    assert found[0][1] is None
+    eexist, einval = found[1][1], found[2][1]
+    assert eexist is not None and eexist.code == errno.EEXIST
+    assert eexist.args == (errno.EEXIST, os.strerror(errno.EEXIST))  # as pyroute2 makes them
+    assert einval is not None and einval.args == (22, "Invalid prefix")
+
+
+def test_a_malformed_answer_ends_the_parse_instead_of_looping() -> None:
+    broken = netlink.NLMSGHDR.pack(3, NLMSG_ERROR, 0, 1, 0)  # a length shorter than a header
+    assert list(netlink.acks(broken + answer(2, 0))) == []
+    assert list(netlink.acks(answer(3, 0)[:10])) == []  # cut short
