@@ -32,7 +32,14 @@ from typing import Any
 
 from bench.stats import own_netns, percentile, rotated, run_alone, together
 from netdriver import netlink
-from netdriver.datapath import DOOMED_GROUP, REAPERS, LinuxDatapath, _derived_mac, _host_side
+from netdriver.datapath import (
+    DOOMED_GROUP,
+    REAPERS,
+    LinkIndexes,
+    LinuxDatapath,
+    _derived_mac,
+    _host_side,
+)
 from netdriver.model import HOST_PREFIX, Attachment, host_veth_name, peer_name
 from netdriver.netlink import Session
 
@@ -46,8 +53,11 @@ BLOCKS = 4
 OPS = ("create", "join", "leave")
 
 
-def index_of(ifname: str) -> int:
-    return socket.if_nametoindex(ifname)
+def index_of(indexes: LinkIndexes, ifname: str) -> int:
+    index = indexes.of(ifname)
+    if index is None:
+        raise RuntimeError(f"{ifname} is gone")
+    return index
 
 
 @dataclass
@@ -79,19 +89,23 @@ class Reapers:
                 session.run(netlink.delete_group(DOOMED_GROUP))
 
 
-def create(session: Session, endpoint_id: str, address: ipaddress.IPv4Address) -> None:
+def create(
+    session: Session, indexes: LinkIndexes, endpoint_id: str, address: ipaddress.IPv4Address
+) -> None:
     """CreateEndpoint's kernel work on a fresh pair (LinuxDatapath.create_endpoint)."""
     host = host_veth_name(endpoint_id)
     mac = _derived_mac(host)
     session.run(netlink.add_veth(host, peer_name(endpoint_id), MTU, mac))
-    index = index_of(host)
+    index = index_of(indexes, host)
     LinuxDatapath._set_sysctls(host)
     session.run(*_host_side(index, [Attachment(address, GATEWAY)], mac))
 
 
-def leave(session: Session, endpoint_id: str, address: ipaddress.IPv4Address) -> None:
+def leave(
+    session: Session, indexes: LinkIndexes, endpoint_id: str, address: ipaddress.IPv4Address
+) -> None:
     """Leave's kernel work: the route goes, the pair joins the group the reapers delete."""
-    index = index_of(host_veth_name(endpoint_id))
+    index = index_of(indexes, host_veth_name(endpoint_id))
     route = netlink.delete_route(index, address)
     session.run(route, netlink.set_group(index, DOOMED_GROUP))
 
@@ -105,14 +119,17 @@ def _timed(samples: list[float], step: Callable[..., object], *args: Any) -> Non
 def worker(worker_index: int, rounds: int, reapers: Reapers) -> dict[str, list[float]]:
     """`rounds` endpoints made, joined, left and handed to the reapers, one after the other."""
     samples: dict[str, list[float]] = {op: [] for op in OPS}
-    with contextlib.closing(Session(TIMEOUT_S)) as session:
+    with (
+        contextlib.closing(Session(TIMEOUT_S)) as session,
+        contextlib.closing(LinkIndexes()) as indexes,
+    ):
         for i in range(rounds):
             endpoint_id = uuid.uuid4().hex * 2
             address = ipaddress.IPv4Address(f"198.18.{1 + worker_index}.{2 + i % 250}")
             host = host_veth_name(endpoint_id)
-            _timed(samples["create"], create, session, endpoint_id, address)
-            _timed(samples["join"], index_of, host)  # Join's link_exists
-            _timed(samples["leave"], leave, session, endpoint_id, address)
+            _timed(samples["create"], create, session, indexes, endpoint_id, address)
+            _timed(samples["join"], index_of, indexes, host)  # Join's link_exists
+            _timed(samples["leave"], leave, session, indexes, endpoint_id, address)
             reapers.doomed.put(host)
     return samples
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import hashlib
 import ipaddress
@@ -30,6 +31,7 @@ import logging
 import os
 import queue
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -60,6 +62,9 @@ REAPERS = 2
 # A link group of routed's own (an arbitrary number, "rt" and 1): the veths handed to the
 # reapers, removed all at once (see LinuxDatapath).
 DOOMED_GROUP = 0x7274_0001
+IFNAMSIZ = 16
+IFREQ_INDEX = struct.Struct(f"{IFNAMSIZ}si")  # struct ifreq as SIOCGIFINDEX takes and fills it
+SIOCGIFINDEX = 0x8933  # include/uapi/linux/sockios.h
 MAIN_TABLE = DEFAULT_TABLE
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -96,13 +101,38 @@ def _read_sysctl(path: Path | str) -> bytes:
         os.close(descriptor)
 
 
-def _index(ifname: str) -> int | None:
-    """The link's index in our netns, None if there is no such link (an ioctl, cheaper than
-    a netlink request)."""
-    try:
-        return socket.if_nametoindex(ifname)
-    except OSError:  # "no interface with this name"; names are ours, so never malformed
-        return None
+class LinkIndexes:
+    """Links' indexes by name in this process's netns: an ioctl on one socket of our own, made
+    without the interpreter lock, cheaper than a netlink request (socket.if_nametoindex
+    opens and closes a socket for each look-up, holding the lock). Any thread may use it.
+
+    A name is looked for first among /proc/sys's IPv4 interface settings (every link with
+    an MTU of at least 68 has them, as all of ours do): for a name no link has, the ioctl
+    would first ask modprobe for a module of that name, twice, and wait for it (the
+    kernel's dev_load, on hosts with loadable modules). Most names routed-net looks up are
+    of links that are gone: a fresh endpoint's, one the reaper deleted, a peer moved into
+    a container."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    def of(self, ifname: str) -> int | None:
+        """None if there is no such link."""
+        name = ifname.encode()
+        if len(name) >= IFNAMSIZ or "/" in ifname or ifname in (".", ".."):
+            return None  # no link can have it (a longer one the kernel would cut to another)
+        if not os.path.exists(f"{SYSCTL}/conf/{ifname}"):
+            return None
+        try:
+            answer = fcntl.ioctl(self._socket, SIOCGIFINDEX, IFREQ_INDEX.pack(name, 0))
+        except OSError as err:
+            if err.errno == errno.ENODEV:  # gone since
+                return None
+            raise
+        return int(IFREQ_INDEX.unpack(answer)[1])
+
+    def close(self) -> None:
+        self._socket.close()
 
 
 def _on_netlink_thread(
@@ -157,6 +187,7 @@ class LinuxDatapath:
     def __init__(self) -> None:
         self._netlink = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self._session = Session(deadlines.NETLINK_S)
+        self._indexes = LinkIndexes()
         self._ipr = self._netlink.submit(IPRoute).result(timeout=deadlines.NETLINK_S)
         self._doomed: queue.Queue[str | None] = queue.Queue()  # None: stop
         self._pending: set[str] = set()  # handed to the reaper, maybe not deleted yet
@@ -180,6 +211,7 @@ class LinuxDatapath:
         with contextlib.suppress(FutureTimeout):
             self._netlink.submit(self._close_sessions).result(timeout=timeout_s)
         self._netlink.shutdown(wait=False)
+        self._indexes.close()
 
     def _close_sessions(self) -> None:
         self._session.close()
@@ -257,14 +289,14 @@ class LinuxDatapath:
         versions = sorted({attached.container_ip.version for attached in attachments})
         mac = peer_mac or _derived_mac(host_veth)
         try:
-            host = _index(host_veth)
+            host = self._indexes.of(host_veth)
             fresh = host is None
             steps: list[Request] = []
             if host is None:
                 host = self._create_pair(host_veth, peer, mtu, mac)
             else:  # a replay or reconcile: the pair may be half made, or changed since
                 host_end = netlink.set_link(host, mtu, up=True, group=0)  # not doomed after all
-                steps = [host_end, *_peer_mtu(peer, mtu)]
+                steps = [host_end, *self._peer_mtu(peer, mtu)]
             self._set_sysctls_of(host_veth, versions)  # before carrier (fresh) or "up"
             self._session.run(*steps, *_host_side(host, attachments, mac if fresh else None))
         except NetlinkError as err:
@@ -274,11 +306,31 @@ class LinuxDatapath:
         """A fresh pair, the host end up: the peer is down, so the link has no carrier
         (no IPv6 link-local address either) until libnetwork brings the peer up in the
         container, well after the sysctls are set."""
-        _add_veth(self._session, host_veth, peer, mtu, peer_mac)
-        host = _index(host_veth)
+        self._add_veth(host_veth, peer, mtu, peer_mac)
+        host = self._indexes.of(host_veth)
         if host is None:
             raise DatapathError(f"veth {host_veth} vanished right after creation")
         return host
+
+    def _peer_mtu(self, peer: str, mtu: int) -> list[Request]:
+        """The peer's MTU, while it is still ours (gone once libnetwork moved it)."""
+        index = self._indexes.of(peer)
+        return [] if index is None else [netlink.set_link(index, mtu, up=False)]
+
+    def _add_veth(self, host_veth: str, peer: str, mtu: int, peer_mac: str) -> None:
+        create = netlink.add_veth(host_veth, peer, mtu, peer_mac)
+        try:
+            self._session.run(create)
+        except NetlinkError as err:
+            # The host end is absent (we looked), so it is the peer's name that is taken. A
+            # peer without its host end cannot be ours to keep (its pair would be gone too).
+            # Seen only after manual meddling: drop it and try once more.
+            index = self._indexes.of(peer) if err.code == errno.EEXIST else None
+            if index is None:
+                raise
+            log.warning("removing stray %s before re-creating its pair", peer)
+            _delete_link(self._session, index)
+            self._session.run(create)
 
     @classmethod
     def _set_sysctls_of(cls, host_veth: str, versions: Sequence[int]) -> None:
@@ -323,7 +375,7 @@ class LinuxDatapath:
     @_on_netlink_thread
     def _delete_routes(self, host_veth: str, container_ips: Sequence[IPAddress]) -> None:
         try:
-            host = _index(host_veth)
+            host = self._indexes.of(host_veth)
             if host is None:
                 return  # the kernel removed its routes with it
             # Our route only (oif); gone already (ESRCH) is fine. The reaper deletes the pair.
@@ -341,13 +393,12 @@ class LinuxDatapath:
 
     @_on_netlink_thread
     def delete_link(self, ifname: str) -> None:
-        index = _index(ifname)
+        index = self._indexes.of(ifname)
         if index is not None:
             _delete_link(self._session, index)
 
-    @staticmethod
-    def link_exists(ifname: str) -> bool:  # no netlink session: any thread will do
-        return _index(ifname) is not None
+    def link_exists(self, ifname: str) -> bool:  # no netlink session: any thread will do
+        return self._indexes.of(ifname) is not None
 
     @_on_netlink_thread  # in order behind what is queued, as every other netlink step
     def links(self) -> list[str]:
@@ -402,12 +453,6 @@ def _host_side(
     return steps
 
 
-def _peer_mtu(peer: str, mtu: int) -> list[Request]:
-    """The peer's MTU, while it is still ours (gone once libnetwork moved it)."""
-    index = _index(peer)
-    return [] if index is None else [netlink.set_link(index, mtu, up=False)]
-
-
 def read_aggregates(session: Session) -> list[IPNetwork]:
     """routed's unreachable routes in the main table, IPv4 and IPv6 (routedctl reads them
     the same way)."""
@@ -442,19 +487,3 @@ def _derived_mac(host_veth: str) -> str:
     has to be unicast and known to us, since the pair is a link of its own."""
     octets = hashlib.blake2s(host_veth.encode(), digest_size=5).hexdigest()
     return "02:" + ":".join(octets[i : i + 2] for i in range(0, 10, 2))
-
-
-def _add_veth(session: Session, host_veth: str, peer: str, mtu: int, peer_mac: str) -> None:
-    create = netlink.add_veth(host_veth, peer, mtu, peer_mac)
-    try:
-        session.run(create)
-    except NetlinkError as err:
-        # The host end is absent (we looked), so it is the peer's name that is taken. A peer
-        # without its host end cannot be ours to keep (its pair would be gone too). Seen only
-        # after manual meddling: drop it and try once more.
-        index = _index(peer) if err.code == errno.EEXIST else None
-        if index is None:
-            raise
-        log.warning("removing stray %s before re-creating its pair", peer)
-        _delete_link(session, index)
-        session.run(create)

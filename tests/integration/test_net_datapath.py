@@ -7,7 +7,7 @@ import time
 import pytest
 from pyroute2 import IPRoute
 
-from netdriver.datapath import LinuxDatapath
+from netdriver.datapath import LinkIndexes, LinuxDatapath
 from netdriver.model import Attachment
 from tests.integration.nettools import ping, require_throwaway_netns, route_exists, sysctl
 
@@ -149,3 +149,21 @@ def test_create_endpoint_replaces_a_stray_peer_holding_its_name(host):
         assert link(ipr, "rtstray0") is None  # the stray pair was removed, ours made
         peer_kind = link(ipr, PEER).get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_KIND")
     assert peer_kind == "veth"
+
+
+def test_link_indexes_name_the_links_there_are_and_no_others():
+    indexes = LinkIndexes()
+    try:
+        with IPRoute() as ipr:
+            ipr.link("add", ifname="rt-index-a", kind="veth", peer="rt-index-p", mtu=68)
+            try:
+                [veth] = ipr.get_links(ifname="rt-index-a")  # the smallest MTU we allow
+                assert indexes.of("rt-index-a") == veth["index"]
+                assert indexes.of("lo") == 1
+                for missing in ("rt-index-b", "all", "default", "..", "a/b", "x" * 16):
+                    assert indexes.of(missing) is None
+            finally:
+                ipr.link("del", ifname="rt-index-a")
+        assert indexes.of("rt-index-a") is None
+    finally:
+        indexes.close()

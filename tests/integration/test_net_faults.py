@@ -117,13 +117,13 @@ def test_a_stuck_netlink_worker_fails_create_endpoint_and_leaves_nothing(
 ) -> None:
     net = host.network("a", "198.51.100.0/24")
     release = threading.Event()
-    real_add = datapath_module._add_veth
+    real_add = datapath_module.LinuxDatapath._add_veth
 
     def stuck(*args: Any) -> None:
         release.wait(BOUND_S)
         real_add(*args)
 
-    monkeypatch.setattr(datapath_module, "_add_veth", stuck)
+    monkeypatch.setattr(datapath_module.LinuxDatapath, "_add_veth", stuck)
     datapath = host.datapath
     started = time.monotonic()
     try:
