@@ -96,7 +96,7 @@ def _measure(results: dict[str, Any]) -> None:
         assert net_pid is not None
         _step(results, "scale", lambda: scale.run(net_pid))
         _step(results, "reconcile", reconcile.in_own_netns)
-        _step(results, "datapath", lambda: datapath.run(routed))
+        _step(results, "datapath", lambda: datapath.run(networks))
         _step(results, "ports", lambda: ports.run({"routed": routed, "bridge": "bridge"}))
         docker("network", "rm", routed, check=False)
     finally:

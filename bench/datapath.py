@@ -2,18 +2,30 @@
 deploy/build-perf-image.sh): first-packet RTT from a fresh container (16 of them a side: the
 median of a few is mostly its tail), RTT p50 over rounds of 50 pings container to container
 and host to container, and TCP throughput with iperf3 -t 5 (server and client containers).
+
+The same first packet and RTTs are also timed by the kernel (bench.echo: from sendto to the
+reply's receive timestamp, from a raw socket made in the container's network namespace),
+against the default bridge and a user-defined bridge, the RTTs side by side echo by echo
+(bench.echo.Lockstep). A ping's own time is mostly its wake-ups, which an idle VM delays by
+more than the path costs; the kernel's time is the path's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import statistics
 import subprocess
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from bench.stats import percentile, rotated
+from bench import echo
+from bench.docker_start import BASELINES
+from bench.stats import percentile, ratios, rotated
+from testkit.bednet import netns_socket
 from testkit.docker import LABEL, docker
 from testkit.services import REPO
 
@@ -23,6 +35,10 @@ TIME = re.compile(r"time=([0-9.]+) ms")
 # Rounds of 50 pings a side, interleaved: a round's p50 moves with what else the machine did
 # in that second, so a few rounds each way.
 RTT_ROUNDS = 6
+KERNEL_SIDES = ["routed", *BASELINES]
+KERNEL = echo.Lockstep(blocks=10, per_block=200)
+FRESH = 12  # kernel-timed first packets a side, each from a container of its own
+IDENT = 0x4A00  # the echoes' identifiers, one per side: the host's raw sockets see them all
 
 
 def build_image() -> None:
@@ -60,6 +76,99 @@ def _host_rtts(address: str, count: int = 50) -> list[float]:
     return [float(t) for t in TIME.findall(out)]
 
 
+def _netns(container: str) -> Path:
+    pid = docker("inspect", "-f", "{{.State.Pid}}", container).stdout.strip()
+    return Path(f"/proc/{pid}/ns/net")
+
+
+def _kernel_first(network: str, address: str, ident: int) -> float:
+    """The first echo from a container just started (its neighbours unresolved), in µs."""
+    name = f"rtperf-{uuid.uuid4().hex[:6]}"
+    docker(
+        "run", "-d", "--label", LABEL, "--name", name, "--net", network, PERF_IMAGE, "sleep", "600"
+    )
+    try:
+        echoer = echo.Echoer(netns_socket(_netns(name), echo.open_socket), address, ident)
+        with contextlib.closing(echoer):
+            return echoer.echo_ms() * 1e3
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+def _kernel_rtts(
+    path: str, clients: dict[str, str], servers: dict[str, tuple[str, str]]
+) -> dict[str, list[float]]:
+    """Each side's RTT p50s (µs) on `path`: "c2c" from its client container, "h2c" from here."""
+    echoers: dict[str, echo.Echoer] = {}
+    with echo.closing_all(echoers):
+        for number, side in enumerate(KERNEL_SIDES):
+            make = echo.open_socket
+            sock = netns_socket(_netns(clients[side]), make) if path == "c2c" else make()
+            echoers[side] = echo.Echoer(sock, servers[side][1], IDENT + number)
+        return KERNEL.p50s_us(echoers)
+
+
+def _drop_resolver_rules(containers: list[str]) -> bool:
+    """Take every rule out of these containers' netns (`nft flush ruleset`: iptables-nft's
+    tables, and any nft table of dockerd's own); whether none is left there (False: there is
+    no `nft`, or iptables-legacy's rules, which nft cannot remove).
+
+    dockerd puts NAT rules for its embedded DNS server into the netns of every container on a
+    user-defined network (plugin ones included), so conntrack and NAT hooks see each packet
+    there; the default bridge's containers have none. Without them, what is left is the
+    drivers' own path."""
+    for container in containers:
+        enter = ["nsenter", f"--net={_netns(container)}", "--"]
+        flushed = subprocess.run([*enter, "nft", "flush", "ruleset"], capture_output=True)
+        left = subprocess.run([*enter, "iptables-save"], capture_output=True, text=True)
+        rules = [line for line in left.stdout.split("\n") if line.startswith("-A")]
+        if flushed.returncode != 0 or left.returncode != 0 or rules:
+            return False
+    return True
+
+
+def _kernel_timed(
+    networks: dict[str, str], clients: dict[str, str], servers: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
+    """The kernel-timed measures; last, the RTTs again once the resolver's rules are out of
+    every container of this step (dockerd's floor on any user-defined network)."""
+    measures: dict[str, dict[str, list[float]]] = {"first_packet_us": {s: [] for s in KERNEL_SIDES}}
+    for i in range(FRESH):
+        for side in rotated(KERNEL_SIDES, i):
+            first = _kernel_first(networks[side], servers[side][1], IDENT + 0x10 + i)
+            measures["first_packet_us"][side].append(first)
+    for path in ("c2c", "h2c"):
+        measures[f"rtt_{path}_p50_us"] = _kernel_rtts(path, clients, servers)
+    ours = [*clients.values(), *(name for name, _address in servers.values())]
+    resolver_dropped = _drop_resolver_rules(ours)
+    if resolver_dropped:
+        for path in ("c2c", "h2c"):
+            measures[f"rtt_{path}_no_resolver_p50_us"] = _kernel_rtts(path, clients, servers)
+    return {
+        "resolver_rules_dropped": resolver_dropped,
+        "blocks": KERNEL.blocks,
+        "echoes_per_block": KERNEL.per_block,
+        "fresh_containers": FRESH,
+        "samples": _per_side(measures, lambda values: [round(v, 2) for v in values]),
+        "medians": _per_side(measures, lambda values: round(statistics.median(values), 2)),
+        **{
+            f"vs_{base}": {
+                name: ratios(by_side["routed"], by_side[base]) for name, by_side in measures.items()
+            }
+            for base in BASELINES
+        },
+    }
+
+
+def _per_side(
+    measures: dict[str, dict[str, list[float]]], summary: Callable[[list[float]], Any]
+) -> dict[str, dict[str, Any]]:
+    return {
+        name: {side: summary(values) for side, values in by_side.items()}
+        for name, by_side in measures.items()
+    }
+
+
 def _iperf(network: str, address: str) -> float:
     out = docker(
         "run", "--rm", "--label", LABEL, "--net", network, PERF_IMAGE,
@@ -69,17 +178,18 @@ def _iperf(network: str, address: str) -> float:
     return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
-def run(routed_network: str, samples: int = 16, iperf_pairs: int = 5) -> dict[str, Any]:
+def run(networks: dict[str, str], samples: int = 16, iperf_pairs: int = 5) -> dict[str, Any]:
+    """`networks` maps "routed" and each of BASELINES to an existing network's name; the
+    ping and iperf3 measures are routed against the default bridge."""
     build_image()
-    nets = {"routed": routed_network, "bridge": "bridge"}
     servers: dict[str, tuple[str, str]] = {}
     clients: dict[str, str] = {}
     try:
-        for side, net in nets.items():
-            servers[side] = _server(net)
+        for side in KERNEL_SIDES:
+            servers[side] = _server(networks[side])
             clients[side] = f"rtperf-{uuid.uuid4().hex[:6]}"
             docker(
-                "run", "-d", "--label", LABEL, "--name", clients[side], "--net", net,
+                "run", "-d", "--label", LABEL, "--name", clients[side], "--net", networks[side],
                 PERF_IMAGE, "sleep", "600",
             )  # fmt: skip
         first: dict[str, list[float]] = {"routed": [], "bridge": []}
@@ -88,19 +198,20 @@ def run(routed_network: str, samples: int = 16, iperf_pairs: int = 5) -> dict[st
         gbps: dict[str, list[float]] = {"routed": [], "bridge": []}
         for i in range(samples):
             for side in rotated(SIDES, i):
-                first[side].append(_first_packet(nets[side], servers[side][1]))
+                first[side].append(_first_packet(networks[side], servers[side][1]))
         for i in range(RTT_ROUNDS):
             for side in rotated(SIDES, i):
                 rtt[side] += _rtts(clients[side], servers[side][1])
                 host_rtt[side] += _host_rtts(servers[side][1])
         for i in range(iperf_pairs):
             for side in rotated(SIDES, i):
-                gbps[side].append(_iperf(nets[side], servers[side][1]))
+                gbps[side].append(_iperf(networks[side], servers[side][1]))
+        kernel = _kernel_timed(networks, clients, servers)  # last: it changes the containers
     finally:
         names = [s[0] for s in servers.values()] + list(clients.values())
         if names:
             docker("rm", "-f", *names, check=False)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"kernel": kernel}
     for side in SIDES:
         out[side] = {
             "first_packet_ms": [round(v, 3) for v in first[side]],

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench import nstopo
+from bench import echo, nstopo
 from bench.nstopo import BRIDGE, GATEWAY, Namespaces, Shape, Side
 from bench.stats import RESULTS
 from netdriver import rules
@@ -62,7 +62,7 @@ RTT_ROUNDS = 8
 FIRST_ROUNDS = 16
 TCP_ROUNDS = 6
 TCP_SECONDS = 3
-LOCKSTEP = nstopo.Lockstep(blocks=20, per_block=500)
+LOCKSTEP = echo.Lockstep(blocks=20, per_block=500)
 LABEL = "bench.datapath_floor"
 CONFIG = ("CONFIG_BRIDGE_NETFILTER", "CONFIG_NF_CONNTRACK", "CONFIG_NFT_COMPAT", "CONFIG_MODULES")
 
@@ -314,7 +314,7 @@ def run_all(names: Sequence[str]) -> dict[str, Any]:
         probes = nstopo.data_path_probes(RTT_ROUNDS, FIRST_ROUNDS, (TCP_ROUNDS, TCP_SECONDS))
         samples = nstopo.interleaved(sides, probes, LABEL, nstopo.Samples())
         for path in ("c2c", "h2c"):
-            LOCKSTEP.run(sides, path, LABEL, samples)
+            nstopo.kernel_rtt(LOCKSTEP, sides, path, LABEL, samples)
         tracked = {side.name: conntrack_entries(side.host) for side in sides}
         bridge_nf = {s.name: bridge_nf_call_iptables(s.host) for s in sides if s.bridged}
     finally:

@@ -11,11 +11,14 @@ random whenever other work competes for the CPUs.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from bench.stats import percentile, rotated
 from testkit.bednet import BedError
 
 # include/uapi/asm-generic/socket.h: SO_TIMESTAMPNS(_OLD), also the control message's type.
@@ -92,3 +95,40 @@ class Echoer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+@contextlib.contextmanager
+def closing_all(echoers: dict[str, Echoer]) -> Iterator[dict[str, Echoer]]:
+    try:
+        yield echoers
+    finally:
+        for echoer in echoers.values():
+            echoer.close()
+
+
+@dataclass(frozen=True)
+class Lockstep:
+    """Kernel-timed echoes alternating between the sides echo by echo (each first in turn),
+    so that sides compared are never more than a few echoes apart in time: `blocks` rounds of
+    `per_block` echoes per side, each round's p50 one sample."""
+
+    blocks: int
+    per_block: int
+    warmup: int = 50  # neighbours resolved and conntrack entries made before any sample
+
+    def p50s_us(self, echoers: dict[str, Echoer]) -> dict[str, list[float]]:
+        """Each side's p50 per block, in microseconds."""
+        self._rounds(echoers, self.warmup)
+        p50s: dict[str, list[float]] = {name: [] for name in echoers}
+        for _block in range(self.blocks):
+            for name, times in self._rounds(echoers, self.per_block).items():
+                p50s[name].append(percentile(times, 0.5) * 1e3)
+        return p50s
+
+    @staticmethod
+    def _rounds(echoers: dict[str, Echoer], count: int) -> dict[str, list[float]]:
+        times: dict[str, list[float]] = {name: [] for name in echoers}
+        for index in range(count):
+            for name in rotated(list(echoers), index):
+                times[name].append(echoers[name].echo_ms())
+        return times

@@ -21,7 +21,7 @@ alike; their quartiles say how far apart the rounds were.
 Busybox times an echo in user space: most of its RTT is its own system calls and wake-up,
 and on a loaded machine the scheduler's delays. So the RTTs and the first packet are also
 timed by the kernel (bench.echo: from sendto to the reply's receive timestamp), the RTTs
-alternating between the sides echo by echo (Lockstep): the data path's own time, which is
+alternating between the sides echo by echo (bench.echo.Lockstep): the data path's own time, which is
 where a packet filter adds its cost.
 """
 
@@ -103,7 +103,7 @@ def fed(argv: list[str], batch: str, what: str) -> None:
 
 
 def probe_settings(
-    rtt_rounds: int, first_rounds: int, tcp: tuple[int, int], lockstep: Lockstep
+    rtt_rounds: int, first_rounds: int, tcp: tuple[int, int], lockstep: echo.Lockstep
 ) -> dict[str, Any]:
     """The settings every data-path report records beside its results."""
     return {
@@ -422,37 +422,16 @@ def _echoer(side: Side, path: str, ident: int) -> echo.Echoer:
     return echo.Echoer(inside(source, echo.open_socket), target, ident)
 
 
-@dataclass(frozen=True)
-class Lockstep:
-    """Kernel-timed echoes alternating between the sides packet by packet (each first in
-    turn), so that sides compared are never more than a few echoes apart in time: `blocks`
-    rounds of `per_block` echoes per side, each round's p50 one sample."""
-
-    blocks: int
-    per_block: int
-    warmup: int = 50  # neighbours resolved and conntrack entries made before any sample
-
-    def run(self, sides: Sequence[Side], path: str, label: str, samples: Samples) -> None:
-        print(f"{label}: rtt_{path}_kernel ...", file=sys.stderr, flush=True)
-        echoers = {side.name: _echoer(side, path, 0x4700 + n) for n, side in enumerate(sides)}
-        try:
-            self._rounds(echoers, self.warmup)
-            for _block in range(self.blocks):
-                times = self._rounds(echoers, self.per_block)
-                for name, values in times.items():
-                    p50_us = percentile(values, 0.5) * 1e3
-                    samples.add(f"rtt_{path}_kernel_p50_us", name, p50_us)
-        finally:
-            for echoer in echoers.values():
-                echoer.close()
-
-    @staticmethod
-    def _rounds(echoers: dict[str, echo.Echoer], count: int) -> dict[str, list[float]]:
-        times: dict[str, list[float]] = {name: [] for name in echoers}
-        for index in range(count):
-            for name in rotated(list(echoers), index):
-                times[name].append(echoers[name].echo_ms())
-        return times
+def kernel_rtt(
+    lockstep: echo.Lockstep, sides: Sequence[Side], path: str, label: str, samples: Samples
+) -> None:
+    """The RTT p50s on `path` ("c2c", "h2c"), timed by the kernel, the sides in lockstep."""
+    print(f"{label}: rtt_{path}_kernel ...", file=sys.stderr, flush=True)
+    echoers = {side.name: _echoer(side, path, 0x4700 + n) for n, side in enumerate(sides)}
+    with echo.closing_all(echoers):
+        for name, p50s in lockstep.p50s_us(echoers).items():
+            for p50_us in p50s:
+                samples.add(f"rtt_{path}_kernel_p50_us", name, p50_us)
 
 
 def summary(values: list[float]) -> dict[str, Any]:

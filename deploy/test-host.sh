@@ -25,6 +25,7 @@ command -v iptables-restore >/dev/null || need_pkgs+=(iptables)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx nc || need_pkgs+=(busybox-static)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v wrk >/dev/null || need_pkgs+=(wrk)  # bench/ports.py: requests/s through -p
+command -v nft >/dev/null || need_pkgs+=(nftables)  # bench/datapath.py: rules out of containers
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     apt_install "${need_pkgs[@]}"

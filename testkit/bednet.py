@@ -157,14 +157,16 @@ def link_up(link: Link, host_ns: str) -> None:
     run(["ip", "-n", host_ns, "-6", "route", "add", "default", "via", link.router6])
 
 
-def netns_socket(netns: str, make: Callable[[], T]) -> T:
-    """`make()` run by a thread that enters network namespace `netns` (setns changes only the
-    calling thread's namespace): a socket made there keeps its namespace for good."""
+def netns_socket(netns: str | Path, make: Callable[[], T]) -> T:
+    """`make()` run by a thread that enters network namespace `netns`, a name in NETNS_DIR or
+    a path (a process's /proc/PID/ns/net); setns changes only the calling thread's namespace,
+    and a socket made there keeps its namespace for good."""
+    path = netns if isinstance(netns, Path) else NETNS_DIR / netns
     made: list[T] = []
     failed: list[BaseException] = []
 
     def enter_and_make() -> None:
-        fd = os.open(NETNS_DIR / netns, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
         try:
             if _LIBC.setns(fd, CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), f"setns into {netns}")
