@@ -4,10 +4,11 @@ median of a few is mostly its tail), RTT p50 over rounds of 50 pings container t
 and host to container, and TCP throughput with iperf3 -t 5 (server and client containers).
 
 The same first packet and RTTs are also timed by the kernel (bench.echo: from sendto to the
-reply's receive timestamp, from a raw socket made in the container's network namespace),
-against the default bridge and a user-defined bridge, the RTTs side by side echo by echo
-(bench.echo.Lockstep). A ping's own time is mostly its wake-ups, which an idle VM delays by
-more than the path costs; the kernel's time is the path's.
+reply's receive timestamp, from a raw socket made in the container's network namespace), the
+RTTs side by side echo by echo (bench.echo.Lockstep); with TCP between the same containers,
+against both the default bridge and a user-defined bridge, then again once dockerd's
+embedded-DNS rules are out of the containers. A ping's own time is mostly its wake-ups,
+which an idle VM delays by more than the path costs; the kernel's time is the path's.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ RTT_ROUNDS = 6
 KERNEL_SIDES = ["routed", *BASELINES]
 KERNEL = echo.Lockstep(blocks=10, per_block=200)
 FRESH = 12  # kernel-timed first packets a side, each from a container of its own
+TCP_ROUNDS = 3  # iperf3 runs a side, on each of the three networks, and again without rules
+IPERF = ("iperf3", "-t", "5", "-J", "-c")
 IDENT = 0x4A00  # the echoes' identifiers, one per side: the host's raw sockets see them all
 
 
@@ -127,11 +130,25 @@ def _drop_resolver_rules(containers: list[str]) -> bool:
     return True
 
 
-def _kernel_timed(
+def _exec_iperf(client: str, address: str) -> float:
+    """From the client container to the server."""
+    return _gbps(docker("exec", client, *IPERF, address, timeout=60).stdout)
+
+
+def _tcp(clients: dict[str, str], servers: dict[str, tuple[str, str]]) -> dict[str, list[float]]:
+    gbps: dict[str, list[float]] = {side: [] for side in KERNEL_SIDES}
+    for i in range(TCP_ROUNDS):
+        for side in rotated(KERNEL_SIDES, i):
+            gbps[side].append(_exec_iperf(clients[side], servers[side][1]))
+    return gbps
+
+
+def _on_each_network(
     networks: dict[str, str], clients: dict[str, str], servers: dict[str, tuple[str, str]]
 ) -> dict[str, Any]:
-    """The kernel-timed measures; last, the RTTs again once the resolver's rules are out of
-    every container of this step (dockerd's floor on any user-defined network)."""
+    """Routed against both baselines: the measures timed by the kernel, and TCP between the
+    step's own containers; last, the RTTs and TCP again once the resolver's rules are out
+    of every container of this step (dockerd's floor on any user-defined network)."""
     measures: dict[str, dict[str, list[float]]] = {"first_packet_us": {s: [] for s in KERNEL_SIDES}}
     for i in range(FRESH):
         for side in rotated(KERNEL_SIDES, i):
@@ -139,16 +156,19 @@ def _kernel_timed(
             measures["first_packet_us"][side].append(first)
     for path in ("c2c", "h2c"):
         measures[f"rtt_{path}_p50_us"] = _kernel_rtts(path, clients, servers)
+    measures["tcp_gbps"] = _tcp(clients, servers)
     ours = [*clients.values(), *(name for name, _address in servers.values())]
     resolver_dropped = _drop_resolver_rules(ours)
     if resolver_dropped:
         for path in ("c2c", "h2c"):
             measures[f"rtt_{path}_no_resolver_p50_us"] = _kernel_rtts(path, clients, servers)
+        measures["tcp_no_resolver_gbps"] = _tcp(clients, servers)
     return {
         "resolver_rules_dropped": resolver_dropped,
         "blocks": KERNEL.blocks,
         "echoes_per_block": KERNEL.per_block,
         "fresh_containers": FRESH,
+        "tcp_rounds": TCP_ROUNDS,
         "samples": _per_side(measures, lambda values: [round(v, 2) for v in values]),
         "medians": _per_side(measures, lambda values: round(statistics.median(values), 2)),
         **{
@@ -170,12 +190,13 @@ def _per_side(
 
 
 def _iperf(network: str, address: str) -> float:
-    out = docker(
-        "run", "--rm", "--label", LABEL, "--net", network, PERF_IMAGE,
-        "iperf3", "-c", address, "-t", "5", "-J",
-        timeout=60,
-    ).stdout  # fmt: skip
-    return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
+    """From a fresh container on `network` to the server."""
+    run = ["run", "--rm", "--label", LABEL, "--net", network, PERF_IMAGE]
+    return _gbps(docker(*run, *IPERF, address, timeout=60).stdout)
+
+
+def _gbps(iperf_json: str) -> float:
+    return float(json.loads(iperf_json)["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
 def run(networks: dict[str, str], samples: int = 16, iperf_pairs: int = 5) -> dict[str, Any]:
@@ -206,12 +227,12 @@ def run(networks: dict[str, str], samples: int = 16, iperf_pairs: int = 5) -> di
         for i in range(iperf_pairs):
             for side in rotated(SIDES, i):
                 gbps[side].append(_iperf(networks[side], servers[side][1]))
-        kernel = _kernel_timed(networks, clients, servers)  # last: it changes the containers
+        sides = _on_each_network(networks, clients, servers)  # last: it changes the containers
     finally:
         names = [s[0] for s in servers.values()] + list(clients.values())
         if names:
             docker("rm", "-f", *names, check=False)
-    out: dict[str, Any] = {"kernel": kernel}
+    out: dict[str, Any] = {"sides": sides}
     for side in SIDES:
         out[side] = {
             "first_packet_ms": [round(v, 3) for v in first[side]],
