@@ -63,9 +63,8 @@ NLA = struct.Struct("=HH")  # an attribute's length and type
 U32 = struct.Struct("=I")
 IFINFOMSG = struct.Struct("=BxHiII")  # family, device type, index, flags, change
 IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, index
-RTMSG = struct.Struct(
-    "=BBBBBBBBI"
-)  # family, dst/src length, tos, table, protocol, scope, type, flags
+# family, dst and src length, tos, table, protocol, scope, type, flags
+RTMSG = struct.Struct("=BBBBBBBBI")
 NDMSG = struct.Struct("=BxxxiHBB")  # family, index, state, flags, type
 NETLINK_EXT_ACK, NETLINK_CAP_ACK = 11, 10  # socket options: the kernel's reasons, no echo
 NLM_F_ACK_TLVS = 0x200  # an error's flag: attributes follow its request's header
@@ -169,13 +168,16 @@ def acks(received: bytes) -> Iterator[tuple[int, NetlinkError | None]]:
     offset = 0
     while offset + NLMSGHDR.size <= len(received):
         length, kind, flags, sequence, _port = NLMSGHDR.unpack_from(received, offset)
-        if length < NLMSGHDR.size:
-            return  # malformed: nothing after it can be trusted
+        end = offset + length
+        if length < NLMSGHDR.size or end > len(received):
+            return  # malformed or cut short: nothing after it can be trusted
         if kind == NLMSG_ERROR:
+            if length < NLMSGHDR.size + NLMSGERR.size:
+                return
             (code,) = NLMSGERR.unpack_from(received, offset + NLMSGHDR.size)
-            end = offset + length
-            reason = _reason(received[offset + 2 * NLMSGHDR.size + 4 : end], flags)
-            yield sequence, NetlinkError(-code, reason) if code else None
+            # the attributes follow the code and the refused request's header
+            tail = received[offset + 2 * NLMSGHDR.size + NLMSGERR.size : end]
+            yield sequence, NetlinkError(-code, _reason(tail, flags)) if code else None
         offset += _aligned(length)
 
 

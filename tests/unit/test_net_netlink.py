@@ -178,4 +178,7 @@ def test_answers_are_acks_or_refusals_with_the_kernels_reason_when_it_gives_one(
 def test_a_malformed_answer_ends_the_parse_instead_of_looping() -> None:
     broken = netlink.NLMSGHDR.pack(3, NLMSG_ERROR, 0, 1, 0)  # a length shorter than a header
     assert list(netlink.acks(broken + answer(2, 0))) == []
-    assert list(netlink.acks(answer(3, 0)[:10])) == []  # cut short
+    assert list(netlink.acks(answer(3, 0)[:10])) == []  # cut short in the header
+    assert list(netlink.acks(answer(4, errno.EEXIST)[:18])) == []  # and in the error code
+    short = netlink.NLMSGHDR.pack(netlink.NLMSGHDR.size + 2, NLMSG_ERROR, 0, 5, 0) + bytes(2)
+    assert list(netlink.acks(short)) == []  # an error too short for its code
