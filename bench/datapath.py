@@ -48,12 +48,15 @@ def build_image() -> None:
     subprocess.run(["bash", str(REPO / "deploy" / "build-perf-image.sh")], check=True)
 
 
-def _server(network: str) -> tuple[str, str]:
+def _started(network: str, *command: str) -> str:
+    """A labelled container of the perf image running `command` on `network`: its name."""
     name = f"rtperf-{uuid.uuid4().hex[:6]}"
-    docker(
-        "run", "-d", "--label", LABEL, "--name", name, "--net", network, PERF_IMAGE,
-        "iperf3", "-s",
-    )  # fmt: skip
+    docker("run", "-d", "--label", LABEL, "--name", name, "--net", network, PERF_IMAGE, *command)
+    return name
+
+
+def _server(network: str) -> tuple[str, str]:
+    name = _started(network, "iperf3", "-s")
     fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
     return name, docker("inspect", "-f", fmt, name).stdout.strip()
 
@@ -86,10 +89,7 @@ def _netns(container: str) -> Path:
 
 def _kernel_first(network: str, address: str, ident: int) -> float:
     """The first echo from a container just started (its neighbours unresolved), in µs."""
-    name = f"rtperf-{uuid.uuid4().hex[:6]}"
-    docker(
-        "run", "-d", "--label", LABEL, "--name", name, "--net", network, PERF_IMAGE, "sleep", "600"
-    )
+    name = _started(network, "sleep", "600")
     try:
         echoer = echo.Echoer(netns_socket(_netns(name), echo.open_socket), address, ident)
         with contextlib.closing(echoer):
@@ -208,11 +208,7 @@ def run(networks: dict[str, str], samples: int = 16, iperf_pairs: int = 5) -> di
     try:
         for side in KERNEL_SIDES:
             servers[side] = _server(networks[side])
-            clients[side] = f"rtperf-{uuid.uuid4().hex[:6]}"
-            docker(
-                "run", "-d", "--label", LABEL, "--name", clients[side], "--net", networks[side],
-                PERF_IMAGE, "sleep", "600",
-            )  # fmt: skip
+            clients[side] = _started(networks[side], "sleep", "600")
         first: dict[str, list[float]] = {"routed": [], "bridge": []}
         rtt: dict[str, list[float]] = {"routed": [], "bridge": []}
         host_rtt: dict[str, list[float]] = {"routed": [], "bridge": []}
