@@ -7,7 +7,9 @@ Baseline: Docker's default IPAM cannot be called over a socket, so the A/B is ag
 plugin (bench.client: the same CherryPy stack and logging, every handler returns {}), which
 isolates routed's logic + store cost from the HTTP stack. Blocks run A B B A ... interleaved.
 With net_8, `noop_on_one_cpu` then shows the floor under them both: the no-op's own calls/s
-once its threads are held to one CPU, where waking a thread costs far less (bench.handoff).
+once its threads are held to one CPU, where waking a thread costs far less (bench.handoff);
+`net_on_one_cpu` the same for routed-net, whose default (ROUTED_CPUS=one) is that one CPU,
+against it free to use all (ROUTED_CPUS=all). The comparisons above run the no-op free.
 
 Each run records how many connections conntrack holds: every link that goes down (a veth
 deleted) makes the kernel walk that table for masqueraded connections, wherever MASQUERADE
@@ -178,15 +180,16 @@ def compare(
     return out
 
 
-def noop_on_one_cpu(sock: str, workload: Workload, pairs: int) -> dict[str, Any]:
-    """The no-op at net_8's load, free to use every CPU and held to one, interleaved: how much
-    of its own calls/s goes to waking threads on other CPUs (bench.handoff)."""
+def on_one_cpu(sock: str, workload: Workload, pairs: int) -> dict[str, Any]:
+    """A plugin at net_8's load, free to use every CPU and held to one, interleaved: how much
+    of its calls/s goes to waking threads on other CPUs (bench.handoff). Its own placement
+    (routed's ROUTED_CPUS) is put back afterwards."""
     pid = server_pid(Path(sock))
     if pid is None:
         raise RuntimeError(f"nobody serves {sock}")
     _kind, clients, rounds = BLOCKS["net_8"]
-    every_cpu = os.sched_getaffinity(pid)
-    cpus = {"any_cpu": every_cpu, "one_cpu": {handoff.one_cpu()}}
+    own = os.sched_getaffinity(pid)
+    cpus = {"any_cpu": os.sched_getaffinity(0), "one_cpu": {handoff.one_cpu()}}
     rates: dict[str, list[float]] = {side: [] for side in cpus}
     try:
         for i in range(pairs):
@@ -194,11 +197,10 @@ def noop_on_one_cpu(sock: str, workload: Workload, pairs: int) -> dict[str, Any]
                 handoff.hold(pid, cpus[side])
                 rates[side].append(block(sock, workload, clients, rounds)[1])
     finally:
-        handoff.hold(pid, every_cpu)
+        handoff.hold(pid, own)
     out: dict[str, Any] = {side: round(statistics.median(r), 1) for side, r in rates.items()}
     out["blocks"] = {side: [round(r, 1) for r in rs] for side, rs in rates.items()}
     out["one_cpu_vs_any"] = round(out["one_cpu"] / out["any_cpu"], 2)
-    out["round_trip"] = handoff.run()
     return out
 
 
@@ -226,7 +228,11 @@ def run(
                     routed, (noop_sock, workloads[kind]), clients, rounds, pairs
                 )
             if "net_8" in names:
-                results["noop_on_one_cpu"] = noop_on_one_cpu(noop_sock, workloads["net"], pairs)
+                results["noop_on_one_cpu"] = {
+                    **on_one_cpu(noop_sock, workloads["net"], pairs),
+                    "round_trip": handoff.run(),
+                }
+                results["net_on_one_cpu"] = on_one_cpu(sockets["net"], workloads["net"], pairs)
     finally:
         call(NET, "NetworkDriver.DeleteNetwork", {"NetworkID": network_id}, plugins)
         call(IPAM, "IpamDriver.ReleasePool", {"PoolID": pool}, plugins)

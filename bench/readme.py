@@ -97,7 +97,11 @@ MISSES: tuple[tuple[Callable[[dict[str, float]], bool], str], ...] = (
   and back), and each hand-off wakes a sleeping thread: here one round trip costs
   {trip_any:.0f} µs when the two threads may sit on different CPUs and {trip_one:.0f} µs on
   one. Held to one CPU, the no-op does {noop_one:.0f} calls/s instead of {noop_any:.0f}
-  (x{noop_gain:.2f}, the floor row above), so its own figure is mostly those wake-ups. Sampled
+  (x{noop_gain:.2f}, the floor row above), so its own figure is mostly those wake-ups.
+  Held to one CPU the same way (`ROUTED_CPUS=one`), routed-net does {net_one:.0f} calls/s
+  instead of {net_any:.0f} (x{net_gain:.2f}), and x{net_vs_held:.2f} of the no-op held to one
+  CPU too. That is not the default: in a burst of containers dockerd keeps every CPU busy,
+  and a service held to one cannot move to a freer one. Sampled
   with `py-spy --gil` at 8 clients, what holds routed-net's interpreter lock longest is waking
   another thread (the futex wake is made with the lock held); building the netlink requests,
   half of the lock's time before they were packed with `struct`, is now a few percent, and the
@@ -189,18 +193,32 @@ def _compared(ratio: float) -> str:
     return "faster" if ratio < 1 else "slower"
 
 
-def _floor_values(held: dict[str, Any] | None) -> dict[str, float]:
-    """The plugin API's floor (bench.handoff), NaN for a record from before it was kept."""
-    if held is None:
-        return dict.fromkeys(("trip_any", "trip_one", "noop_one", "noop_any", "noop_gain"), NAN)
-    trip = held["round_trip"]
-    return {
-        "trip_any": trip["round_trip_us_any_cpu"],
-        "trip_one": trip["round_trip_us_one_cpu"],
-        "noop_one": held["one_cpu"],
-        "noop_any": held["any_cpu"],
-        "noop_gain": held["one_cpu_vs_any"],
-    }
+_FLOOR = ("trip_any", "trip_one", "noop_one", "noop_any", "noop_gain")
+_PINNED = ("net_one", "net_any", "net_gain", "net_vs_held")
+
+
+def _floor_values(api: dict[str, Any]) -> dict[str, float]:
+    """The plugin API's floor (bench.handoff) and routed-net's gain on one CPU; NaN for a
+    record from before they were kept."""
+    held, pinned = api.get("noop_on_one_cpu"), api.get("net_on_one_cpu")
+    values = dict.fromkeys(_FLOOR + _PINNED, NAN)
+    if held is not None:
+        trip = held["round_trip"]
+        values.update(
+            trip_any=trip["round_trip_us_any_cpu"],
+            trip_one=trip["round_trip_us_one_cpu"],
+            noop_one=held["one_cpu"],
+            noop_any=held["any_cpu"],
+            noop_gain=held["one_cpu_vs_any"],
+        )
+    if held is not None and pinned is not None:
+        values.update(
+            net_one=pinned["one_cpu"],
+            net_any=pinned["any_cpu"],
+            net_gain=pinned["one_cpu_vs_any"],
+            net_vs_held=round(pinned["one_cpu"] / held["one_cpu"], 2),
+        )
+    return values
 
 
 KERNEL_NAMES = {
@@ -269,7 +287,7 @@ def bench_notes(r: dict[str, Any]) -> str:
         net8_ratio=api["net_8"]["throughput_ratio"],
         net8_p99=api["net_8"]["routed"]["p99_ms"],
         conntrack=api.get("conntrack_entries_before", "?"),
-        **_floor_values(api.get("noop_on_one_cpu")),
+        **_floor_values(api),
         cpus=r["machine"]["cpus"],
         tcp_ratio=data["tcp_ratio"],
         tcp_runs=len(data["routed"]["tcp_gbps"]),

@@ -278,6 +278,14 @@ def markdown(r: dict[str, Any]) -> str:
             f"hand-off {trip['round_trip_us_any_cpu']:.1f} µs",
             f"x{held['one_cpu_vs_any']:.2f}", "— (a floor, no target)", "—",
         ]))  # fmt: skip
+    if "net_on_one_cpu" in a:
+        held = a["net_on_one_cpu"]
+        rows.append(_row([
+            "3. ROUTED_CPUS: routed-net at 8 clients with all its threads on one CPU (`one`), "
+            "against the same free to use all (`all`, the default)",
+            f"one CPU: {held['one_cpu']:.0f} req/s", f"all CPUs: {held['any_cpu']:.0f} req/s",
+            f"x{held['one_cpu_vs_any']:.2f}", "— (the setting's gain, no target)", "—",
+        ]))  # fmt: skip
     i = r.get("ipam_alloc", {})
     if "cells" in i:
         worst = max(i["cells"], key=lambda c: c["ratio"])

@@ -4,9 +4,9 @@ Environment: ROUTED_DEFAULT_POOL (default 100.64.0.0/10) is carved into ROUTED_D
 (default 16) subnets for networks created without --subnet; ROUTED_DEFAULT_POOL6 (default
 fd00:100::/48, a ULA prefix) is carved into ROUTED_DEFAULT_PREFIX6 (default 64) subnets for
 `--ipv6` networks created without an IPv6 --subnet; plus common.config's ROUTED_*_DIR,
-ROUTED_LOG_LEVEL and common.settings' cluster settings (ROUTED_DATASTORE=etcd: pools shared
-across hosts, ipam.cluster). All are checked at start: a bad value stops the service with a
-message.
+ROUTED_LOG_LEVEL, common.affinity's ROUTED_CPUS and common.settings' cluster settings
+(ROUTED_DATASTORE=etcd: pools shared across hosts, ipam.cluster). All are checked at start:
+a bad value stops the service with a message.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from typing import TypeVar
 
-from common import logs
+from common import affinity, logs
 from common import settings as cluster_settings
 from common.config import IPAM_PLUGIN, Paths
 from common.server import claim_instance, serve
@@ -75,6 +75,7 @@ def main() -> None:
         DefaultPool(*default_pool6_config(os.environ)),
     ]
     settings = cluster_settings.load(os.environ, IPAM_PLUGIN)
+    log.info("%s", affinity.setup(os.environ, IPAM_PLUGIN))  # before any thread starts
     paths = Paths.from_env()
     _lock = claim_instance(paths, IPAM_PLUGIN)  # held until the process exits
     store = Store(paths.store_file(IPAM_PLUGIN))

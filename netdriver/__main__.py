@@ -5,7 +5,8 @@ ROUTED_RUN_DIR (/run/routed), ROUTED_STATE_DIR (/var/lib/routed), ROUTED_LOG_LEV
 the cluster settings of common.settings and the BGP settings of common.bgp, checked at start
 like routed-ipam's (a bad one stops both services alike). With BGP on, the announcer keeps
 the aggregates BIRD announces (netdriver.announce); with it off, an earlier run's go.
-ROUTED_USERLAND_PROXY and ROUTED_USERLAND_PROXY_PATH choose docker-proxy (netdriver.userland).
+ROUTED_USERLAND_PROXY and ROUTED_USERLAND_PROXY_PATH choose docker-proxy (netdriver.userland);
+ROUTED_CPUS where the threads run (common.affinity).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 
-from common import bgp, logs
+from common import affinity, bgp, logs
 from common import settings as cluster_settings
 from common.channel import ChannelClient
 from common.config import NET_PLUGIN, Paths
@@ -39,6 +40,7 @@ STOP_ANNOUNCER_S = 0.2
 def main() -> None:
     log = logs.setup(NET_PLUGIN)
     settings = cluster_settings.load(os.environ, NET_PLUGIN)
+    log.info("%s", affinity.setup(os.environ, NET_PLUGIN))  # before any thread starts
     log.info("datastore %s, node %s", settings.datastore, settings.node_name)
     bgp_settings = bgp.load(os.environ, NET_PLUGIN)
     proxy = userland_proxy(os.environ, NET_PLUGIN)

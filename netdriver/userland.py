@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import affinity
 from common.settings import BadSetting, merged
 from netdriver.ports import Forward, PortInUse, Reservation
 
@@ -42,6 +43,7 @@ KNOWN_PLACES = (
 MARK = "ROUTED_PROXY_ENDPOINT"
 START_S = 5.0  # for the status line: a proxy that never writes one is killed
 STOP_S = 2.0  # after SIGTERM; then SIGKILL
+_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # for a service started without one
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 log = logging.getLogger("routed.net.proxy")
 
@@ -69,12 +71,13 @@ class DockerProxy:
         assert forward is not None
         read_end, write_end = os.pipe()
         try:
-            pid = os.posix_spawn(
-                str(self.binary),
-                [str(self.binary), *_arguments(reservation, forward)],
-                {self.mark: owner, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
-                file_actions=[(os.POSIX_SPAWN_DUP2, write_end, 3)],
-            )
+            with affinity.as_given():
+                pid = os.posix_spawn(
+                    str(self.binary),
+                    [str(self.binary), *_arguments(reservation, forward)],
+                    {self.mark: owner, "PATH": os.environ.get("PATH", _PATH)},
+                    file_actions=[(os.POSIX_SPAWN_DUP2, write_end, 3)],
+                )
         finally:
             os.close(write_end)
         try:

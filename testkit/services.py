@@ -227,6 +227,16 @@ def wait_for_socket(path: Path, timeout: float, service: Service | None = None) 
     raise RuntimeError(f"{path} did not answer within {timeout} s\n{tail}")
 
 
+def cpu_lists(pid: int) -> set[str]:
+    """The CPU lists of all the process's threads, as the kernel writes them (0-1,3)."""
+    lists = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                lists.add(line.split()[1])
+    return lists
+
+
 def records(store: Path, kind: str) -> dict[str, Any]:
     """What a service stored of `kind`, read-only (safe while it runs: SQLite WAL)."""
     with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:

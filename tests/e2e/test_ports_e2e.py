@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from common import affinity
+from testkit.services import cpu_lists
 from tests.e2e import engine
 from tests.e2e.harness import (
     WEB,
@@ -202,7 +205,7 @@ def test_ipv6_published_port(dock: Docker, upstream: Upstream) -> None:
 
 
 def test_ipv4_only_container_is_published_on_ipv6_and_loopback(
-    dock: Docker, upstream: Upstream
+    dock: Docker, upstream: Upstream, plugins: dict[str, PluginProcess]
 ) -> None:
     """As dockerd 27+ does for bridge: IPv6 clients reach an IPv4-only container through
     docker-proxy, on every address of the host and on [::1]; the proxy goes with the port."""
@@ -212,7 +215,12 @@ def test_ipv4_only_container_is_published_on_ipv6_and_loopback(
     assert answers("::1", port)
     assert answers(HOST_SIDE6, port)
     assert "hello-" in upstream_get(upstream, HOST_SIDE6, port)
-    assert any(f"-host-port {port} " in line for line in proxies())
+    ours = [int(line.split()[0]) for line in proxies() if f"-host-port {port} " in line]
+    assert ours
+    # routed-net is held to one CPU here (ROUTED_CPUS=one); its proxies get what it was given
+    allowed = frozenset(os.sched_getaffinity(0))
+    assert cpu_lists(plugins["net"].pid) == {str(max(allowed))}
+    assert all(cpu_lists(pid) == {affinity.ranges(allowed)} for pid in ours), allowed
     docker("stop", "-t", "0", ctr)
     assert not any(f"-host-port {port} " in line for line in proxies())
 
