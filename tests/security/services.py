@@ -43,10 +43,15 @@ def descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
         current = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except FileNotFoundError:
+            continue  # it exited since its parent listed it: nothing below it either
         found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
+        for task in tasks:
             with contextlib.suppress(OSError):
-                todo += [int(c) for c in (task / "children").read_text().split()]
+                children = Path(f"/proc/{current}/task/{task}/children").read_text()
+                todo += [int(c) for c in children.split()]
     return found
 
 
