@@ -19,7 +19,6 @@ Holding a process to one CPU turns those wake-ups into plain switches on that CP
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -49,13 +48,6 @@ def one_cpu() -> int:
     """The CPU a process is held to for these measures: the last one it may use (the first
     tends to take most interrupts)."""
     return max(os.sched_getaffinity(0))
-
-
-def hold(pid: int, cpus: set[int]) -> None:
-    """Every thread of `pid` on `cpus` (new threads inherit it from their creator)."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
-            os.sched_setaffinity(int(tid), cpus)
 
 
 def _child(cpu: int | None) -> float:

@@ -8,8 +8,8 @@ plugin (bench.client: the same CherryPy stack and logging, every handler returns
 isolates routed's logic + store cost from the HTTP stack. Blocks run A B B A ... interleaved.
 With net_8, `noop_on_one_cpu` then shows the floor under them both: the no-op's own calls/s
 once its threads are held to one CPU, where waking a thread costs far less (bench.handoff);
-`net_on_one_cpu` the same for routed-net, whose default (ROUTED_CPUS=one) is that one CPU,
-against it free to use all (ROUTED_CPUS=all). The comparisons above run the no-op free.
+`net_on_one_cpu` the same for routed-net: that one CPU is what ROUTED_CPUS=one gives it, and
+free to use all is its default (ROUTED_CPUS=all). The comparisons above run both free.
 
 Each run records how many connections conntrack holds: every link that goes down (a veth
 deleted) makes the kernel walk that table for masqueraded connections, wherever MASQUERADE
@@ -49,6 +49,7 @@ from bench.stats import (
     run_alone,
     together,
 )
+from common import affinity
 from common.server import server_pid
 from common.unixhttp import UnixClient
 from testkit.services import IPAM, NET, PLUGIN_DIR, Layout, Service, make_root
@@ -194,10 +195,10 @@ def on_one_cpu(sock: str, workload: Workload, pairs: int) -> dict[str, Any]:
     try:
         for i in range(pairs):
             for side in rotated(list(cpus), i):
-                handoff.hold(pid, cpus[side])
+                affinity.hold(pid, cpus[side])
                 rates[side].append(block(sock, workload, clients, rounds)[1])
     finally:
-        handoff.hold(pid, own)
+        affinity.hold(pid, own)
     out: dict[str, Any] = {side: round(statistics.median(r), 1) for side, r in rates.items()}
     out["blocks"] = {side: [round(r, 1) for r in rs] for side, rs in rates.items()}
     out["one_cpu_vs_any"] = round(out["one_cpu"] / out["any_cpu"], 2)

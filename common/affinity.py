@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
 from common.config import IPAM_PLUGIN, NET_PLUGIN
@@ -93,7 +93,12 @@ def pin(cpus: frozenset[int]) -> None:
     """Every thread of this process, and those it starts later, on `cpus`."""
     global _given
     _given = _given or frozenset(os.sched_getaffinity(0))
-    for task in Path("/proc/self/task").iterdir():
+    hold(os.getpid(), cpus)
+
+
+def hold(pid: int, cpus: Collection[int]) -> None:
+    """Every thread of `pid` on `cpus` (new threads inherit it from their creator)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
             os.sched_setaffinity(int(task.name), cpus)
 
