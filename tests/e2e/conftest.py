@@ -79,9 +79,6 @@ def plugins(workdir: Path) -> Iterator[dict[str, PluginProcess]]:
         "ipam": PluginProcess("ipam", "routed-ipam", workdir),
         "net": PluginProcess("netdriver", "routed-net", workdir),
     }
-    # The non-default placement, so that it runs under every test here (the default, all,
-    # changes nothing); test_ports_e2e checks where the threads and their proxies run.
-    pair["net"].extra_env["ROUTED_CPUS"] = "one"
     try:
         for plugin in pair.values():
             plugin.start()

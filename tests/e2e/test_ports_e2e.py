@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -208,7 +209,28 @@ def test_ipv4_only_container_is_published_on_ipv6_and_loopback(
     dock: Docker, upstream: Upstream, plugins: dict[str, PluginProcess]
 ) -> None:
     """As dockerd 27+ does for bridge: IPv6 clients reach an IPv4-only container through
-    docker-proxy, on every address of the host and on [::1]; the proxy goes with the port."""
+    docker-proxy, on every address of the host and on [::1]; the proxy goes with the port.
+    routed-net runs held to one CPU here (ROUTED_CPUS=one), its proxies not."""
+    with one_cpu(plugins["net"]):
+        _published_on_ipv6_and_loopback(dock, upstream, plugins["net"])
+
+
+@contextlib.contextmanager
+def one_cpu(net: PluginProcess) -> Iterator[None]:
+    """routed-net restarted with ROUTED_CPUS=one, and back to the default afterwards (a
+    whole suite held to one CPU would change its timings)."""
+    net.extra_env["ROUTED_CPUS"] = "one"
+    try:
+        net.restart()
+        yield
+    finally:
+        del net.extra_env["ROUTED_CPUS"]
+        net.restart()
+
+
+def _published_on_ipv6_and_loopback(
+    dock: Docker, upstream: Upstream, net_plugin: PluginProcess
+) -> None:
     net = dock.network(*ROUTED)
     port = free_port()
     ctr = dock.run(net, "-p", f"{port}:80", cmd=WEB)
@@ -217,9 +239,8 @@ def test_ipv4_only_container_is_published_on_ipv6_and_loopback(
     assert "hello-" in upstream_get(upstream, HOST_SIDE6, port)
     ours = [int(line.split()[0]) for line in proxies() if f"-host-port {port} " in line]
     assert ours
-    # routed-net is held to one CPU here (ROUTED_CPUS=one); its proxies get what it was given
     allowed = frozenset(os.sched_getaffinity(0))
-    assert cpu_lists(plugins["net"].pid) == {str(max(allowed))}
+    assert cpu_lists(net_plugin.pid) == {str(max(allowed))}
     assert all(cpu_lists(pid) == {affinity.ranges(allowed)} for pid in ours), allowed
     docker("stop", "-t", "0", ctr)
     assert not any(f"-host-port {port} " in line for line in proxies())
