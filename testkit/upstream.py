@@ -55,6 +55,7 @@ class Upstream:
 
     @classmethod
     def create(cls) -> Upstream:
+        _refuse_another()
         tag = uuid.uuid4().hex[:6]
         upstream = cls(name=f"rte2e-up-{tag}", host_veth=f"rtup{tag}")
         ns = ("ip", "-n", upstream.name)
@@ -110,11 +111,46 @@ class Upstream:
         )
         return sh("ip", "netns", "exec", self.name, sys.executable, "-c", probe, check=False)
 
+    def paths(self) -> str:
+        """What decides whether a connection from here to the host gets its answers: the
+        host's route back, which links hold HOST_SIDE, and the chains a forwarded packet
+        meets; for an assertion's message."""
+        parts = [
+            f"route back: {sh('ip', 'route', 'get', UPSTREAM_SIDE, check=False).strip()}",
+            f"links holding {HOST_SIDE}: {', '.join(_holders()) or 'none'}",
+        ]
+        for table, chains in (("nat", ("PREROUTING", "ROUTED-DNAT")), ("filter", ("FORWARD",))):
+            listing = sh("iptables-save", "-t", table, check=False).splitlines()
+            parts += [
+                line for line in listing if line.startswith(tuple(f"-A {c} " for c in chains))
+            ]
+        return "\n".join(parts)
+
     def destroy(self) -> None:
-        if self.echo is not None:
-            self.echo.kill()
-            self.echo.wait(timeout=5)
-        sh("ip", "route", "del", f"{OUTSIDE}/32", check=False)
-        sh("ip", "-6", "route", "del", f"{OUTSIDE6}/128", check=False)
-        sh("ip", "link", "del", self.host_veth, check=False)
-        sh("ip", "netns", "del", self.name, check=False)
+        try:
+            if self.echo is not None:
+                self.echo.kill()
+                self.echo.wait(timeout=5)
+        finally:  # the link and its address must go whatever: the next upstream reuses both
+            sh("ip", "route", "del", f"{OUTSIDE}/32", check=False)
+            sh("ip", "-6", "route", "del", f"{OUTSIDE6}/128", check=False)
+            sh("ip", "link", "del", self.host_veth, check=False)
+            sh("ip", "netns", "del", self.name, check=False)
+
+
+def _holders() -> list[str]:
+    """The host's links that have HOST_SIDE."""
+    listing = sh("ip", "-o", "-4", "addr", "show", "to", f"{HOST_SIDE}/32", check=False)
+    return [line.split()[1] for line in listing.splitlines()]
+
+
+def _refuse_another() -> None:
+    """Every upstream has the same addresses: with two at once, the host's answers go out
+    by whichever link it finds first, and connections from the other time out."""
+    holders = _holders()
+    if holders:
+        raise AssertionError(
+            f"{HOST_SIDE} is already on {', '.join(holders)}: another upstream namespace is "
+            "up (a test or benchmark still running, or one killed before its clean-up); "
+            "remove it (`ip link del` that link) before starting another"
+        )

@@ -33,6 +33,7 @@ from tests.e2e.harness import (
 from tests.e2e.upstream import HOST_SIDE, HOST_SIDE6, Upstream
 
 ROUTED = ("-d", "routed-net", "--ipam-driver", "routed-ipam")
+RETRY_S = 3
 
 
 def fetch_in(dock: Docker, container: str, host: str, port: int) -> str:
@@ -82,6 +83,20 @@ def answers(host: str, port: int, text: str = "hello-") -> bool:
 
 
 def upstream_get(router: Upstream, host: str, port: int) -> str:
+    """The page at host:port as the upstream namespace gets it; on a failure, what went wrong
+    and the paths that decide it, for the assertion's message. Whether a retry a few seconds
+    later answers tells a window that closes from a path that stays broken; its page is not
+    returned, so the assertion still fails."""
+    answer = _get_from(router, host, port)
+    if "hello-" in answer:
+        return answer
+    time.sleep(RETRY_S)
+    later = "answered" if "hello-" in _get_from(router, host, port) else "failed too"
+    error = answer.strip().splitlines()[-1:]  # the exception, not its traceback
+    return f"{''.join(error)}\na retry {RETRY_S} s later {later}\n{router.paths()}"
+
+
+def _get_from(router: Upstream, host: str, port: int) -> str:
     probe = (
         "import urllib.request as u; "
         f"print(u.urlopen('http://{'[' + host + ']' if ':' in host else host}:{port}/', "
