@@ -3,6 +3,9 @@
 The no-op plugin is the baseline of the plugin API benchmark: the same server stack as the real
 services (common.server: CherryPy/cheroot on a unix socket, PluginApp, the same logging), with
 every handler returning {}. Run it as `python -m bench.client <dir>`: it serves <dir>/noop.sock.
+With `--hand-off`, the calls on which routed-net sends netlink requests from its netlink thread
+(HANDED_OFF) each wait for a no-op job on a thread of the plugin's own, as routed-net waits for
+that thread: routed-net's structure without its work, the floor under it at several clients.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,9 @@ NOOP_METHODS = (
     "NetworkDriver.Join",
     "NetworkDriver.Leave",
 )
+# routed-net's calls that wait for its netlink thread (the veth pair, then the routes going)
+HANDED_OFF = ("NetworkDriver.CreateEndpoint", "NetworkDriver.Leave")
+HAND_OFF_TIMEOUT_S = 30
 
 
 class KeepAlive:
@@ -50,13 +58,26 @@ class KeepAlive:
         self._client.close()
 
 
-def serve_noop(directory: Path) -> None:
+def noop_handlers(hand_off: bool = False) -> dict[str, Callable[[Any], Any]]:
+    """Every method answers {}; with `hand_off`, HANDED_OFF's only once a job on a thread of
+    their own has run."""
+    handlers: dict[str, Callable[[Any], Any]] = {
+        method: lambda _body: {} for method in NOOP_METHODS
+    }
+    if hand_off:
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hand-off")
+        for method in HANDED_OFF:
+            handlers[method] = lambda _body: thread.submit(dict).result(HAND_OFF_TIMEOUT_S)
+    return handlers
+
+
+def serve_noop(directory: Path, hand_off: bool = False) -> None:
     from common import logs
     from common.config import Paths
     from common.server import PluginApp, serve
 
     logs.setup("routed-noop")
-    handlers: dict[str, Any] = {method: lambda _body: {} for method in NOOP_METHODS}
+    handlers = noop_handlers(hand_off)
     app = PluginApp(name="noop", implements=["IpamDriver", "NetworkDriver"], handlers=handlers)
     serve(app, Paths(plugin_dir=directory, run_dir=directory, state_dir=directory))
 
@@ -64,4 +85,4 @@ def serve_noop(directory: Path) -> None:
 if __name__ == "__main__":
     if os.geteuid() != 0:
         print("warning: not root", file=sys.stderr)
-    serve_noop(Path(sys.argv[1]))
+    serve_noop(Path(sys.argv[1]), hand_off="--hand-off" in sys.argv[2:])

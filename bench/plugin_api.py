@@ -9,7 +9,9 @@ isolates routed's logic + store cost from the HTTP stack. Blocks run A B B A ...
 With net_8, `noop_on_one_cpu` then shows the floor under them both: the no-op's own calls/s
 once its threads are held to one CPU, where waking a thread costs far less (bench.handoff);
 `net_on_one_cpu` the same for routed-net: that one CPU is what ROUTED_CPUS=one gives it, and
-free to use all is its default (ROUTED_CPUS=all). The comparisons above run both free.
+free to use all is its default (ROUTED_CPUS=all); and `net_8_vs_hand_off` routed-net against a
+no-op that hands off to a thread of its own where routed-net does (bench.client --hand-off).
+The comparisons, but the ones on one CPU, run both free.
 
 Each run records how many connections conntrack holds: every link that goes down (a veth
 deleted) makes the kernel walk that table for masqueraded connections, wherever MASQUERADE
@@ -70,11 +72,11 @@ PAIRS = 4  # A/B pairs of blocks per comparison
 
 
 @contextmanager
-def noop_plugin() -> Iterator[str]:
+def noop_plugin(*flags: str) -> Iterator[str]:
     directory = Path(tempfile.mkdtemp(prefix="rtbench-noop-", dir="/tmp"))
     noop = Service("noop", Layout(directory, plugins=directory))
     try:
-        noop.start([sys.executable, "-m", "bench.client", str(directory)], timeout=20)
+        noop.start([sys.executable, "-m", "bench.client", str(directory), *flags], timeout=20)
         yield str(noop.layout.socket("noop"))
     finally:
         noop.stop()
@@ -205,6 +207,15 @@ def on_one_cpu(sock: str, workload: Workload, pairs: int) -> dict[str, Any]:
     return out
 
 
+def against_hand_off(routed: tuple[str, Workload], pairs: int) -> dict[str, Any]:
+    """net_8 against the no-op that waits for a thread of its own where routed-net waits for
+    its netlink thread (bench.client --hand-off): what routed-net's work costs on top of its
+    structure, both free to use every CPU."""
+    _kind, clients, rounds = BLOCKS["net_8"]
+    with noop_plugin("--hand-off") as hand_off_sock:
+        return compare(routed, (hand_off_sock, routed[1]), clients, rounds, pairs)
+
+
 def run(
     plugins: Path = PLUGIN_DIR, names: Collection[str] = tuple(BLOCKS), pairs: int = PAIRS
 ) -> dict[str, Any]:
@@ -234,6 +245,10 @@ def run(
                     "round_trip": handoff.run(),
                 }
                 results["net_on_one_cpu"] = on_one_cpu(sockets["net"], workloads["net"], pairs)
+        if "net_8" in names:
+            results["net_8_vs_hand_off"] = against_hand_off(
+                (sockets["net"], workloads["net"]), pairs
+            )
     finally:
         call(NET, "NetworkDriver.DeleteNetwork", {"NetworkID": network_id}, plugins)
         call(IPAM, "IpamDriver.ReleasePool", {"PoolID": pool}, plugins)

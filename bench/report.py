@@ -286,6 +286,17 @@ def markdown(r: dict[str, Any]) -> str:
             f"one CPU: {held['one_cpu']:.0f} req/s", f"all CPUs: {held['any_cpu']:.0f} req/s",
             f"x{held['one_cpu_vs_any']:.2f}", "— (the setting's gain, no target)", "—",
         ]))  # fmt: skip
+    if "net_8_vs_hand_off" in a:
+        c = a["net_8_vs_hand_off"]
+        ro, no = c["routed"], c["noop"]
+        rows.append(_row([
+            "3. plugin API floor under routed-net: the 8-client workload against the no-op that "
+            "waits for a thread of its own on CreateEndpoint and Leave, where routed-net waits "
+            "for its netlink thread (its structure without its work)",
+            f"p50 {ro['p50_ms']:.2f} / p99 {ro['p99_ms']:.2f} ms, {ro['calls_per_s']:.0f} req/s",
+            f"p50 {no['p50_ms']:.2f} / p99 {no['p99_ms']:.2f} ms, {no['calls_per_s']:.0f} req/s",
+            f"throughput x{c['throughput_ratio']:.2f}", "— (a floor, no target)", "—",
+        ]))  # fmt: skip
     i = r.get("ipam_alloc", {})
     if "cells" in i:
         worst = max(i["cells"], key=lambda c: c["ratio"])
