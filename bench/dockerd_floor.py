@@ -45,7 +45,7 @@ from pyroute2 import IPRoute, netns
 
 from bench import burst, services
 from bench.docker_start import BASELINES
-from bench.stats import docker_version, machine, ratios, rotated, run_alone
+from bench.stats import docker_version, machine, ratios, rotated, run_alone, stat_fields
 from common.config import Paths
 from testkit.docker import LABEL, Docker, docker, host_links
 from testkit.services import PluginProcess
@@ -280,11 +280,9 @@ class Cpu:
 
 def process_cpu(pid: int) -> tuple[int, int]:
     """(utime+stime, cutime+cstime) in ticks; 0s for a process that has gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None:
         return 0, 0
-    fields = stat.rsplit(")", 1)[1].split()  # after the command, which may hold spaces
     return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
 
 

@@ -13,7 +13,9 @@ free to use all is its default (ROUTED_CPUS=all); and `net_8_vs_hand_off` routed
 no-op that hands off to a thread of its own where routed-net does (bench.client --hand-off).
 The comparisons, but the ones on one CPU, run both free.
 
-Each run records how many connections conntrack holds: every link that goes down (a veth
+Each comparison records the CPU time each server spends per call, in user mode (its Python,
+one thread at a time under the interpreter lock) and in the kernel. Each run records how many
+connections conntrack holds: every link that goes down (a veth
 deleted) makes the kernel walk that table for masqueraded connections, wherever MASQUERADE
 rules exist (dockerd's, routed's), which slows the workloads here markedly once the table is
 large; the no-op plugin deletes no link. `make bench` therefore runs this
@@ -45,6 +47,7 @@ from bench import handoff
 from bench.client import KeepAlive
 from bench.stats import (
     conntrack_entries,
+    cpu_times_s,
     own_netns,
     percentile,
     rotated,
@@ -154,22 +157,38 @@ def block(sock: str, workload: Workload, clients: int, rounds: int) -> tuple[lis
     return samples, len(samples) / wall
 
 
+def serving(sock: str) -> int:
+    """The pid of the process that serves `sock`."""
+    pid = server_pid(Path(sock))
+    if pid is None:
+        raise RuntimeError(f"nobody serves {sock}")
+    return pid
+
+
 def compare(
     routed: tuple[str, Workload], noop: tuple[str, Workload], clients: int, rounds: int, pairs: int
 ) -> dict[str, Any]:
     lat: dict[str, list[float]] = {"routed": [], "noop": []}
     tput: dict[str, list[float]] = {"routed": [], "noop": []}
+    cpu = {"routed": [0.0, 0.0], "noop": [0.0, 0.0]}  # the server's user, system seconds
     sides = {"routed": routed, "noop": noop}
+    pids = {side: serving(sock) for side, (sock, _work) in sides.items()}
     block(*routed, clients, max(2, rounds // 10))  # warm-up
     block(*noop, clients, max(2, rounds // 10))
     for i in range(pairs):
         for side in rotated(["routed", "noop"], i):
+            before = cpu_times_s(pids[side])
             samples, rate = block(*sides[side], clients, rounds)
+            after = cpu_times_s(pids[side])
+            cpu[side] = [sum_ + a - b for sum_, a, b in zip(cpu[side], after, before, strict=True)]
             lat[side] += samples
             tput[side].append(rate)
     out: dict[str, Any] = {"clients": clients, "rounds_per_client": rounds, "blocks": pairs}
     for side in ("routed", "noop"):
+        user_s, system_s = cpu[side]
         out[side] = {
+            "user_us_per_call": round(user_s / len(lat[side]) * 1e6),
+            "system_us_per_call": round(system_s / len(lat[side]) * 1e6),
             "calls": len(lat[side]),
             "p50_ms": round(percentile(lat[side], 0.5), 3),
             "p99_ms": round(percentile(lat[side], 0.99), 3),
@@ -187,9 +206,7 @@ def on_one_cpu(sock: str, workload: Workload, pairs: int) -> dict[str, Any]:
     """A plugin at net_8's load, free to use every CPU and held to one, interleaved: how much
     of its calls/s goes to waking threads on other CPUs (bench.handoff). Its own placement
     (routed's ROUTED_CPUS) is put back afterwards."""
-    pid = server_pid(Path(sock))
-    if pid is None:
-        raise RuntimeError(f"nobody serves {sock}")
+    pid = serving(sock)
     _kind, clients, rounds = BLOCKS["net_8"]
     own = os.sched_getaffinity(pid)
     cpus = {"any_cpu": os.sched_getaffinity(0), "one_cpu": {handoff.one_cpu()}}

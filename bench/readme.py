@@ -104,7 +104,11 @@ MISSES: tuple[tuple[Callable[[dict[str, float]], bool], str], ...] = (
   and a service held to one cannot move to a freer one. The no-op that waits for a thread of
   its own on the two calls where routed-net waits for its netlink thread, and does nothing
   else, serves {handed_rate:.0f} calls/s with p99 {handed_p99:.1f} ms: routed-net, with its
-  kernel work, store and channel on top, does x{handed_ratio:.2f} of that. Sampled
+  kernel work, store and channel on top, does x{handed_ratio:.2f} of that. What it adds runs one
+  call at a time: per call at 8 clients routed-net spends {net8_user:.0f} µs in user mode (its
+  Python, under the interpreter lock) and {net8_system:.0f} µs in the kernel, the no-op
+  {noop8_user:.0f} and {noop8_system:.0f} µs, and routed-net serves {net1_rate:.0f} calls/s with
+  one client and {net8_rate:.0f} with 8. Sampled
   with `py-spy --gil` at 8 clients, what holds routed-net's interpreter lock longest is waking
   another thread (the futex wake is made with the lock held); building the netlink requests,
   half of the lock's time before they were packed with `struct`, is now a few percent, and the
@@ -232,6 +236,20 @@ def _floor_values(api: dict[str, Any]) -> dict[str, float]:
     return values
 
 
+def _cpu_values(api: dict[str, Any]) -> dict[str, float]:
+    """CPU per call at 8 clients and routed-net's calls/s at 1 and 8; NaN for a record from
+    before the CPU was kept."""
+    routed, noop = api["net_8"]["routed"], api["net_8"]["noop"]
+    return {
+        "net8_user": routed.get("user_us_per_call", NAN),
+        "net8_system": routed.get("system_us_per_call", NAN),
+        "noop8_user": noop.get("user_us_per_call", NAN),
+        "noop8_system": noop.get("system_us_per_call", NAN),
+        "net1_rate": api["net_1"]["routed"]["calls_per_s"],
+        "net8_rate": routed["calls_per_s"],
+    }
+
+
 KERNEL_NAMES = {
     "first_packet_us": "first packet",
     "rtt_c2c_p50_us": "RTT container to container",
@@ -297,6 +315,7 @@ def bench_notes(r: dict[str, Any]) -> str:
         net_p50=api["net_1"]["routed"]["p50_ms"],
         net8_ratio=api["net_8"]["throughput_ratio"],
         net8_p99=api["net_8"]["routed"]["p99_ms"],
+        **_cpu_values(api),
         conntrack=api.get("conntrack_entries_before", "?"),
         **_floor_values(api),
         cpus=r["machine"]["cpus"],

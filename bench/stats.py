@@ -124,6 +124,25 @@ def machine() -> dict[str, Any]:
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command (which may hold spaces), from the state on;
+    None for a process that has gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def cpu_times_s(pid: int) -> tuple[float, float]:
+    """A process's (user, system) CPU seconds so far, its threads' included; 0s once gone."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def conntrack_entries() -> int | None:
     """Connections the kernel tracks in this network namespace; None without conntrack."""
     try:
