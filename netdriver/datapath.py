@@ -67,6 +67,19 @@ IFREQ_INDEX = struct.Struct(f"{IFNAMSIZ}si")  # struct ifreq as SIOCGIFINDEX tak
 SIOCGIFINDEX = 0x8933  # include/uapi/linux/sockios.h
 MAIN_TABLE = DEFAULT_TABLE
 
+# Each host end's IPv4 settings (/proc/sys/net/ipv4/conf/<host end>), by IPV4_DEVCONF_* index.
+IPV4_CONF = {
+    netlink.IPV4_FORWARDING: 1,
+    netlink.IPV4_PROXY_ARP: 1,  # the host end answers the container's ARP for its gateway
+    # Strict reverse-path check: a container can only send from its own address(es),
+    # which the subnet-based isolation rules rely on (Calico's Felix sets the same).
+    netlink.IPV4_RP_FILTER: 1,
+    # The host's own connections to a published port (127.0.0.1:HOSTPORT, DNATed in
+    # OUTPUT) leave from 127.0.0.1 by this veth: the kernel refuses that without it.
+    netlink.IPV4_ROUTE_LOCALNET: 1,
+}
+PROXY_DELAY_MS = 0  # otherwise the kernel delays each proxied ARP reply by up to 0.8 s
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -78,8 +91,8 @@ class DatapathError(PluginError):
 
 def _write_sysctl(path: Path | str, value: str) -> None:
     # /proc/sys/net shows the network namespace of the writing process: ours, the host's.
-    # Plain descriptors, not pathlib's text files: a CreateEndpoint sets five of these on the
-    # netlink thread, and pathlib's Python work cost several times the kernel's.
+    # Plain descriptors, not pathlib's text files: a CreateEndpoint with IPv6 sets four of
+    # these on the netlink thread, and pathlib's Python work cost several times the kernel's.
     # Read first, written only when it differs: a read-only /proc/sys is fine if all is set.
     wanted = value.encode()
     try:
@@ -286,7 +299,7 @@ class LinuxDatapath:
     ) -> None:
         # The same endpoint again (a replayed call) while the reaper still has it: let it finish.
         self._wait_reaped(lambda: host_veth not in self._pending, deadlines.REAP_S, host_veth)
-        versions = sorted({attached.container_ip.version for attached in attachments})
+        versions = {attached.container_ip.version for attached in attachments}
         mac = peer_mac or _derived_mac(host_veth)
         try:
             host = self._indexes.of(host_veth)
@@ -297,8 +310,11 @@ class LinuxDatapath:
             else:  # a replay or reconcile: the pair may be half made, or changed since
                 host_end = netlink.set_link(host, mtu, up=True, group=0)  # not doomed after all
                 steps = [host_end, *self._peer_mtu(peer, mtu)]
-            self._set_sysctls_of(host_veth, versions)  # before carrier (fresh) or "up"
-            self._session.run(*steps, *_host_side(host, attachments, mac if fresh else None))
+            if 6 in versions:
+                self._set_ipv6_sysctls(host_veth)  # before carrier (fresh) or "up"
+            settings = _ipv4_settings(host) if 4 in versions else []
+            host_side = _host_side(host, attachments, mac if fresh else None)
+            self._session.run(*settings, *steps, *host_side)
         except NetlinkError as err:
             raise DatapathError(f"cannot set up {host_veth}: {err}") from None
 
@@ -332,38 +348,21 @@ class LinuxDatapath:
             _delete_link(self._session, index)
             self._session.run(create)
 
-    @classmethod
-    def _set_sysctls_of(cls, host_veth: str, versions: Sequence[int]) -> None:
-        # IPv6's must come before the link-local address the kernel makes at "up" (or, on
-        # a link already up, when it gets carrier): that address must skip DAD.
-        for version in versions:
-            cls._set_sysctls(host_veth, version)
-
     @staticmethod
-    def _set_sysctls(host_veth: str, version: int = 4) -> None:
-        # Paths as text: a CreateEndpoint runs this on the netlink thread (see _write_sysctl).
-        if version == 6:
-            conf = f"{SYSCTL6}/conf/{host_veth}"
-            # No duplicate-address detection on the host end: its own link-local address
-            # must be usable at once, since the kernel sends neighbour solicitations to the
-            # container from it; while it is "tentative" (~1-2 s) no solicitation goes out
-            # at all and the first forwarded packets wait. (Only one peer sits on this link.)
-            _write_sysctl(f"{conf}/accept_dad", "0")
-            _write_sysctl(f"{conf}/disable_ipv6", "0")  # with 1 the kernel refuses addresses
-            _write_sysctl(f"{conf}/accept_ra", "0")  # a container must not be our router
-            _write_sysctl(f"{conf}/forwarding", "1")
-            return
-        conf = f"{SYSCTL}/conf/{host_veth}"
-        _write_sysctl(f"{conf}/proxy_arp", "1")
-        # Without this the kernel delays each proxied ARP reply by up to 0.8 s.
-        _write_sysctl(f"{SYSCTL}/neigh/{host_veth}/proxy_delay", "0")
+    def _set_ipv6_sysctls(host_veth: str) -> None:
+        # Before the link-local address the kernel makes at "up" (or, on a link already up,
+        # when it gets carrier): that address must skip DAD. Through /proc/sys: the kernel
+        # takes no IPv6 settings through netlink. Paths as text: a CreateEndpoint runs this
+        # on the netlink thread (see _write_sysctl).
+        conf = f"{SYSCTL6}/conf/{host_veth}"
+        # No duplicate-address detection on the host end: its own link-local address
+        # must be usable at once, since the kernel sends neighbour solicitations to the
+        # container from it; while it is "tentative" (~1-2 s) no solicitation goes out
+        # at all and the first forwarded packets wait. (Only one peer sits on this link.)
+        _write_sysctl(f"{conf}/accept_dad", "0")
+        _write_sysctl(f"{conf}/disable_ipv6", "0")  # with 1 the kernel refuses addresses
+        _write_sysctl(f"{conf}/accept_ra", "0")  # a container must not be our router
         _write_sysctl(f"{conf}/forwarding", "1")
-        # Strict reverse-path check: a container can only send from its own address(es),
-        # which the subnet-based isolation rules rely on (Calico's Felix sets the same).
-        _write_sysctl(f"{conf}/rp_filter", "1")
-        # The host's own connections to a published port (127.0.0.1:HOSTPORT, DNATed in
-        # OUTPUT) leave from 127.0.0.1 by this veth: the kernel refuses that without it.
-        _write_sysctl(f"{conf}/route_localnet", "1")
 
     def delete_endpoint(self, host_veth: str, container_ips: Sequence[IPAddress]) -> None:
         """Remove the routes now, and the pair on the reaper thread."""
@@ -427,6 +426,16 @@ class LinuxDatapath:
         except NetlinkError as err:
             if err.code != errno.ESRCH:
                 raise DatapathError(f"cannot delete unreachable {prefix}: {err}") from None
+
+
+def _ipv4_settings(index: int) -> list[Request]:
+    """The host end's IPv4 settings, sent in the endpoint's batch: through /proc/sys each
+    took several system calls of its own, and each of those lets another thread take the
+    interpreter lock, waking it."""
+    return [
+        netlink.set_ipv4_conf(index, IPV4_CONF),
+        netlink.set_proxy_delay(index, PROXY_DELAY_MS),
+    ]
 
 
 def _host_side(

@@ -18,7 +18,7 @@ import errno
 import ipaddress
 import socket
 import struct
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from pyroute2 import NetlinkError
@@ -44,6 +44,7 @@ from pyroute2.netlink.rtnl import (
     RTM_NEWLINK,
     RTM_NEWNEIGH,
     RTM_NEWROUTE,
+    RTM_SETNEIGHTBL,
     rt_scope,
     rt_type,
 )
@@ -56,25 +57,32 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 RECEIVE_BYTES = 65536  # ample: an answer is an ACK, or an error with its request's header
 
-# include/uapi/linux/netlink.h and rtnetlink.h, if_link.h, if_addr.h, neighbour.h, veth.h
+# include/uapi/linux/netlink.h and rtnetlink.h, if_link.h, if_addr.h, neighbour.h, veth.h, ip.h
 NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence number, port id
 NLMSGERR = struct.Struct("=i")  # the error code that follows an NLMSG_ERROR's header
 NLA = struct.Struct("=HH")  # an attribute's length and type
 U32 = struct.Struct("=I")
+U64 = struct.Struct("=Q")
 IFINFOMSG = struct.Struct("=BxHiII")  # family, device type, index, flags, change
 IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, index
 # family, dst and src length, tos, table, protocol, scope, type, flags
 RTMSG = struct.Struct("=BBBBBBBBI")
 NDMSG = struct.Struct("=BxxxiHBB")  # family, index, state, flags, type
+NDTMSG = struct.Struct("=Bxxx")  # family
 NETLINK_EXT_ACK, NETLINK_CAP_ACK = 11, 10  # socket options: the kernel's reasons, no echo
 NLM_F_ACK_TLVS = 0x200  # an error's flag: attributes follow its request's header
 NLMSGERR_ATTR_MSG = 1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_GROUP = 1, 3, 4, 18, 27
 IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES = 31, 32
+IFLA_AF_SPEC, IFLA_INET_CONF = 26, 1
+# include/uapi/linux/ip.h: an IPv4 setting's index in IFLA_INET_CONF
+IPV4_FORWARDING, IPV4_PROXY_ARP, IPV4_RP_FILTER, IPV4_ROUTE_LOCALNET = 1, 3, 8, 26
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 RTA_DST, RTA_OIF = 1, 4
 NDA_DST, NDA_LLADDR = 1, 2
+NDTA_NAME, NDTA_PARMS, NDTPA_IFINDEX, NDTPA_PROXY_DELAY = 1, 6, 1, 13
+ARP_TABLE = "arp_cache"  # the kernel's name for IPv4's neighbour table (arp_tbl.id)
 
 
 @dataclass(frozen=True)
@@ -284,6 +292,22 @@ def delete_link(index: int) -> Request:
 def delete_group(group: int) -> Request:
     """Every link of the group, in one unregistration (an empty group is fine)."""
     return Request(RTM_DELLINK, 0, _link() + _u32(IFLA_GROUP, group), frozenset({errno.ENODEV}))
+
+
+def set_ipv4_conf(index: int, settings: Mapping[int, int]) -> Request:
+    """The link's IPv4 settings, as in /proc/sys/net/ipv4/conf/<link>: each key an
+    IPV4_DEVCONF_* index (include/uapi/linux/ip.h), the others left as they are."""
+    values = b"".join(_u32(key, value) for key, value in sorted(settings.items()))
+    af_spec = _attr(IFLA_AF_SPEC, _attr(socket.AF_INET, _attr(IFLA_INET_CONF, values)))
+    return Request(RTM_NEWLINK, 0, _link(index) + af_spec)
+
+
+def set_proxy_delay(index: int, delay_ms: int) -> Request:
+    """How long the kernel holds back a proxied ARP answer on the link, as in
+    /proc/sys/net/ipv4/neigh/<link>/proxy_delay (there in ticks)."""
+    parameters = _u32(NDTPA_IFINDEX, index) + _attr(NDTPA_PROXY_DELAY, U64.pack(delay_ms))
+    body = NDTMSG.pack(socket.AF_INET) + _name(NDTA_NAME, ARP_TABLE) + _attr(NDTA_PARMS, parameters)
+    return Request(RTM_SETNEIGHTBL, 0, body)
 
 
 def add_address(index: int, ip: IPAddress, flags: int = 0) -> Request:

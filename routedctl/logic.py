@@ -21,7 +21,8 @@ from routedctl.state import Aggregates, BgpState, HostLink, Probe, Snapshot
 Severity = Literal["problem", "note"]
 
 # What routed-net's data path sets on a host veth for each address family its endpoint has
-# (netdriver/datapath.py, _set_sysctls), relative to /proc/sys/net, the interface left out.
+# (netdriver/datapath.py: IPV4_CONF, PROXY_DELAY_MS, _set_ipv6_sysctls), relative to
+# /proc/sys/net, the interface left out.
 # proxy_delay=0: otherwise the first packet waits up to 0.8 s; accept_dad=0: otherwise the
 # veth's link-local address stays tentative and no neighbour solicitation goes out.
 EXPECTED_SYSCTLS: dict[int, dict[str, str]] = {

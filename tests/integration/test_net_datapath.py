@@ -46,6 +46,9 @@ def test_create_endpoint_builds_the_host_side(host):
     assert sysctl(f"conf/{HOST_VETH}/proxy_arp") == "1"
     assert sysctl(f"neigh/{HOST_VETH}/proxy_delay") == "0"
     assert sysctl(f"conf/{HOST_VETH}/forwarding") == "1"
+    # 0 by default in a fresh netns: these come from the endpoint's netlink batch
+    assert sysctl(f"conf/{HOST_VETH}/rp_filter") == "1"
+    assert sysctl(f"conf/{HOST_VETH}/route_localnet") == "1"
     assert sysctl("ip_forward") == "1"
 
 

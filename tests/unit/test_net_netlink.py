@@ -15,6 +15,7 @@ from pyroute2.netlink import NLM_F_ACK, NLMSG_DONE, NLMSG_ERROR, nlmsg
 from pyroute2.netlink.rtnl import RTM_NEWLINK
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, IFA_F_NOPREFIXROUTE
 from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
+from pyroute2.netlink.rtnl.ndtmsg import ndtmsg
 
 from common.bgp import RTPROT_ROUTED
 from netdriver import netlink
@@ -132,6 +133,40 @@ def headers(data: bytes) -> list[dict[str, int]]:
         found.append(message["header"])
         offset += message["header"]["length"]
     return found
+
+
+def attributes(raw: bytes) -> dict[int, bytes]:
+    """Netlink attributes by type (each type once)."""
+    found, offset = {}, 0
+    while offset < len(raw):
+        length, kind = netlink.NLA.unpack_from(raw, offset)
+        found[kind] = raw[offset + netlink.NLA.size : offset + length]
+        offset += (length + 3) & ~3
+    return found
+
+
+def test_ipv4_settings_go_as_the_links_af_spec_only_those_given() -> None:
+    request = netlink.set_ipv4_conf(7, {netlink.IPV4_RP_FILTER: 1, netlink.IPV4_FORWARDING: 0})
+    assert request.kind == RTM_NEWLINK and request.flags == 0
+    family, _type, index, flags, change = netlink.IFINFOMSG.unpack_from(request.body)
+    assert (family, index, flags, change) == (0, 7, 0, 0)  # the link's state untouched
+    [af_spec] = attributes(request.body[netlink.IFINFOMSG.size :]).values()
+    [inet] = attributes(af_spec).items()
+    assert inet[0] == socket.AF_INET
+    conf = attributes(attributes(inet[1])[netlink.IFLA_INET_CONF])
+    assert {key: netlink.U32.unpack(value)[0] for key, value in conf.items()} == {1: 0, 8: 1}
+
+
+def test_proxy_delay_is_the_links_parameter_in_the_arp_table() -> None:
+    request = netlink.set_proxy_delay(7, 0)
+    message = ndtmsg(netlink.encode([request], 1))
+    message.decode()
+    assert message["family"] == socket.AF_INET
+    assert message.get_attr("NDTA_NAME") == "arp_cache"
+    parameters = message.get_attr("NDTA_PARMS")
+    assert parameters.get_attr("NDTPA_IFINDEX") == 7
+    assert parameters.get_attr("NDTPA_PROXY_DELAY") == 0
+    assert [name for name, _value in parameters["attrs"]] == ["NDTPA_IFINDEX", "NDTPA_PROXY_DELAY"]
 
 
 def test_a_batch_numbers_its_requests_and_asks_only_the_last_for_an_ack() -> None:
