@@ -38,7 +38,7 @@ lint: venv
 	$(PY) -m bench.readme --check
 
 typecheck: venv
-	$(VENV)/bin/mypy common ipam netdriver routedctl testkit bgp
+	$(VENV)/bin/mypy common ipam netdriver routedctl testkit bgp bench
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit

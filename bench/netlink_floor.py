@@ -1,5 +1,5 @@
-"""The kernel's floor under the plugin API benchmark: the netlink and /proc/sys work routed-net
-does per endpoint, in one process, with no HTTP, store, locks or netlink thread in between.
+"""The kernel's floor under the plugin API benchmark: the netlink work routed-net does per
+endpoint, in one process, with no HTTP, store, locks or netlink thread in between.
 
 Run as root: `PYTHONPATH=. .venv/bin/python -m bench.netlink_floor`. It first moves itself into
 a network namespace of its own (bench.stats.own_netns), so the host's links are never touched
@@ -7,10 +7,10 @@ and whatever it made goes with the namespace, even after a crash; it deletes its
 as well.
 
 Per endpoint, as netdriver.datapath does it, through netdriver.netlink's batched session:
-CreateEndpoint's veth pair (host end up, MTU, the peer's MAC), the host end's sysctls, then
-the gateway address and the host route in one batch; Join's look-up of the link; Leave's
-route removal and hand-over to routed's link group, which reaper threads delete whole;
-DeleteEndpoint, after Leave, does no kernel work. "calls/s" counts those 4 Docker calls per
+CreateEndpoint's veth pair (host end up, MTU, the peer's MAC), then the host end's IPv4
+settings, the gateway address and the host route in one batch; Join's look-up of the link;
+Leave's route removal and hand-over to routed's link group, which reaper threads delete
+whole; DeleteEndpoint, after Leave, does no kernel work. "calls/s" counts those 4 Docker calls per
 endpoint, so it reads against plugin_api's net workload. Each worker thread has a session of
 its own, and blocks of 1 and of 8 threads alternate (A B B A).
 """
@@ -36,9 +36,9 @@ from netdriver.datapath import (
     DOOMED_GROUP,
     REAPERS,
     LinkIndexes,
-    LinuxDatapath,
     _derived_mac,
     _host_side,
+    _ipv4_settings,
 )
 from netdriver.model import HOST_PREFIX, Attachment, host_veth_name, peer_name
 from netdriver.netlink import Session
@@ -97,8 +97,7 @@ def create(
     mac = _derived_mac(host)
     session.run(netlink.add_veth(host, peer_name(endpoint_id), MTU, mac))
     index = index_of(indexes, host)
-    LinuxDatapath._set_sysctls(host)
-    session.run(*_host_side(index, [Attachment(address, GATEWAY)], mac))
+    session.run(*_ipv4_settings(index), *_host_side(index, [Attachment(address, GATEWAY)], mac))
 
 
 def leave(

@@ -64,12 +64,12 @@ MISSES: tuple[tuple[Callable[[dict[str, float]], bool], str], ...] = (
   also runs the resolver's iptables in the container's netns, which the default bridge skips;
   since 28.0 it also moves a plugin's veth into that netns, where the bridge driver creates its
   own in place. The user-defined bridge, with the same dockerd work, is the floor (x{burst_user:.2f}
-  in the burst). routed-net's own medians per container
-  with one endpoint kept (scale benchmark): CreateEndpoint {create_ms:.1f} ms (veth, sysctls,
-  gateway address, route, one SQLite transaction), Join {join_ms:.1f} ms, Leave {leave_ms:.1f}
-  ms, DeleteEndpoint {delete_ms:.1f} ms. Leave removes the routes and hands the pair to a
-  reaper thread, which deletes it before libnetwork comes to move the peer back, so a stop
-  waits for neither the move nor the deletion (each waits for a kernel RCU grace period).
+  in the burst). routed-net's own medians per container with one endpoint kept (scale
+  benchmark): CreateEndpoint {create_ms:.1f} ms (veth; IPv4 settings, gateway address and
+  route in one netlink batch; one SQLite transaction), Join {join_ms:.1f} ms, Leave
+  {leave_ms:.1f} ms, DeleteEndpoint {delete_ms:.1f} ms. Leave removes the routes and hands the
+  pair to a reaper thread, which deletes it before libnetwork comes to move the peer back, so a
+  stop waits for neither the move nor the deletion (each waits for a kernel RCU grace period).
 """,
     ),
     (
