@@ -97,7 +97,7 @@ def _measure(results: dict[str, Any]) -> None:
         _step(results, "scale", lambda: scale.run(net_pid))
         _step(results, "reconcile", reconcile.in_own_netns)
         _step(results, "datapath", lambda: datapath.run(networks))
-        _step(results, "ports", lambda: ports.run({"routed": routed, "bridge": "bridge"}))
+        _step(results, "ports", lambda: ports.run(networks))
         docker("network", "rm", routed, check=False)
     finally:
         stayed = Docker().cleanup()

@@ -73,17 +73,23 @@ class Family:
     version: int
     tool: str  # iptables / ip6tables
     restore: str  # iptables-restore / ip6tables-restore
+    save: str  # iptables-save / ip6tables-save
 
     def run(self, table: str, *args: str) -> subprocess.CompletedProcess[str]:
         return _run([self.tool, "-w", str(deadlines.XTABLES_LOCK_S), "-t", table, *args])
+
+    def listings(self) -> subprocess.CompletedProcess[str]:
+        """Every table's rules in one run, where `-S` takes one per table. It reads without
+        the xtables lock (it has no -w): the kernel hands each table over whole."""
+        return _run([self.save])
 
     def restore_batch(self, batch: str) -> subprocess.CompletedProcess[str]:
         """One atomic batch; --noflush leaves every chain it does not declare alone."""
         return _run([self.restore, "-w", str(deadlines.XTABLES_LOCK_S), "--noflush"], stdin=batch)
 
 
-IPV4 = Family(4, "iptables", "iptables-restore")
-IPV6 = Family(6, "ip6tables", "ip6tables-restore")
+IPV4 = Family(4, "iptables", "iptables-restore", "iptables-save")
+IPV6 = Family(6, "ip6tables", "ip6tables-restore", "ip6tables-save")
 FAMILIES = (IPV4, IPV6)
 
 
@@ -117,7 +123,8 @@ class IptablesFirewall:
     ) -> None:
         self._absent.discard(family.version)
         tables = rules.render_tables(networks, family.version, forwards)
-        listings = {table: self._listing(family, table) for table in tables}
+        saved = self._listings(family)
+        listings = {table: saved.get(table, []) for table in tables}  # a table not loaded: []
         for table, text in tables.items():
             in_force = self._restored.get((family.version, table))
             if in_force is None or not _intact(in_force, listings[table]):
@@ -143,11 +150,11 @@ class IptablesFirewall:
         where = "after DOCKER-USER" if rules.DOCKER_USER_JUMP in listing else "first"
         log.info("put jump %s filter FORWARD -> %s %s", family.tool, rules.FIRST_CHAIN, where)
 
-    def _listing(self, family: Family, table: str) -> list[str]:
-        listing = family.run(table, "-S")
-        if listing.returncode != 0:
-            raise FirewallError(f"cannot list {family.tool} {table}: {listing.stderr.strip()}")
-        return listing.stdout.splitlines()
+    def _listings(self, family: Family) -> dict[str, list[str]]:
+        saved = family.listings()
+        if saved.returncode != 0:
+            raise FirewallError(f"cannot list the rules: {family.save}: {saved.stderr.strip()}")
+        return rules.saved_tables(saved.stdout)
 
     def _restore(self, family: Family, table: str, text: str, batch: str) -> None:
         """Put `text` in force by restoring `batch` (the text itself, or what appends to it)."""
@@ -223,7 +230,7 @@ class RuleSync:
     iptables hanging) is retried with a growing pause until the rules match the networks
     again: whatever a caller was told, the packet filter ends up as the store says. With
     no wish for `recheck_s`, the newest one is put in force again (cheap when nothing moved:
-    one listing per table), so what dockerd or an admin moved or flushed comes back unasked.
+    one listing per family), so what dockerd or an admin moved or flushed comes back unasked.
     """
 
     def __init__(

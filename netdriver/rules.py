@@ -271,3 +271,18 @@ def chain_rules(text: str) -> dict[str, list[str]]:
             _, chain, rule = line.split(" ", 2)
             chains[chain].append(rule)
     return chains
+
+
+def saved_tables(saved: str) -> dict[str, list[str]]:
+    """iptables-save's output by table: each table's rule lines (`-A CHAIN ...`, the form
+    `iptables -S` prints too), chain declarations and counters left out."""
+    tables: dict[str, list[str]] = {}
+    lines: list[str] | None = None
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            lines = tables.setdefault(line[1:].strip(), [])
+        elif line == "COMMIT":
+            lines = None
+        elif lines is not None and line.startswith("-A "):
+            lines.append(line)
+    return tables

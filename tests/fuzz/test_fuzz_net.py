@@ -105,6 +105,7 @@ RECHECK_OFF_S = 24 * 3600.0
 ALLOWED_ARGV: set[tuple[str, ...]] = set()
 for _tool in ("iptables", "ip6tables"):
     ALLOWED_ARGV.add((f"{_tool}-restore", "-w", WAIT_S, "--noflush"))
+    ALLOWED_ARGV.add((f"{_tool}-save",))
     for _table, _builtin, _chain, _match in [*_JUMPS, _FIRST]:
         _base = (_tool, "-w", WAIT_S, "-t", _table)
         ALLOWED_ARGV |= {
@@ -227,13 +228,14 @@ class ProcessGuard:
                 elif line.startswith("-I FORWARD "):
                     self.jumps[first] += 1
             return self._done(argv_t, 0)
+        if argv_t[0].endswith("-save"):  # every table: the jumps in its built-in chains
+            tool = argv_t[0].removesuffix("-save")
+            lines = []
+            for table in ("filter", "nat"):
+                lines += [f"*{table}", *self._jump_lines(tool, table), "COMMIT"]
+            return self._done(argv_t, 0, "\n".join(lines) + "\n")
         if argv_t[5:] == ("-S",):  # the whole table: the jumps in its built-in chains
-            lines = [
-                f"-A {builtin} {jump}"
-                for (t, tb, builtin, jump), n in self.jumps.items()
-                if (t, tb) == (tool, argv_t[4])
-                for _ in range(n)
-            ]
+            lines = self._jump_lines(tool, argv_t[4])
             return self._done(argv_t, 0, "\n".join(lines) + "\n")
         table, op, target = argv_t[4], argv_t[5], argv_t[6]
         if op in ("-S", "-F"):
@@ -252,6 +254,14 @@ class ProcessGuard:
             self.jumps[key] -= 1
             return self._done(argv_t, 0)
         return self._done(argv_t, 1)
+
+    def _jump_lines(self, tool: str, table: str) -> list[str]:
+        return [
+            f"-A {builtin} {jump}"
+            for (t, tb, builtin, jump), n in self.jumps.items()
+            if (t, tb) == (tool, table)
+            for _ in range(n)
+        ]
 
     @staticmethod
     def _done(argv: tuple[str, ...], code: int, out: str = "") -> subprocess.CompletedProcess[str]:

@@ -317,7 +317,12 @@ def test_parse_chain() -> None:
 
 
 def test_chain_of_a_missing_tool_is_unknown(tmp_path: Path) -> None:
-    missing = Family(6, str(tmp_path / "ip6tables"), str(tmp_path / "ip6tables-restore"))
+    missing = Family(
+        6,
+        str(tmp_path / "ip6tables"),
+        str(tmp_path / "ip6tables-restore"),
+        str(tmp_path / "ip6tables-save"),
+    )
     chain = collect.read_chain(missing, "filter", "FORWARD", "ROUTED-FORWARD")
     assert (chain.version, chain.present, chain.jumped) == (6, None, None)
     assert "ip6tables" in chain.detail
