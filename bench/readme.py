@@ -307,12 +307,11 @@ def _side_values(sides: dict[str, Any]) -> dict[str, Any]:
 
 def _ports_values(first_answer: dict[str, Any]) -> dict[str, float]:
     """The first answer's ratios; NAN (no note) for a run that did not measure one."""
-    return {
-        f"ports_{side.removesuffix('_bridge')}": first_answer.get(f"routed_vs_{side}", {}).get(
-            "median_ratio", NAN
-        )
-        for side in ("bridge", "user_bridge")
-    }
+
+    def ratio(side: str) -> float:
+        return float(first_answer.get(f"routed_vs_{side}", {}).get("median_ratio", NAN))
+
+    return {"ports_bridge": ratio("bridge"), "ports_user": ratio("user_bridge")}
 
 
 def bench_notes(r: dict[str, Any]) -> str:

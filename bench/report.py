@@ -218,6 +218,24 @@ def _datapath_rows(d: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
+def _against_baselines(label: str, result: dict[str, Any], ratio_key: str) -> list[str]:
+    """A row per baseline of docker_start.BASELINES: routed's median time against the
+    baseline's, their ratio under `ratio_key` (with the baseline for {side}). A baseline the
+    run has no ratio for (runs from before it was measured) has no row."""
+    rows = []
+    for side in docker_start.BASELINES:
+        ratio = result.get(ratio_key.format(side=side))
+        if ratio is None:
+            continue
+        rows.append(_row([
+            f"{label} (baseline: {BASELINE_NAMES[side]})",
+            _fmt(result["routed"]["median_ms"], " ms", 0),
+            _fmt(result[side]["median_ms"], " ms", 0),
+            _ratio_cell(ratio), "median ratio <= 1.0", _yes(ratio["median_ratio"] <= 1.0),
+        ]))  # fmt: skip
+    return rows
+
+
 def markdown(r: dict[str, Any]) -> str:
     rows = [
         "| benchmark | routed | baseline | ratio or value | target | met? |",
@@ -226,16 +244,11 @@ def markdown(r: dict[str, Any]) -> str:
     err = {k: v["error"] for k, v in r.items() if isinstance(v, dict) and "error" in v}
     s = r.get("container_start", {})
     if "routed" in s:
-        rows += [
-            _row([
-                f"1. container start, `docker run --rm … true`, {s['routed']['n']} interleaved "
-                f"rounds (baseline: {BASELINE_NAMES[side]})",
-                _fmt(s["routed"]["median_ms"], " ms", 0), _fmt(s[side]["median_ms"], " ms", 0),
-                _ratio_cell(s[f"vs_{side}"]), "median ratio <= 1.0",
-                _yes(s[f"vs_{side}"]["median_ratio"] <= 1.0),
-            ])
-            for side in docker_start.BASELINES
-        ]  # fmt: skip
+        rows += _against_baselines(
+            f"1. container start, `docker run --rm … true`, {s['routed']['n']} interleaved rounds",
+            s,
+            "vs_{side}",
+        )
     for b in (r.get("burst", {}), r.get("burst_200", {})):
         rows += _burst_rows(b)
     a = r.get("plugin_api", {})
@@ -336,17 +349,12 @@ def markdown(r: dict[str, Any]) -> str:
     p = r.get("ports", {})
     if "first_answer" in p:
         fa = p["first_answer"]
-        rows += [
-            _row([
-                f"5. published port: `docker run -d -p` to the first HTTP answer at 127.0.0.1 "
-                f"(median of {fa['routed']['n']}) (baseline: {BASELINE_NAMES[side]})",
-                _fmt(fa["routed"]["median_ms"], " ms", 0), _fmt(fa[side]["median_ms"], " ms", 0),
-                _ratio_cell(fa[f"routed_vs_{side}"]), "median ratio <= 1.0",
-                _yes(fa[f"routed_vs_{side}"]["median_ratio"] <= 1.0),
-            ])
-            for side in docker_start.BASELINES
-            if f"routed_vs_{side}" in fa  # runs from before the user bridge was measured
-        ]  # fmt: skip
+        rows += _against_baselines(
+            "5. published port: `docker run -d -p` to the first HTTP answer at 127.0.0.1 "
+            f"(median of {fa['routed']['n']})",
+            fa,
+            "routed_vs_{side}",
+        )
         for where, label in (("host", "from the host, 127.0.0.1"), ("upstream", "from upstream")):
             rq = p["requests_per_s"][where]
             rows.append(_row([
